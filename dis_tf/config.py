@@ -1,0 +1,241 @@
+"""The one typed configuration of dis_tf, and its presets.
+
+An `ExperimentConfig` is built from a preset function (`synthetic()` or
+`voc12()`), overridden by command-line flags, and written to
+`model_dir/config.json` so that evaluation and export need only `--model_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """The network (paper Sec. 2.1).
+
+  Attributes:
+    backbone: "tiny", "resnet50" or "resnet101" (the paper's).
+    weights: None, "imagenet" or a path to a Keras weights file of the
+      undilated keras.applications model (ResNets only).
+    num_classes: number of labelmap classes, background included.
+    tiny_width: channels of u1 for the tiny backbone.
+    train_batchnorm: fine-tune the ResNet batch-norm layers (default: frozen,
+      in inference mode, DeepLab v2 practice for small batches).
+  """
+
+  backbone: str = "tiny"
+  weights: Optional[str] = None
+  num_classes: int = 21
+  tiny_width: int = 64
+  train_batchnorm: bool = False
+
+
+@dataclasses.dataclass
+class LossConfig:
+  """Weights of L^map, L^img and L^tag (paper Sec. 3)."""
+
+  map_weight: float = 1.0
+  image_weight: float = 1.0
+  tag_weight: float = 1.0
+
+
+@dataclasses.dataclass
+class LatentConfig:
+  """Latent inference on (u1, v1) (paper Sec. 2.1 'Inference in Test', 3.1).
+
+  Attributes:
+    t_train: gradient steps for pseudo labels of weak images in stage 2
+      (0 is the paper's setup 1: plain prediction refined by the given tags).
+    t_test: gradient steps at evaluation and in the exported model.
+    step_size: gradient-descent step size on (u1, v1).
+    clip_norm: per-example gradient-norm clip (None disables it).
+    soft_pseudo_labels: use refined probabilities instead of their argmax as
+      labelmap targets, and tag probabilities instead of thresholded tags.
+    tag_threshold: threshold on sigmoid(v3) for the cleaned tags.
+  """
+
+  t_train: int = 10
+  t_test: int = 30
+  step_size: float = 1.0
+  clip_norm: Optional[float] = 10.0
+  soft_pseudo_labels: bool = False
+  tag_threshold: float = 0.5
+
+
+@dataclasses.dataclass
+class DataConfig:
+  """Input pipelines.
+
+  Attributes:
+    data_dir: tensorflow-datasets data dir (where prepared datasets live).
+    voc_dir: manual dir holding `VOCdevkit/VOC2012` (or the VOC2012 folder).
+    weak_dir: a `web_tags` folder (images + annotations.jsonl), or None.
+    use_voc_weak_tags: add tag-only VOC images (no mask) to the weak stream.
+    train_split: split of the fully labelled images.
+    eval_split: split used by evaluation.
+    crop_size: training crop (353 gives the paper's 45x45 u1).
+    min_scale: smallest random scale factor.
+    max_scale: largest random scale factor.
+    weak_fraction: fraction of each stage-2 batch that is tag-only images.
+    output_stride: backbone output stride (8 for all dis_tf backbones).
+    deterministic: fixed-seed, order-preserving pipelines (tests).
+    shuffle_buffer: shuffle buffer size.
+    skip_bad_files: skip unreadable / inconsistent files when building the
+      datasets (counted and logged) instead of stopping at the first.
+  """
+
+  data_dir: Optional[str] = None
+  voc_dir: Optional[str] = None
+  weak_dir: Optional[str] = None
+  use_voc_weak_tags: bool = False
+  train_split: str = "train"
+  eval_split: str = "val"
+  crop_size: int = 353
+  min_scale: float = 0.5
+  max_scale: float = 1.5
+  weak_fraction: float = 0.5
+  output_stride: int = 8
+  deterministic: bool = False
+  shuffle_buffer: int = 1000
+  skip_bad_files: bool = False
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Optimisation of the two stages (paper Sec. 3).
+
+  Steps and learning rates are per stage-1 phase: (a) backbone + subnet-1 +
+  subnet-3 on L^map + L^tag, (b) subnet-2 alone on L^img, (c) everything on
+  all three losses; then stage 2 ("semi").
+  """
+
+  batch_size: int = 10
+  phase_a_steps: int = 20000
+  phase_b_steps: int = 5000
+  phase_c_steps: int = 10000
+  semi_steps: int = 20000
+  phase_a_lr: float = 2.5e-4
+  phase_b_lr: float = 1e-3
+  phase_c_lr: float = 1e-4
+  semi_lr: float = 1e-4
+  optimizer: str = "sgd"
+  momentum: float = 0.9
+  poly_power: float = 0.9
+  weight_decay: float = 1e-4
+  steps_per_epoch: int = 500
+  strategy: str = "default"
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """Everything a run needs; written to `model_dir/config.json`."""
+
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+  latent: LatentConfig = dataclasses.field(default_factory=LatentConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  model_dir: Optional[str] = None
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values):
+    """Builds a config from a dict; unknown keys are an error."""
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+      if field.name not in values:
+        continue
+      value = values[field.name]
+      sub = _SECTIONS.get(field.name)
+      if sub is not None:
+        value = _section_from_dict(sub, value, field.name)
+      kwargs[field.name] = value
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"Unknown config keys: {sorted(unknown)}")
+    return cls(**kwargs)
+
+  def save(self, model_dir):
+    """Writes `config.json` atomically into `model_dir`; returns its path."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+  @classmethod
+  def load(cls, model_dir):
+    """Reads `model_dir/config.json` written by `save`."""
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f"{path} does not exist: --model_dir must be a dis_tf training "
+          "directory (tools/train.py writes config.json there)."
+      )
+    with open(path) as f:
+      return cls.from_dict(json.load(f))
+
+
+CONFIG_FILENAME = "config.json"
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "latent": LatentConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+}
+
+
+def _section_from_dict(section_cls, values, name):
+  known = {f.name for f in dataclasses.fields(section_cls)}
+  unknown = set(values) - known
+  if unknown:
+    raise ValueError(f"Unknown keys in config section '{name}': {sorted(unknown)}")
+  return section_cls(**values)
+
+
+def synthetic() -> ExperimentConfig:
+  """Tiny backbone on the generated synthetic benchmark (CPU minutes)."""
+  return ExperimentConfig(
+      model=ModelConfig(backbone="tiny", tiny_width=64),
+      latent=LatentConfig(t_train=10, t_test=30),
+      data=DataConfig(crop_size=96, min_scale=0.75, max_scale=1.25,
+                      shuffle_buffer=500),
+      train=TrainConfig(
+          batch_size=8,
+          phase_a_steps=300,
+          phase_b_steps=100,
+          phase_c_steps=100,
+          semi_steps=200,
+          phase_a_lr=1e-3,
+          phase_b_lr=1e-3,
+          phase_c_lr=3e-4,
+          semi_lr=3e-4,
+          optimizer="adam",
+          weight_decay=0.0,
+          steps_per_epoch=50,
+      ),
+  )
+
+
+def voc12() -> ExperimentConfig:
+  """The paper's setting: dilated ResNet101, crop 353, SGD + poly schedule."""
+  return ExperimentConfig(
+      model=ModelConfig(backbone="resnet101", weights="imagenet"),
+      latent=LatentConfig(t_train=10, t_test=30),
+      data=DataConfig(crop_size=353, use_voc_weak_tags=True),
+      train=TrainConfig(batch_size=10, optimizer="sgd", momentum=0.9),
+  )
+
+
+PRESETS = {"synthetic": synthetic, "voc12": voc12}

@@ -1,0 +1,353 @@
+"""DISModel: the Dual Image Segmentation network and its two training stages.
+
+A Keras 3 functional model (image -> labelmap logits u3, reconstruction z3,
+tag logits v3; paper Fig. 3) with a custom `train_step` for
+
+* stage 1, fully supervised, in the paper's three phases (Sec. 3):
+  (a) backbone + subnet-1 + subnet-3 on L^map + L^tag,
+  (b) subnet-2 alone on L^img, everything else frozen,
+  (c) all four parts on all three losses;
+* stage 2, semi-supervised (Sec. 3.1, Eq. 1): tag-only ("weak") images get
+  pseudo labelmaps and cleaned tags from training-mode latent inference on
+  the same backbone forward whose loss is then differentiated.
+"""
+
+import keras
+import tensorflow as tf
+
+from dis_tf import image_ops
+from dis_tf import inference
+from dis_tf import losses
+from dis_tf import metrics as dis_metrics
+from dis_tf.classes import IGNORE_LABEL
+from dis_tf.modeling import backbones as backbones_lib
+from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
+
+PHASES = ("a", "b", "c", "semi")
+
+
+@keras.saving.register_keras_serializable(package="dis_tf")
+class DISModel(keras.Model):
+  """The DIS network.
+
+  Args:
+    backbone: a `keras.Model` mapping a normalised image to [u1, v1] (see
+      `dis_tf.modeling.backbones`).
+    num_classes: labelmap classes, background included (21 for VOC).
+    map_weight: weight of L^map.
+    image_weight: weight of L^img.
+    tag_weight: weight of L^tag.
+    t_train: latent steps for the pseudo labels of weak images (stage 2).
+    latent_step_size: step size of the latent gradient descent.
+    latent_clip_norm: per-example gradient-norm clip of the latent steps.
+    soft_pseudo_labels: use refined probabilities / tag probabilities as
+      soft targets instead of argmax labels / thresholded tags.
+    tag_threshold: threshold on sigmoid(v3) giving the cleaned tags.
+    train_batchnorm: let phase changes make the backbone's batch-norm
+      layers trainable (default False: frozen, inference mode).
+    phase: initial training phase ("a", "b", "c" or "semi").
+    **kwargs: forwarded to `keras.Model` (e.g. `name`).
+  """
+
+  def __init__(self, backbone, num_classes=21, map_weight=1.0,
+               image_weight=1.0, tag_weight=1.0, t_train=0,
+               latent_step_size=1.0, latent_clip_norm=10.0,
+               soft_pseudo_labels=False, tag_threshold=0.5,
+               train_batchnorm=False, phase="c", **kwargs):
+    image = keras.Input(shape=(None, None, 3), name="image")
+    u1, v1 = backbone(image)
+    subnet1 = Subnet1(num_classes, name="subnet1")
+    subnet2 = Subnet2(num_classes, name="subnet2")
+    subnet3 = Subnet3(num_classes, name="subnet3")
+    u3 = subnet1(u1, v1)
+    outputs = {
+        "labelmap_logits": u3,
+        "reconstruction": subnet2(u3),
+        "tag_logits": subnet3(u1, v1),
+    }
+    kwargs.setdefault("name", "dis_model")
+    super().__init__(inputs={"image": image}, outputs=outputs, **kwargs)
+
+    self.backbone = backbone
+    self.subnet1 = subnet1
+    self.subnet2 = subnet2
+    self.subnet3 = subnet3
+    self.num_classes = num_classes
+    self.map_weight = map_weight
+    self.image_weight = image_weight
+    self.tag_weight = tag_weight
+    self.t_train = t_train
+    self.latent_step_size = latent_step_size
+    self.latent_clip_norm = latent_clip_norm
+    self.soft_pseudo_labels = soft_pseudo_labels
+    self.tag_threshold = tag_threshold
+    self.train_batchnorm = train_batchnorm
+    self.phase = None
+    self.set_phase(phase)
+
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.map_loss_tracker = keras.metrics.Mean(name="map_loss")
+    self.image_loss_tracker = keras.metrics.Mean(name="image_loss")
+    self.tag_loss_tracker = keras.metrics.Mean(name="tag_loss")
+    self.pixel_accuracy = dis_metrics.PixelAccuracy(name="pixel_accuracy")
+    self.mean_iou = dis_metrics.MeanIoU(num_classes, name="mean_iou")
+
+  # ---------------------------------------------------------------- phases
+  def set_phase(self, phase):
+    """Sets which parts train (paper Sec. 3); call `compile` afterwards.
+
+    Phase "a": backbone, subnet-1, subnet-3. Phase "b": subnet-2 only.
+    Phases "c" and "semi": all four parts. Backbone batch-norm layers stay
+    frozen unless `train_batchnorm`.
+
+    Args:
+      phase: one of "a", "b", "c", "semi".
+    """
+    if phase not in PHASES:
+      raise ValueError(f"Unknown phase {phase!r}; expected one of {PHASES}.")
+    self.phase = phase
+    self.backbone.trainable = phase != "b"
+    self.subnet1.trainable = phase != "b"
+    self.subnet3.trainable = phase != "b"
+    self.subnet2.trainable = phase != "a"
+    if not self.train_batchnorm:
+      for layer in _all_layers(self.backbone):
+        if isinstance(layer, keras.layers.BatchNormalization):
+          layer.trainable = False
+
+  @property
+  def loss_weights_for_phase(self):
+    """(map, image, tag) weights of the total loss in the current phase."""
+    if self.phase == "a":
+      return self.map_weight, 0.0, self.tag_weight
+    if self.phase == "b":
+      return 0.0, self.image_weight, 0.0
+    return self.map_weight, self.image_weight, self.tag_weight
+
+  # --------------------------------------------------------------- forward
+  def forward(self, image, training=False):
+    """Runs the backbone once and the three subnets.
+
+    Args:
+      image: [B, H, W, 3] normalised image.
+      training: Keras training flag.
+
+    Returns:
+      Dict with "u1", "v1", "labelmap_logits" (u3), "reconstruction" (z3),
+      "tag_logits" (v3).
+    """
+    u1, v1 = self.backbone(image, training=training)
+    u3 = self.subnet1(u1, v1)
+    return {
+        "u1": u1,
+        "v1": v1,
+        "labelmap_logits": u3,
+        "reconstruction": self.subnet2(u3),
+        "tag_logits": self.subnet3(u1, v1),
+    }
+
+  def infer(self, image, steps=0, tags=None, image_target=None,
+            step_size=None, clip_norm=None, return_features=False):
+    """Test-time (or, with tags, training-mode) DIS inference.
+
+    The backbone runs once; `steps` latent gradient steps follow.
+
+    Args:
+      image: [B, H, W, 3] normalised image.
+      steps: latent steps (int or scalar tensor).
+      tags: optional [B, C] tags: training-mode inference.
+      image_target: optional precomputed image target at feature size.
+      step_size: defaults to the model's `latent_step_size`.
+      clip_norm: defaults to the model's `latent_clip_norm`.
+      return_features: also return refined u1, v1.
+
+    Returns:
+      The dict of `dis_tf.inference.latent_inference`.
+    """
+    u1, v1 = self.backbone(image, training=False)
+    if image_target is None:
+      image_target = image_ops.image_target(image, tf.shape(u1)[1:3])
+    return self.latent(u1, v1, image_target, tags, steps, step_size,
+                       clip_norm, return_features)
+
+  def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
+             clip_norm=None, return_features=False):
+    """`dis_tf.inference.latent_inference` with this model's settings."""
+    return inference.latent_inference(
+        self, u1, v1, image_target, tags=tags, steps=steps,
+        step_size=self.latent_step_size if step_size is None else step_size,
+        clip_norm=self.latent_clip_norm if clip_norm is None else clip_norm,
+        image_weight=self.image_weight, tag_weight=self.tag_weight,
+        return_features=return_features,
+    )
+
+  # ------------------------------------------------------------- training
+  def pseudo_targets(self, u1, v1, image_target, tags, mask):
+    """Pseudo labelmaps and cleaned tags for weak images (paper Sec. 3.1).
+
+    Runs training-mode latent inference for `t_train` steps on (u1, v1) with
+    the network frozen; the refined labelmap and tags become ground truth.
+    Nothing here carries a gradient.
+
+    Args:
+      u1: [B, h, w, D] features of the batch's single backbone forward.
+      v1: [B, D].
+      image_target: [B, h, w, 3].
+      tags: [B, C] the given (noisy) tags.
+      mask: [B, H, W] the ignore region (255) of the weak images.
+
+    Returns:
+      (labels [B, H, W] int32 with 255 kept, soft labels [B, H, W, C] or
+      None, tags [B, C]).
+    """
+    result = self.latent(tf.stop_gradient(u1), tf.stop_gradient(v1),
+                         image_target, tags=tags, steps=self.t_train)
+    size = tf.shape(mask)[1:3]
+    probabilities = tf.image.resize(result["probabilities"], size,
+                                    method=tf.image.ResizeMethod.BILINEAR)
+    labels = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    labels = tf.where(tf.equal(mask, IGNORE_LABEL), IGNORE_LABEL, labels)
+    tag_probabilities = result["tag_probabilities"]
+    if self.soft_pseudo_labels:
+      return (tf.stop_gradient(labels), tf.stop_gradient(probabilities),
+              tf.stop_gradient(tag_probabilities))
+    cleaned = tf.cast(tag_probabilities > self.tag_threshold, tf.float32)
+    return tf.stop_gradient(labels), None, tf.stop_gradient(cleaned)
+
+  def _targets(self, x, u1, v1, image_target):
+    """Ground truth of the batch: given labels, pseudo labels for weak ones."""
+    mask = tf.cast(x["mask"], tf.int32)
+    tags = tf.cast(x["tags"], tf.float32)
+    if self.phase != "semi" or "is_weak" not in x:
+      return mask, None, tags
+    is_weak = tf.cast(x["is_weak"], tf.bool)
+    pseudo_mask, pseudo_soft, pseudo_tags = self.pseudo_targets(
+        u1, v1, image_target, tags, mask)
+    mask = tf.where(is_weak[:, None, None], pseudo_mask, mask)
+    tags = tf.where(is_weak[:, None], pseudo_tags, tags)
+    soft = None
+    if pseudo_soft is not None:
+      one_hot = tf.one_hot(tf.where(mask == IGNORE_LABEL, 0, mask),
+                           self.num_classes)
+      soft = tf.where(is_weak[:, None, None, None], pseudo_soft, one_hot)
+    return mask, soft, tags
+
+  def _forward_and_losses(self, x, training):
+    """One backbone forward, the targets, and the three losses."""
+    image = x["image"]
+    outputs = self.forward(image, training=training)
+    u1, v1 = outputs["u1"], outputs["v1"]
+    image_target = x.get("image_small")
+    if image_target is None:
+      image_target = image_ops.image_target(image, tf.shape(u1)[1:3])
+    mask, soft, tags = self._targets(x, u1, v1, image_target)
+    map_loss = losses.map_loss(outputs["labelmap_logits"], mask, soft)
+    image_loss = losses.image_loss(outputs["reconstruction"], image_target)
+    tag_loss = losses.tag_loss(outputs["tag_logits"], tags)
+    w_map, w_image, w_tag = self.loss_weights_for_phase
+    total = w_map * map_loss + w_image * image_loss + w_tag * tag_loss
+    return outputs, total, (map_loss, image_loss, tag_loss)
+
+  def _update_metrics(self, x, outputs, total, parts):
+    map_loss, image_loss, tag_loss = parts
+    self.loss_tracker.update_state(total)
+    self.map_loss_tracker.update_state(map_loss)
+    self.image_loss_tracker.update_state(image_loss)
+    self.tag_loss_tracker.update_state(tag_loss)
+    mask = tf.cast(x["mask"], tf.int32)
+    # Segmentation metrics count only images with real masks.
+    if "is_weak" in x:
+      weak = tf.cast(x["is_weak"], tf.bool)[:, None, None]
+      mask = tf.where(weak, IGNORE_LABEL, mask)
+    logits = losses.upsample_logits(outputs["labelmap_logits"],
+                                    tf.shape(mask)[1:3])
+    prediction = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    self.pixel_accuracy.update_state(mask, prediction)
+    self.mean_iou.update_state(mask, prediction)
+    return {m.name: m.result() for m in self.metrics}
+
+  def train_step(self, data):
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    with tf.GradientTape() as tape:
+      outputs, total, parts = self._forward_and_losses(x, training=True)
+      # The optimizer sums gradients over replicas.
+      replicas = tf.distribute.get_strategy().num_replicas_in_sync
+      scaled = self.optimizer.scale_loss(total / replicas)
+    variables = self.trainable_variables
+    gradients = tape.gradient(scaled, variables)
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    return self._update_metrics(x, outputs, total, parts)
+
+  def test_step(self, data):
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    outputs, total, parts = self._forward_and_losses(x, training=False)
+    return self._update_metrics(x, outputs, total, parts)
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker, self.map_loss_tracker, self.image_loss_tracker,
+            self.tag_loss_tracker, self.pixel_accuracy, self.mean_iou]
+
+  # ---------------------------------------------------------- serialisation
+  def get_config(self):
+    return {
+        "name": self.name,
+        "trainable": self.trainable,
+        "backbone": keras.saving.serialize_keras_object(self.backbone),
+        "num_classes": self.num_classes,
+        "map_weight": self.map_weight,
+        "image_weight": self.image_weight,
+        "tag_weight": self.tag_weight,
+        "t_train": self.t_train,
+        "latent_step_size": self.latent_step_size,
+        "latent_clip_norm": self.latent_clip_norm,
+        "soft_pseudo_labels": self.soft_pseudo_labels,
+        "tag_threshold": self.tag_threshold,
+        "train_batchnorm": self.train_batchnorm,
+        "phase": self.phase,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["backbone"] = keras.saving.deserialize_keras_object(
+        config["backbone"])
+    return cls(**config)
+
+
+def _all_layers(model):
+  """Every layer of a (possibly nested) model."""
+  for layer in model.layers:
+    yield layer
+    if isinstance(layer, keras.Model):
+      yield from _all_layers(layer)
+
+
+def build_dis_model(config):
+  """Builds a `DISModel` from an `ExperimentConfig` (flags -> config -> here).
+
+  Args:
+    config: a `dis_tf.config.ExperimentConfig`.
+
+  Returns:
+    A built `DISModel` in phase "a".
+  """
+  backbone = backbones_lib.build_backbone(
+      config.model.backbone, weights=config.model.weights,
+      tiny_width=config.model.tiny_width,
+      train_batchnorm=config.model.train_batchnorm,
+  )
+  return DISModel(
+      backbone,
+      num_classes=config.model.num_classes,
+      map_weight=config.loss.map_weight,
+      image_weight=config.loss.image_weight,
+      tag_weight=config.loss.tag_weight,
+      t_train=config.latent.t_train,
+      latent_step_size=config.latent.step_size,
+      latent_clip_norm=config.latent.clip_norm,
+      soft_pseudo_labels=config.latent.soft_pseudo_labels,
+      tag_threshold=config.latent.tag_threshold,
+      train_batchnorm=config.model.train_batchnorm,
+      phase="a",
+  )

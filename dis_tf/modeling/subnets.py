@@ -1,0 +1,170 @@
+"""The three DIS subnets and the tag refinement (paper Sec. 2.1, Fig. 3).
+
+Subnet-1 and subnet-3 are kept strictly linear in (u1, v1): the latent
+inference relies on it (issue: Gram-operator latent steps).
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="dis_tf")
+class Subnet1(keras.layers.Layer):
+  """Labelmap prediction: u2 = u1 + up(v1), u3 = conv3x3(u2).
+
+  Args:
+    num_classes: channels of u3 (class logits).
+    kernel_initializer: initializer of the 3x3 convolution (the paper
+      samples subnet weights from a normal distribution).
+    **kwargs: forwarded to `keras.layers.Layer`.
+  """
+
+  def __init__(self, num_classes, kernel_initializer="he_normal", **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.conv = keras.layers.Conv2D(
+        num_classes, 3, padding="same",
+        kernel_initializer=self.kernel_initializer, name="subnet1_conv",
+    )
+
+  def build(self, u1_shape, v1_shape=None):
+    self.conv.build(u1_shape)
+
+  def call(self, u1, v1):
+    # up(v1): the image-level vector concatenated into a map, then summed.
+    u2 = u1 + v1[:, None, None, :]
+    return self.conv(u2)
+
+  def compute_output_shape(self, u1_shape, v1_shape=None):
+    return tuple(u1_shape[:-1]) + (self.num_classes,)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "num_classes": self.num_classes,
+        "kernel_initializer": keras.initializers.serialize(
+            self.kernel_initializer
+        ),
+    })
+    return config
+
+
+@keras.saving.register_keras_serializable(package="dis_tf")
+class Subnet2(keras.layers.Layer):
+  """Image reconstruction z3 from the labelmap (three convolutions).
+
+  The paper sizes the kernels 21x5x5x21, 21x3x3x16 and 16x3x3x3. The input is
+  softmax(u3), so the reconstruction depends on the labelmap and not on the
+  scale of the logits.
+
+  Args:
+    num_classes: channels of u3.
+    hidden_channels: channels of the second convolution (16 in the paper).
+    image_channels: channels of z3 (3, RGB).
+    **kwargs: forwarded to `keras.layers.Layer`.
+  """
+
+  def __init__(self, num_classes, hidden_channels=16, image_channels=3,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.hidden_channels = hidden_channels
+    self.image_channels = image_channels
+    self.conv1 = keras.layers.Conv2D(
+        num_classes, 5, padding="same", activation="relu", name="subnet2_conv1"
+    )
+    self.conv2 = keras.layers.Conv2D(
+        hidden_channels, 3, padding="same", activation="relu",
+        name="subnet2_conv2",
+    )
+    self.conv3 = keras.layers.Conv2D(
+        image_channels, 3, padding="same", name="subnet2_conv3"
+    )
+
+  def build(self, u3_shape):
+    self.conv1.build(u3_shape)
+    shape = tuple(u3_shape[:-1])
+    self.conv2.build(shape + (self.num_classes,))
+    self.conv3.build(shape + (self.hidden_channels,))
+
+  def call(self, u3):
+    x = tf.nn.softmax(u3, axis=-1)
+    return self.conv3(self.conv2(self.conv1(x)))
+
+  def compute_output_shape(self, u3_shape):
+    return tuple(u3_shape[:-1]) + (self.image_channels,)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "num_classes": self.num_classes,
+        "hidden_channels": self.hidden_channels,
+        "image_channels": self.image_channels,
+    })
+    return config
+
+
+@keras.saving.register_keras_serializable(package="dis_tf")
+class Subnet3(keras.layers.Layer):
+  """Tag classification: v2 = avgpool(u1) + v1, v3 = dense(v2).
+
+  Args:
+    num_classes: length of v3 (tag logits; index 0 is background).
+    kernel_initializer: initializer of the projection.
+    **kwargs: forwarded to `keras.layers.Layer`.
+  """
+
+  def __init__(self, num_classes, kernel_initializer="glorot_uniform",
+               **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.dense = keras.layers.Dense(
+        num_classes, kernel_initializer=self.kernel_initializer,
+        name="subnet3_dense",
+    )
+
+  def build(self, u1_shape, v1_shape=None):
+    self.dense.build((u1_shape[0], u1_shape[-1]))
+
+  def call(self, u1, v1):
+    v2 = tf.reduce_mean(u1, axis=[1, 2]) + v1
+    return self.dense(v2)
+
+  def compute_output_shape(self, u1_shape, v1_shape=None):
+    return (u1_shape[0], self.num_classes)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "num_classes": self.num_classes,
+        "kernel_initializer": keras.initializers.serialize(
+            self.kernel_initializer
+        ),
+    })
+    return config
+
+
+def refine_labelmap(u3, v3):
+  """Tag refinement of the labelmap ("v3 convolved on u3", paper Sec. 2.1).
+
+  The class probabilities softmax(u3) are scaled channel-wise (a 1x1
+  convolution with a per-image kernel) by sigmoid(v3), with the background
+  scale fixed at 1 because background is always present, and renormalised.
+
+  Args:
+    u3: [B, h, w, C] labelmap logits.
+    v3: [B, C] tag logits.
+
+  Returns:
+    [B, h, w, C] refined class probabilities (sum to 1 over C).
+  """
+  probs = tf.nn.softmax(u3, axis=-1)
+  scale = tf.nn.sigmoid(v3)
+  scale = tf.concat([tf.ones_like(scale[:, :1]), scale[:, 1:]], axis=-1)
+  refined = probs * scale[:, None, None, :]
+  # Background has scale 1, so the sum is > 0 unless softmax underflowed
+  # everywhere; the floor only guards that corner.
+  total = tf.reduce_sum(refined, axis=-1, keepdims=True)
+  return refined / tf.maximum(total, 1e-12)
