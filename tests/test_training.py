@@ -1,0 +1,122 @@
+"""Training driver: phases in order, model_dir layout, resume after a crash."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dis_tf import config as config_lib
+from dis_tf import image_ops
+from dis_tf import model_dir as model_dir_lib
+from dis_tf import training
+
+
+def _config(model_dir, steps=4):
+  config = config_lib.synthetic()
+  config.model_dir = str(model_dir)
+  config.model.tiny_width = 8
+  config.data.crop_size = 32
+  config.train.batch_size = 2
+  config.train.phase_a_steps = steps
+  config.train.phase_b_steps = steps
+  config.train.phase_c_steps = steps
+  config.train.semi_steps = steps
+  config.train.steps_per_epoch = 2
+  config.latent.t_train = 2
+  return config
+
+
+def _dataset_fn(config, stage):
+  rng = np.random.RandomState(0)
+  size, batch = config.data.crop_size, config.train.batch_size
+  image = rng.randn(batch, size, size, 3).astype(np.float32)
+  f = image_ops.feature_size(size)
+  element = {
+      "image": image,
+      "image_small": image_ops.image_target(image, (f, f)).numpy(),
+      "mask": rng.randint(0, 21, (batch, size, size)).astype(np.int32),
+      "tags": np.ones((batch, 21), np.float32),
+      "is_weak": np.array([stage == "semi", False], np.float32),
+  }
+  return tf.data.Dataset.from_tensors(element).repeat()
+
+
+class _CrashAt(keras.callbacks.Callback):
+  """Raises at the start of a given epoch of a given phase (a killed run)."""
+
+  def __init__(self, phase, epoch):
+    super().__init__()
+    self.phase, self.epoch = phase, epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.model.phase == self.phase and epoch == self.epoch:
+      raise KeyboardInterrupt("simulated kill")
+
+
+def _weights(model):
+  return [w.numpy() for w in model.weights]
+
+
+def test_train_writes_the_model_dir_layout(tmp_path):
+  config = _config(tmp_path / "run")
+  model = training.train(config, "all", dataset_fn=_dataset_fn, verbose=0)
+  run = tmp_path / "run"
+  saved = json.loads((run / "config.json").read_text())
+  assert saved["model"]["tiny_width"] == 8
+  for phase in ("a", "b", "c", "semi"):
+    assert (run / "checkpoints" / f"phase_{phase}.weights.h5").exists()
+    assert (run / "logs" / f"phase_{phase}").is_dir()
+  loaded_config, loaded = model_dir_lib.load(str(run))
+  assert loaded_config.latent.t_train == 2
+  for a, b in zip(_weights(model), _weights(loaded)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path,
+                                                             monkeypatch):
+  # Deterministic mode: op determinism, so both runs can match bit for bit.
+  ref_config = _config(tmp_path / "ref")
+  ref_config.data.deterministic = True
+  reference = training.train(ref_config, "full", dataset_fn=_dataset_fn,
+                             verbose=0)
+
+  original_callbacks = training._callbacks
+  monkeypatch.setattr(
+      training, "_callbacks",
+      lambda *a: original_callbacks(*a) + [_CrashAt("b", 1)])
+  config = _config(tmp_path / "killed")
+  config.data.deterministic = True
+  with pytest.raises(KeyboardInterrupt):
+    training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+  assert (tmp_path / "killed/checkpoints/phase_a.weights.h5").exists()
+  assert not (tmp_path / "killed/checkpoints/phase_b.weights.h5").exists()
+  assert os.listdir(tmp_path / "killed/backup/phase_b")
+
+  monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  resumed = training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+  for a, b in zip(_weights(reference), _weights(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_semi_stage_needs_stage1_weights(tmp_path):
+  with pytest.raises(FileNotFoundError, match="phase_c"):
+    training.train(_config(tmp_path / "x"), "semi", dataset_fn=_dataset_fn)
+
+
+def test_bad_flag_values_are_named():
+  with pytest.raises(ValueError, match="preset"):
+    training.resolve_config("cityscapes", {})
+  with pytest.raises(ValueError, match="strategy"):
+    training.make_strategy("tpu")
+  with pytest.raises(ValueError, match="stage"):
+    training.train(_config("/tmp/unused"), "both")
+
+
+def test_unwritable_model_dir_fails_before_training(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(OSError, match="model_dir"):
+    training.train(_config(blocker / "run"), "full", dataset_fn=_dataset_fn)
