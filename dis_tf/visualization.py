@@ -1,0 +1,165 @@
+"""Figure-4/5-style grids: image, image target, z3, labelmaps over t, truth.
+
+One row per image; columns (paper Figs. 4 and 5): the input image, the
+downsampled image target I (the supervision of subnet-2), the reconstruction
+z3 after the largest t, the labelmap at t = 0 and at each chosen t, and the
+ground truth when there is one. Labelmaps use the VOC colour palette, with a
+legend of the classes that appear. Rendering uses matplotlib's Agg canvas
+directly (no pyplot, no display needed).
+
+  rows = [figure_row(model, example, t_tests=(10, 30)) for example in data]
+  save_figure_grid(rows, "figure.png")
+"""
+
+import os
+
+import numpy as np
+
+from dis_tf import classes
+from dis_tf import evaluation
+from dis_tf import image_ops
+
+
+def colorize(labelmap, palette=None):
+  """Class ids [H, W] -> uint8 RGB [H, W, 3] with the VOC palette."""
+  palette = classes.voc_palette() if palette is None else palette
+  return palette[np.asarray(labelmap).astype(np.int64) % len(palette)]
+
+
+def to_uint8_image(normalized):
+  """Normalised float image [H, W, 3] -> displayable uint8 RGB."""
+  rgb = image_ops.denormalize_image(normalized).numpy()
+  return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def figure_row(model, example, t_tests, compiled=True):
+  """Computes the panels of one figure row.
+
+  Args:
+    model: a `DISModel`.
+    example: dict with "image" [1, H, W, 3] (normalised), optional "mask"
+      [1, H, W] and "file_name" [1].
+    t_tests: step counts shown besides t = 0 (always shown first).
+    compiled: run the latent loop in a `tf.function`.
+
+  Returns:
+    Dict with "file_name", "image" uint8 [H, W, 3], "image_target" and
+    "reconstruction" uint8 [h, w, 3] (z3 after the largest t),
+    "labelmaps" {t: int [H, W]} (t = 0 first), "ground_truth" int [H, W] or
+    None, and "t_max".
+  """
+  t_tests = evaluation.parse_t_tests([0] + list(t_tests), "t_tests")
+  out = evaluation.predict(model, example["image"], t_tests,
+                           with_reconstruction=True, compiled=compiled)
+  t_max = t_tests[-1]
+  image = np.asarray(evaluation.to_numpy(example["image"]))
+  image = image.reshape(image.shape[-3:])
+  truth = None
+  if "mask" in example:
+    truth = evaluation.to_numpy(example["mask"])
+    truth = truth.reshape(truth.shape[-2:])
+  return {
+      "file_name": evaluation.example_file_name(example, 0),
+      "image": to_uint8_image(image),
+      "image_target": to_uint8_image(out[t_max]["image_target"]),
+      "reconstruction": to_uint8_image(out[t_max]["reconstruction"]),
+      "labelmaps": {t: np.argmax(out[t]["probabilities"], -1) for t in t_tests},
+      "ground_truth": truth,
+      "t_max": t_max,
+  }
+
+
+def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
+                     title=None, panel_size=2.2, dpi=100):
+  """Renders figure rows into one PNG grid with a class legend.
+
+  Args:
+    rows: list of `figure_row` dicts (same step counts in every row).
+    output: PNG path (parent folders are created).
+    class_names: names for the legend, index = class id.
+    title: optional figure title.
+    panel_size: inches per panel.
+    dpi: resolution.
+
+  Returns:
+    The path written.
+  """
+  # Imported here so that importing dis_tf never initialises matplotlib.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+
+  if not rows:
+    raise ValueError("No rows to draw (no image was selected).")
+  t_values = list(rows[0]["labelmaps"])
+  has_truth = any(r["ground_truth"] is not None for r in rows)
+  headers = (["image", "image target I", f"z3 (t={rows[0]['t_max']})"]
+             + [f"labelmap t={t}" for t in t_values]
+             + (["ground truth"] if has_truth else []))
+  ncols, nrows = len(headers), len(rows)
+  palette = classes.voc_palette()
+  fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + 0.9),
+               dpi=dpi)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(nrows, ncols, squeeze=False)
+  present = set()
+  for i, row in enumerate(rows):
+    panels = [row["image"], row["image_target"], row["reconstruction"]]
+    for t in t_values:
+      panels.append(colorize(row["labelmaps"][t], palette))
+      present.update(np.unique(row["labelmaps"][t]).tolist())
+    if has_truth:
+      truth = row["ground_truth"]
+      if truth is None:
+        panels.append(np.zeros_like(row["image"]))
+      else:
+        panels.append(colorize(truth, palette))
+        present.update(np.unique(truth).tolist())
+    for j, panel in enumerate(panels):
+      ax = axes[i, j]
+      # Feature-size panels are tiny; nearest keeps their pixels visible.
+      ax.imshow(panel, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if i == 0:
+        ax.set_title(headers[j], fontsize=9)
+      if j == 0:
+        ax.set_ylabel(os.path.basename(row["file_name"]), fontsize=8)
+  handles = []
+  for class_id in sorted(present):
+    if class_id == classes.IGNORE_LABEL:
+      label = "ignore"
+    elif class_id < len(class_names):
+      label = class_names[class_id]
+    else:
+      label = str(class_id)
+    handles.append(Patch(facecolor=palette[class_id] / 255.0,
+                         edgecolor="black", label=label))
+  if handles:
+    fig.legend(handles=handles, loc="lower center",
+               ncol=min(len(handles), 8), fontsize=8, frameon=False)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout(rect=(0, 0.9 / (panel_size * nrows + 0.9) + 0.02, 1,
+                         0.95 if title else 1))
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  fig.savefig(output, format="png")
+  return output
+
+
+def visualize(model, examples, t_tests, output, compiled=True, **kwargs):
+  """`figure_row` for every example, then `save_figure_grid`.
+
+  Args:
+    model: a `DISModel`.
+    examples: iterable of example dicts.
+    t_tests: step counts besides t = 0.
+    output: PNG path.
+    compiled: run the latent loop in a `tf.function`.
+    **kwargs: forwarded to `save_figure_grid`.
+
+  Returns:
+    The path written.
+  """
+  rows = [figure_row(model, ex, t_tests, compiled) for ex in examples]
+  return save_figure_grid(rows, output, **kwargs)

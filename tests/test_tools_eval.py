@@ -1,0 +1,136 @@
+"""Smoke tests of tools/evaluate.py, clean_tags.py and visualize.py.
+
+Each tool runs in a subprocess (absl flags are process-global) on a tiny
+synthetic benchmark and an untrained tiny model saved as a model_dir.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+from PIL import Image
+import pytest
+
+from dis_tf import config as config_lib
+from dis_tf import model_dir as model_dir_lib
+from dis_tf.data import synthetic
+from dis_tf.modeling.dis_model import build_dis_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_VAL = 4
+NUM_WEAK = 4
+
+
+def _run(tool, *args, check=True):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(
+      [sys.executable, os.path.join("tools", tool), *args], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=300)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{tool} {args} failed:\n{proc.stderr[-3000:]}")
+  return proc
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("tools_eval")
+  summary = synthetic.generate_benchmark(
+      str(root / "synth"), num_train=2, num_val=NUM_VAL, num_weak=NUM_WEAK,
+      num_tags_only=1, image_size=40)
+  config = config_lib.synthetic()
+  config.model.tiny_width = 16
+  config.data.voc_dir = summary["voc_dir"]
+  config.data.weak_dir = summary["weak_dir"]
+  # A data_dir elsewhere than config.json's, to exercise --data_dir.
+  config.data.data_dir = str(root / "unused")
+  config.data.deterministic = True
+  keras.utils.set_random_seed(0)
+  model = build_dis_model(config)
+  model_dir = str(root / "run")
+  config.save(model_dir)
+  model_dir_lib.save_model(model, model_dir)
+  return {"model_dir": model_dir, "data_dir": str(root / "tfds"),
+          "weak_dir": summary["weak_dir"], "root": root}
+
+
+@pytest.mark.parametrize("tool", ["evaluate.py", "clean_tags.py",
+                                  "visualize.py"])
+def test_helpfull_documents_every_flag(tool):
+  flags_by_tool = {
+      "evaluate.py": ["model_dir", "data_dir", "voc_dir", "split", "t_test",
+                      "flip", "scales", "tag_threshold", "limit",
+                      "output_dir"],
+      "clean_tags.py": ["model_dir", "weak_dir", "data_dir", "output_dir",
+                        "t_train", "tag_threshold", "limit", "use_truth"],
+      "visualize.py": ["model_dir", "data_dir", "voc_dir", "split",
+                       "num_images", "file_names", "t_test", "output",
+                       "title"],
+  }
+  proc = _run(tool, "--helpfull", check=False)
+  text = proc.stdout + proc.stderr
+  section = text[text.index(f"tools/{tool}:"):]
+  for name in flags_by_tool[tool]:
+    assert f"--{name}:" in section or f"--[no]{name}:" in section, name
+
+
+def test_evaluate_cli(run_dir):
+  out = str(run_dir["root"] / "eval")
+  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
+              f"--data_dir={run_dir['data_dir']}", "--split=val",
+              "--t_test=0,2", "--flip", "--scales=0.75,1",
+              f"--output_dir={out}")
+  assert "| setting |" in proc.stdout
+  results = json.load(open(os.path.join(out, "results.json")))
+  assert results["num_images"] == NUM_VAL and results["split"] == "val"
+  assert [s["t_test"] for s in results["settings"]] == [0, 2]
+  for setting in results["settings"]:
+    matrix = np.array(setting["confusion_matrix"])
+    assert matrix.shape == (21, 21) and matrix.sum() > 0
+    assert set(setting["tags"]) == {"precision", "recall", "f1", "map"}
+  rows = list(csv.reader(open(os.path.join(out, "table3.csv"))))
+  assert len(rows) == 3 and rows[0][-1] == "mIoU"
+  assert os.path.exists(os.path.join(out, "table3.md"))
+
+
+def test_evaluate_cli_names_bad_flag_values(run_dir):
+  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
+              "--t_test=0,abc", check=False)
+  assert proc.returncode != 0 and "--t_test" in proc.stderr
+  proc = _run("evaluate.py", f"--model_dir={run_dir['root'] / 'nope'}",
+              check=False)
+  assert proc.returncode != 0 and "--model_dir" in proc.stderr
+
+
+def test_clean_tags_cli(run_dir):
+  out = str(run_dir["root"] / "clean")
+  proc = _run("clean_tags.py", f"--model_dir={run_dir['model_dir']}",
+              f"--data_dir={run_dir['data_dir']}",
+              f"--weak_dir={run_dir['weak_dir']}", "--t_train=2",
+              "--limit=3", f"--output_dir={out}")
+  assert "given (noisy)" in proc.stdout
+  report = json.load(open(os.path.join(out, "report.json")))
+  assert report["num_images"] == 3 and report["num_matched"] == 3
+  for key in ("before", "after"):
+    assert set(report[key]) == {"precision", "recall", "f1"}
+  lines = [json.loads(l) for l in open(os.path.join(out,
+                                                    "cleaned_tags.jsonl"))]
+  assert len(lines) == 3
+  for line in lines:
+    assert {"file_name", "given_tags", "cleaned_tags",
+            "tag_probabilities", "labelmap"} <= set(line)
+    png = Image.open(os.path.join(out, line["labelmap"]))
+    assert png.mode == "P"
+    assert np.array(png).max() < 21
+
+
+def test_visualize_cli(run_dir):
+  output = str(run_dir["root"] / "fig" / "grid.png")
+  _run("visualize.py", f"--model_dir={run_dir['model_dir']}",
+       f"--data_dir={run_dir['data_dir']}", "--num_images=2", "--t_test=2",
+       f"--output={output}")
+  assert Image.open(output).format == "PNG"

@@ -1,0 +1,121 @@
+r"""Draws figure-4/5-style grids of DIS predictions for chosen images.
+
+Columns: image, downsampled image target I, reconstruction z3 (largest t),
+labelmap at t = 0 and at each --t_test, ground truth; VOC colours with a
+legend of the class names.
+
+Example (4 synthetic val images, tiny backbone: about 10 seconds):
+
+  python tools/visualize.py --model_dir=runs/synthetic --split=val \
+      --num_images=4 --t_test=10,30 --output=figures/val.png
+
+  python tools/visualize.py --model_dir=runs/synthetic \
+      --file_names=val_000000,val_000007 --output=figures/two.png
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+from dis_tf import classes
+from dis_tf import evaluation
+from dis_tf import visualization
+from dis_tf.data import pipeline
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None,
+                    "Training directory with config.json and model.keras.")
+flags.DEFINE_string("data_dir", None,
+                    "tensorflow-datasets data dir (overrides "
+                    "config.data.data_dir).")
+flags.DEFINE_string("voc_dir", None,
+                    "Folder holding VOCdevkit/VOC2012 (overrides "
+                    "config.data.voc_dir).")
+flags.DEFINE_string("split", None,
+                    "VOC split (default config.data.eval_split).")
+flags.DEFINE_integer("num_images", 4,
+                     "Number of images (the first N of the split); ignored "
+                     "with --file_names.")
+flags.DEFINE_list("file_names", None,
+                  "Image ids to draw (file name with or without extension), "
+                  "in this order.")
+flags.DEFINE_list("t_test", None,
+                  "Step counts drawn besides t=0, e.g. 10,30 (default "
+                  "config.latent.t_test).")
+flags.DEFINE_string("output", None,
+                    "PNG path (default MODEL_DIR/figures/SPLIT.png).")
+flags.DEFINE_string("title", None, "Optional figure title.")
+
+
+def _key(name):
+  return os.path.splitext(os.path.basename(name))[0]
+
+
+def select_examples(dataset, file_names=None, num_images=4):
+  """The first `num_images` examples, or those named by `file_names`.
+
+  Args:
+    dataset: iterable of example dicts with "file_name".
+    file_names: ids (basename with or without extension), or None.
+    num_images: count without `file_names`.
+
+  Returns:
+    List of example dicts (in the order of `file_names` if given).
+
+  Raises:
+    ValueError: naming ids that are not in the split.
+  """
+  if not file_names:
+    examples = []
+    for example in dataset:
+      if len(examples) >= num_images:
+        break
+      examples.append(example)
+    return examples
+  wanted = {_key(n): n for n in file_names}
+  found = {}
+  for index, example in enumerate(dataset):
+    key = _key(evaluation.example_file_name(example, index))
+    if key in wanted and key not in found:
+      found[key] = example
+      if len(found) == len(wanted):
+        break
+  missing = [wanted[k] for k in wanted if k not in found]
+  if missing:
+    raise ValueError(f"--file_names: {missing} not found in the split.")
+  return [found[_key(n)] for n in file_names]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.model_dir:
+    raise app.UsageError("--model_dir is required.")
+  if FLAGS.num_images < 1:
+    raise app.UsageError(f"--num_images={FLAGS.num_images} must be >= 1.")
+  t_tests = (evaluation.parse_t_tests(FLAGS.t_test, "--t_test")
+             if FLAGS.t_test else None)
+  config, model = evaluation.load_model_dir(
+      FLAGS.model_dir, data_dir=FLAGS.data_dir, voc_dir=FLAGS.voc_dir)
+  split = FLAGS.split or config.data.eval_split
+  t_tests = t_tests or [config.latent.t_test]
+  output = FLAGS.output or os.path.join(FLAGS.model_dir, "figures",
+                                        f"{split}.png")
+  # Deterministic order so that "the first N" is the same on every run.
+  config.data.deterministic = True
+  dataset = pipeline.eval_dataset(config, split)
+  examples = select_examples(dataset, FLAGS.file_names, FLAGS.num_images)
+  if not examples:
+    raise ValueError(f"--split={split}: no images.")
+  path = visualization.visualize(
+      model, examples, t_tests, output,
+      class_names=classes.VOC_CLASSES[:config.model.num_classes],
+      title=FLAGS.title)
+  print(f"wrote {path} ({len(examples)} images, t = 0, "
+        f"{', '.join(map(str, t_tests))})")
+
+
+if __name__ == "__main__":
+  app.run(main)
