@@ -1,0 +1,480 @@
+"""SavedModel export: every loader TF Serving-like servers use, ops, assets.
+
+One tiny trained model is exported once (module fixture); the SavedModel is
+then loaded in fresh subprocesses that import only TensorFlow, through
+`tf.saved_model.load`, the TF1 `loader.load` + `Session.run` path (the one
+TF Serving's C++ loader takes) and `saved_model_cli run`, and all of them
+must agree with the in-process `dis_tf` prediction.
+"""
+
+import base64
+from concurrent import futures
+import http.server
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import grpc
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from dis_tf import config as config_lib
+from dis_tf import image_ops
+from dis_tf import model_dir as model_dir_lib
+from dis_tf.modeling.dis_model import build_dis_model
+from export import client as client_lib
+from export import export_saved_model as export_lib
+
+SIZE = 64
+T_TEST = 3
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _quiet_env():
+  env = dict(os.environ)
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  env.pop("PYTHONPATH", None)  # The subprocesses must not see dis_tf.
+  return env
+
+
+def _train_batch(rng, batch_size=2):
+  image = rng.randn(batch_size, SIZE, SIZE, 3).astype(np.float32)
+  mask = rng.randint(0, 21, size=(batch_size, SIZE, SIZE)).astype(np.int32)
+  tags = (rng.rand(batch_size, 21) > 0.7).astype(np.float32)
+  tags[:, 0] = 1.0
+  small = image_ops.image_target(image, (SIZE // 8, SIZE // 8)).numpy()
+  return {"image": image, "image_small": small, "mask": mask, "tags": tags}
+
+
+def _test_images(rng):
+  """Encoded images of different sizes, formats and channel counts."""
+  def rgb(h, w):
+    return rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+  return [
+      tf.io.encode_png(rgb(50, 70)).numpy(),                       # RGB PNG
+      tf.io.encode_jpeg(rgb(37, 90)).numpy(),                      # JPEG
+      tf.io.encode_png(rgb(64, 40)[..., :1]).numpy(),              # gray
+      tf.io.encode_png(np.concatenate(                             # RGBA
+          [rgb(45, 45), np.full((45, 45, 1), 128, np.uint8)], -1)).numpy(),
+  ]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  root = tmp_path_factory.mktemp("export")
+  keras.utils.set_random_seed(0)
+  config = config_lib.synthetic()
+  config.model.tiny_width = 16
+  config.data.crop_size = SIZE
+  model = build_dis_model(config)
+  model.set_phase("c")
+  model.compile(keras.optimizers.Adam(1e-3))
+  rng = np.random.RandomState(0)
+  for _ in range(2):
+    model.train_on_batch(_train_batch(rng))
+  run_dir = str(root / "run")
+  config.save(run_dir)
+  model_dir_lib.save_model(model, run_dir)
+
+  base = str(root / "models" / "dis")
+  path = export_lib.export_from_model_dir(run_dir, base, t_test=T_TEST)
+  images = _test_images(rng)
+  tensor = rng.randint(0, 256, size=(2, 48, 56, 3)).astype(np.uint8)
+  module = export_lib.build_serving_module(model, T_TEST, SIZE,
+                                           step_size=config.latent.step_size)
+  expected = {
+      "serving_default": export_lib.predict_in_process(
+          model, images, T_TEST, SIZE, module=module),
+      "predict_images": export_lib.predict_in_process(
+          model, tensor, T_TEST, SIZE, module=module),
+      "predict_images_float": export_lib.predict_in_process(
+          model, tensor.astype(np.float32), T_TEST, SIZE, module=module),
+  }
+  inputs = str(root / "inputs.npz")
+  np.savez(inputs, images=np.array(images, dtype=object), tensor=tensor)
+  return {"root": root, "base": base, "path": path, "run_dir": run_dir,
+          "model": model, "images": images, "tensor": tensor,
+          "inputs": inputs, "expected": expected,
+          "loaded": tf.saved_model.load(path)}
+
+
+def _assert_matches(outputs, expected):
+  np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"])
+  np.testing.assert_array_equal(outputs["height"], expected["height"])
+  np.testing.assert_array_equal(outputs["width"], expected["width"])
+  np.testing.assert_allclose(outputs["probabilities"],
+                             expected["probabilities"], atol=1e-5)
+  np.testing.assert_allclose(outputs["tag_probabilities"],
+                             expected["tag_probabilities"], atol=1e-5)
+
+
+def test_layout_signatures_and_outputs(exported):
+  path = exported["path"]
+  assert os.path.basename(path) == "1"
+  # Atomic export: nothing but the version directory is left behind.
+  assert os.listdir(exported["base"]) == ["1"]
+  assert os.path.exists(os.path.join(path, "assets.extra",
+                                     export_lib.WARMUP_FILENAME))
+  assert set(exported["loaded"].signatures) == set(export_lib.SIGNATURES)
+
+  out = exported["expected"]["serving_default"]
+  assert set(out) == set(export_lib.PREDICTION_OUTPUTS)
+  heights, widths = [50, 37, 64, 45], [70, 90, 40, 45]
+  np.testing.assert_array_equal(out["height"], heights)
+  np.testing.assert_array_equal(out["width"], widths)
+  assert out["class_ids"].shape == (4, 64, 90)
+  for ids, h, w in zip(out["class_ids"], heights, widths):
+    assert ids[:h, :w].max() < 21
+    assert (ids[h:] == 255).all() and (ids[:, w:] == 255).all()
+  assert out["probabilities"].shape == (4, SIZE // 8, SIZE // 8, 21)
+  np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-5)
+  assert out["tag_probabilities"].shape == (4, 21)
+  assert out["class_names"].shape == (4, 21)
+  assert out["class_names"][0, 15] == b"person"
+
+  meta = exported["loaded"].signatures["metadata"]()
+  assert meta["t_test"].numpy() == T_TEST
+  assert meta["input_size"].numpy().tolist() == [SIZE, SIZE]
+  assert meta["class_names"].numpy()[0] == b"background"
+
+
+def test_same_path_as_model_infer(exported):
+  """predict_in_process is the paper's inference: model.infer + upsample."""
+  model, tensor = exported["model"], exported["tensor"]
+  normalized = image_ops.normalize_image(
+      tf.image.resize(tf.cast(tensor, tf.float32), [SIZE, SIZE]))
+  ref = model.infer(normalized, steps=T_TEST)
+  out = exported["expected"]["predict_images"]
+  np.testing.assert_allclose(out["probabilities"], ref["probabilities"],
+                             atol=1e-5)
+  ids = tf.argmax(tf.image.resize(ref["probabilities"], tensor.shape[1:3]),
+                  -1)
+  assert (out["class_ids"] == ids.numpy()).mean() > 0.999
+
+
+_SUBPROCESS = textwrap.dedent("""
+  import sys
+  import numpy as np
+  import tensorflow as tf
+  path, inputs, out = sys.argv[1:4]
+  data = np.load(inputs, allow_pickle=True)
+  images = [bytes(b) for b in data["images"]]
+  tensor = data["tensor"]
+  feeds = {
+      "serving_default": {"image_bytes": images},
+      "serving_steps": {"image_bytes": images, "steps": [3] * len(images)},
+      "predict_images": {"images": tensor},
+      "predict_images_float": {"images": tensor.astype(np.float32)},
+      "metadata": {},
+  }
+  results = {}
+  loaded = tf.saved_model.load(path)
+  for name, feed in feeds.items():
+    fn = loaded.signatures[name]
+    args = {k: tf.constant(v, tf.int32 if k == "steps" else None)
+            for k, v in feed.items()}
+    for key, value in fn(**args).items():
+      results["v2/" + name + "/" + key] = value.numpy()
+  with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+    meta_graph = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+    for name, feed in feeds.items():
+      sig = meta_graph.signature_def[name]
+      fetches = {k: v.name for k, v in sig.outputs.items()}
+      feed_dict = {sig.inputs[k].name: v for k, v in feed.items()}
+      for key, value in sess.run(fetches, feed_dict).items():
+        results["v1/" + name + "/" + key] = value
+  assert "dis_tf" not in sys.modules and "export" not in sys.modules
+  np.savez(out, **results)
+""")
+
+
+def test_fresh_process_loaders_agree(exported, tmp_path):
+  out = str(tmp_path / "results.npz")
+  script = tmp_path / "load.py"
+  script.write_text(_SUBPROCESS)
+  subprocess.run([sys.executable, str(script), exported["path"],
+                  exported["inputs"], out], check=True, env=_quiet_env(),
+                 cwd=str(tmp_path), capture_output=True, timeout=300)
+  results = np.load(out, allow_pickle=True)
+  expected = exported["expected"]
+  for loader in ("v2", "v1"):
+    for name in ("serving_default", "serving_steps", "predict_images",
+                 "predict_images_float"):
+      ref = expected["predict_images" if name.startswith("predict")
+                     else "serving_default"]
+      outputs = {k: results[f"{loader}/{name}/{k}"]
+                 for k in export_lib.PREDICTION_OUTPUTS}
+      _assert_matches(outputs, ref)
+      assert outputs["class_names"][0, 1] == b"aeroplane"
+    assert results[f"{loader}/metadata/t_test"] == T_TEST
+
+
+def test_saved_model_cli_run(exported, tmp_path):
+  images = str(tmp_path / "images.npy")
+  np.save(images, np.array(exported["images"], dtype=object),
+          allow_pickle=True)
+  outdir = tmp_path / "out"
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  subprocess.run(
+      [cli, "run", "--dir", exported["path"], "--tag_set", "serve",
+       "--signature_def", "serving_default",
+       "--inputs", f"image_bytes={images}", "--outdir", str(outdir)],
+      check=True, env=_quiet_env(), cwd=str(tmp_path), capture_output=True,
+      timeout=300)
+  outputs = {k: np.load(str(outdir / f"{k}.npy"), allow_pickle=True)
+             for k in export_lib.PREDICTION_OUTPUTS}
+  _assert_matches(outputs, exported["expected"]["serving_default"])
+
+
+def test_warmup_records_run(exported):
+  path = os.path.join(exported["path"], "assets.extra",
+                      export_lib.WARMUP_FILENAME)
+  names = set()
+  for record in tf.data.TFRecordDataset(path):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    assert request.model_spec.name == "dis"
+    fn = exported["loaded"].signatures[request.model_spec.signature_name]
+    inputs = {k: tf.constant(tf.make_ndarray(v))
+              for k, v in request.inputs.items()}
+    outputs = fn(**inputs)
+    assert set(outputs) == set(export_lib.PREDICTION_OUTPUTS)
+    names.add(request.model_spec.signature_name)
+  assert names == set(export_lib.SIGNATURES) - {"metadata"}
+
+
+def test_non_image_bytes_are_invalid_argument(exported):
+  fn = exported["loaded"].signatures["serving_default"]
+  good = exported["images"][0]
+  for bad in (b"this is not an image", b""):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"Input image_bytes element\] \[1\]"):
+      fn(image_bytes=tf.constant([good, bad]))
+  # The server keeps working afterwards.
+  assert fn(image_bytes=tf.constant([good]))["class_ids"].shape[0] == 1
+
+
+def test_steps_signature(exported):
+  loaded = exported["loaded"]
+  images = tf.constant(exported["images"][:2])
+  fixed = loaded.signatures["serving_default"](image_bytes=images)
+  def run(steps):
+    return loaded.signatures["serving_steps"](
+        image_bytes=images, steps=tf.constant(steps, tf.int32))
+  same = run([T_TEST, T_TEST])
+  np.testing.assert_allclose(same["probabilities"], fixed["probabilities"],
+                             atol=1e-6)
+  decoded = export_lib.decode_images(images, SIZE)[0]
+  zero = run([0, 0])
+  ref = exported["model"].infer(decoded, steps=0)
+  np.testing.assert_allclose(zero["probabilities"], ref["probabilities"],
+                             atol=1e-5)
+  # Per-example counts: each image gets its own number of latent steps.
+  mixed = run([0, T_TEST])
+  np.testing.assert_allclose(mixed["probabilities"][0],
+                             zero["probabilities"][0], atol=1e-5)
+  np.testing.assert_allclose(mixed["probabilities"][1],
+                             fixed["probabilities"][1], atol=1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="Input steps must be"):
+    run([-1, 0])
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="Input steps must have one value per"):
+    run([1])
+
+
+# Ops that exist in core TF but are not servable by a stock model server.
+_FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def _graph_ops(saved_model_dir):
+  """(op types, attribute names) of the graph and its function library."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  proto = saved_model_pb2.SavedModel()
+  with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+    proto.ParseFromString(f.read())
+  ops, attrs = set(), set()
+  functions = set()
+  for meta_graph in proto.meta_graphs:
+    library = meta_graph.graph_def.library
+    functions |= {f.signature.name for f in library.function}
+    nodes = list(meta_graph.graph_def.node)
+    for function in library.function:
+      nodes.extend(function.node_def)
+      attrs |= set(function.attr)
+    for node in nodes:
+      ops.add(node.op)
+      attrs |= set(node.attr)
+  return ops - functions, attrs, functions
+
+
+def test_only_core_servable_ops(exported):
+  from tensorflow.python.framework import op_def_registry  # pylint: disable=g-import-not-at-top
+  ops, attrs, functions = _graph_ops(exported["path"])
+  # The while loop, its gradient tape and map_fn bodies are in the library.
+  assert "While" in ops or "StatelessWhile" in ops
+  assert any("while_body" in f for f in functions)
+  assert {"DecodeImage", "Conv2D", "ResizeBilinear"} <= ops
+  unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
+  assert not unknown, f"ops not registered in core TensorFlow: {unknown}"
+  bad = sorted(op for op in ops
+               if op in _FORBIDDEN_OPS or op.startswith(("Xla", "_Xla")))
+  assert not bad, f"non-servable ops: {bad}"
+  assert "_XlaMustCompile" not in attrs
+  assert not any(a.startswith("_XlaCompile") for a in attrs)
+
+
+def test_each_variable_saved_once(exported):
+  """The Keras 3 duplicate-variable pitfall: one checkpoint entry each."""
+  saved = [name for name, _ in tf.train.list_variables(
+      os.path.join(exported["path"], "variables", "variables"))
+           if name.endswith("VARIABLE_VALUE")]
+  assert len(saved) == len(exported["model"].weights)
+
+
+def test_export_is_atomic_and_versions(exported, tmp_path, monkeypatch):
+  base = str(tmp_path / "dis")
+  os.makedirs(os.path.join(base, "3"))
+  os.makedirs(os.path.join(base, "notes"))
+  assert export_lib.next_version(base) == 4
+
+  def broken_save(*args, **kwargs):
+    raise OSError("disk full")
+  monkeypatch.setattr(tf.saved_model, "save", broken_save)
+  with pytest.raises(OSError, match="disk full"):
+    export_lib.export_saved_model(exported["model"], base, t_test=1,
+                                  input_size=SIZE)
+  assert sorted(os.listdir(base)) == ["3", "notes"]
+  with pytest.raises(ValueError, match="--version=3"):
+    export_lib.export_saved_model(exported["model"], base, version=3)
+
+
+def test_command_line_uses_config_t_test(exported, tmp_path):
+  """The CLI with defaults: the paper's t_test (30) and the config's size."""
+  base = str(tmp_path / "dis")
+  env = _quiet_env()
+  env["PYTHONPATH"] = REPO  # Stands in for `pip install -e .`.
+  subprocess.run(
+      [sys.executable, "export/export_saved_model.py",
+       f"--model_dir={exported['run_dir']}", f"--export_dir={base}",
+       "--version=7"],
+      check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
+  assert os.listdir(base) == ["7"]
+  meta = tf.saved_model.load(os.path.join(base, "7")).signatures["metadata"]()
+  assert meta["t_test"].numpy() == 30
+  assert meta["input_size"].numpy().tolist() == [SIZE, SIZE]
+  assert json.loads(json.dumps(meta["latent_step_size"].numpy().item())) == 1.0
+
+
+# ------------------------------------------------------------------ client
+def _run_signature(loaded, name, inputs):
+  outputs = loaded.signatures[name](**inputs)
+  return {k: v.numpy() for k, v in outputs.items()}
+
+
+class _FakeRestHandler(http.server.BaseHTTPRequestHandler):
+  """TF Serving's REST predict API, row and columnar formats."""
+
+  loaded = None
+
+  def do_POST(self):  # pylint: disable=invalid-name
+    assert self.path == "/v1/models/dis:predict", self.path
+    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def b64(values):
+      return tf.constant([base64.b64decode(v["b64"]) for v in values])
+    rows = body["instances"]
+    inputs = {"image_bytes": b64([r["image_bytes"] for r in rows])}
+    if "steps" in rows[0]:
+      inputs["steps"] = tf.constant([r["steps"] for r in rows], tf.int32)
+    try:
+      out = _run_signature(self.loaded, body["signature_name"], inputs)
+      out = {k: (v.astype(str) if v.dtype == object else v).tolist()
+             for k, v in out.items()}
+      reply = {"predictions": [{k: v[i] for k, v in out.items()}
+                               for i in range(len(rows))]}
+      code = 200
+    except tf.errors.InvalidArgumentError as e:
+      reply, code = {"error": e.message}, 400
+    data = json.dumps(reply).encode()
+    self.send_response(code)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def log_message(self, *args):
+    pass
+
+
+def test_client_rest(exported, tmp_path, capsys):
+  _FakeRestHandler.loaded = exported["loaded"]
+  server = http.server.HTTPServer(("127.0.0.1", 0), _FakeRestHandler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  url = f"http://127.0.0.1:{server.server_port}"
+  try:
+    images = exported["images"]
+    out = client_lib.rest_predict(url, "dis", images)
+    _assert_matches(out, exported["expected"]["serving_default"])
+    out = client_lib.rest_predict(url, "dis", images[:1], steps=T_TEST)
+    np.testing.assert_array_equal(
+        out["class_ids"][0],
+        exported["expected"]["serving_default"]["class_ids"][0, :50, :70])
+    with pytest.raises(RuntimeError, match="image_bytes"):
+      client_lib.rest_predict(url, "dis", [b"junk"])
+    paths = []
+    for i, data in enumerate(images[:2]):
+      paths.append(str(tmp_path / f"im{i}.img"))
+      with open(paths[-1], "wb") as f:
+        f.write(data)
+    written = client_lib.run(paths, url, output_dir=str(tmp_path / "out"))
+  finally:
+    server.shutdown()
+  printed = capsys.readouterr().out
+  assert "im0.img: tags:" in printed and "im1.img: tags:" in printed
+  labelmap = tf.io.decode_png(open(written[1], "rb").read()).numpy()
+  assert labelmap.shape == (37, 90, 3)
+  ids = exported["expected"]["serving_default"]["class_ids"][1, :37, :90]
+  np.testing.assert_array_equal(labelmap, client_lib.colorize(ids))
+
+
+def test_client_grpc(exported, tmp_path):
+
+  class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+
+    def Predict(self, request, context):  # pylint: disable=invalid-name
+      assert request.model_spec.name == "dis"
+      inputs = {k: tf.constant(tf.make_ndarray(v))
+                for k, v in request.inputs.items()}
+      out = _run_signature(exported["loaded"],
+                           request.model_spec.signature_name, inputs)
+      response = predict_pb2.PredictResponse()
+      for key, value in out.items():
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+      return response
+
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      Servicer(), server)
+  port = server.add_insecure_port("127.0.0.1:0")
+  server.start()
+  try:
+    target = f"127.0.0.1:{port}"
+    out = client_lib.grpc_predict(target, "dis", exported["images"])
+    _assert_matches(out, exported["expected"]["serving_default"])
+    out = client_lib.grpc_predict(target, "dis", exported["images"],
+                                  steps=T_TEST)
+    _assert_matches(out, exported["expected"]["serving_default"])
+    summary = client_lib.summarize(out)
+    assert len(summary) == 4
+    assert all(name != "background" for name, _ in summary[0]["tags"])
+  finally:
+    server.stop(None)
