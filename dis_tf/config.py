@@ -60,7 +60,7 @@ class LatentConfig:
 
   t_train: int = 10
   t_test: int = 30
-  step_size: float = 1.0
+  step_size: float = 0.1
   clip_norm: Optional[float] = 10.0
   soft_pseudo_labels: bool = False
   tag_threshold: float = 0.5
@@ -213,17 +213,17 @@ def synthetic() -> ExperimentConfig:
                       shuffle_buffer=500),
       train=TrainConfig(
           batch_size=8,
-          phase_a_steps=300,
-          phase_b_steps=100,
-          phase_c_steps=100,
-          semi_steps=200,
+          phase_a_steps=1500,
+          phase_b_steps=300,
+          phase_c_steps=500,
+          semi_steps=1000,
           phase_a_lr=1e-3,
           phase_b_lr=1e-3,
           phase_c_lr=3e-4,
           semi_lr=3e-4,
           optimizer="adam",
           weight_decay=0.0,
-          steps_per_epoch=50,
+          steps_per_epoch=100,
       ),
   )
 

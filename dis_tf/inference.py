@@ -65,7 +65,7 @@ def _expand_like(values, x):
 
 
 def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
-                     step_size=1.0, clip_norm=10.0, image_weight=1.0,
+                     step_size=0.1, clip_norm=10.0, image_weight=1.0,
                      tag_weight=1.0, return_features=False):
   """Gradient descent on (u1, v1) with the network frozen, then prediction.
 

@@ -371,7 +371,9 @@ def test_command_line_uses_config_t_test(exported, tmp_path):
   meta = tf.saved_model.load(os.path.join(base, "7")).signatures["metadata"]()
   assert meta["t_test"].numpy() == 30
   assert meta["input_size"].numpy().tolist() == [SIZE, SIZE]
-  assert json.loads(json.dumps(meta["latent_step_size"].numpy().item())) == 1.0
+  config = config_lib.ExperimentConfig.load(exported["run_dir"])
+  assert meta["latent_step_size"].numpy() == pytest.approx(
+      config.latent.step_size)
 
 
 # ------------------------------------------------------------------ client

@@ -51,7 +51,7 @@ class DISModel(keras.Model):
 
   def __init__(self, backbone, num_classes=21, map_weight=1.0,
                image_weight=1.0, tag_weight=1.0, t_train=0,
-               latent_step_size=1.0, latent_clip_norm=10.0,
+               latent_step_size=0.1, latent_clip_norm=10.0,
                soft_pseudo_labels=False, tag_threshold=0.5,
                train_batchnorm=False, phase="c", **kwargs):
     image = keras.Input(shape=(None, None, 3), name="image")

@@ -1,0 +1,127 @@
+r"""The one-command DIS demo on the generated synthetic benchmark.
+
+  python tools/demo.py            # about 10 minutes on 2 CPU cores
+
+Steps (each prints progress; a killed demo resumes where it stopped):
+  1. generate the synthetic benchmark into --data_root unless it is there
+     (VOCdevkit/VOC2012 + web_tags, ~15 s);
+  2. prepare the two tfds datasets into --data_root/tfds;
+  3. train stage 1 (phases a, b, c) and stage 2 with the `synthetic` preset
+     into --workdir/model (tools/train.py does the same);
+  4. evaluate on the val split at t_test = 0, 10, 30 and print the
+     Table-3-style result (tools/evaluate.py);
+  5. draw figure grids of a few val images (tools/visualize.py);
+  6. export a SavedModel for TensorFlow Serving into --workdir/export and run
+     one val JPEG through its `serving_default` signature, loaded the way a
+     server loads it (export/export_saved_model.py).
+
+Outputs under --workdir (default runs/demo): model/ (config.json,
+model.keras, checkpoints, TensorBoard logs), model/eval_val/ (table3.md,
+table3.csv, summary.md, results.json), model/figures/val.png, export/1/ (the
+SavedModel) and served_labelmap.png (the served prediction, colourised).
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from dis_tf import config as config_lib
+from dis_tf import evaluation
+from dis_tf import training
+from dis_tf import visualization
+from dis_tf.classes import VOC_CLASSES, voc_palette
+from dis_tf.data import pipeline
+from dis_tf.data import synthetic
+from export import export_saved_model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_root", "data/synthetic",
+                    "Where the synthetic benchmark is (or is generated).")
+flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes.")
+flags.DEFINE_list("t_test", ["0", "10", "30"], "Latent steps to evaluate.")
+flags.DEFINE_integer("seed", 0, "Seed of the benchmark and the training.")
+
+
+def demo_config(data_root, workdir, seed):
+  """The `synthetic` preset pointed at the demo's folders."""
+  config = config_lib.synthetic()
+  config.data.voc_dir = data_root
+  config.data.weak_dir = os.path.join(data_root, "web_tags")
+  config.data.data_dir = os.path.join(data_root, "tfds")
+  config.model_dir = os.path.join(workdir, "model")
+  config.train.seed = seed
+  return config
+
+
+def _step(text):
+  print(f"\n=== {text} ===", flush=True)
+
+
+def main(argv):
+  del argv
+  t_tests = evaluation.parse_t_tests(FLAGS.t_test)
+  config = demo_config(FLAGS.data_root, FLAGS.workdir, FLAGS.seed)
+
+  _step(f"1/6 synthetic benchmark in {FLAGS.data_root}")
+  synthetic.ensure_synthetic_benchmark(FLAGS.data_root, seed=FLAGS.seed)
+
+  _step("2/6 preparing the tfds datasets")
+  pipeline.prepare_datasets(config)
+
+  _step(f"3/6 training stage 1 (a, b, c) and stage 2 into {config.model_dir}")
+  model = training.train(config, "all", verbose=2)
+
+  _step(f"4/6 evaluating on val at t_test = {t_tests}")
+  results = evaluation.evaluate_model(
+      model, pipeline.eval_dataset(config, "val"), t_tests,
+      tag_threshold=config.latent.tag_threshold)
+  eval_dir = os.path.join(config.model_dir, "eval_val")
+  evaluation.write_reports(results, eval_dir)
+  markdown, _ = evaluation.format_table3(results)
+  print(markdown)
+  print(evaluation.format_summary(results))
+  print(f"Reports written to {eval_dir}")
+
+  _step("5/6 figures")
+  examples = list(pipeline.eval_dataset(config, "val").take(4))
+  figure = os.path.join(config.model_dir, "figures", "val.png")
+  visualization.visualize(model, examples, t_tests, figure)
+  print(f"Figure written to {figure}")
+
+  _step("6/6 SavedModel export and one served prediction")
+  export_dir = os.path.join(FLAGS.workdir, "export")
+  version_dir = export_saved_model.export_from_model_dir(
+      config.model_dir, export_dir)
+  print(f"SavedModel written to {version_dir}")
+  serve_one_image(version_dir, config, os.path.join(FLAGS.workdir,
+                                                    "served_labelmap.png"))
+
+
+def serve_one_image(version_dir, config, output_png):
+  """Runs one val JPEG through the exported `serving_default` signature."""
+  voc_root = os.path.join(config.data.voc_dir, "VOCdevkit", "VOC2012")
+  with open(os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")) as f:
+    name = f.readline().strip()
+  with open(os.path.join(voc_root, "JPEGImages", name + ".jpg"), "rb") as f:
+    jpeg = f.read()
+  serving = tf.saved_model.load(version_dir).signatures["serving_default"]
+  outputs = serving(image_bytes=tf.constant([jpeg]))
+  height = int(outputs["height"][0])
+  width = int(outputs["width"][0])
+  ids = outputs["class_ids"][0, :height, :width].numpy().astype(np.uint8)
+  tags = outputs["tag_probabilities"][0].numpy()
+  present = [f"{VOC_CLASSES[c]} ({tags[c]:.2f})"
+             for c in range(1, len(VOC_CLASSES)) if tags[c] > 0.5]
+  labelmap = Image.fromarray(ids, mode="P")
+  labelmap.putpalette(voc_palette().reshape(-1).tolist())
+  labelmap.save(output_png)
+  print(f"Served {name}.jpg ({width}x{height}): tags {present or 'none'}; "
+        f"labelmap written to {output_png}")
+
+
+if __name__ == "__main__":
+  app.run(main)
