@@ -56,6 +56,9 @@ class LatentConfig:
     soft_pseudo_labels: use refined probabilities instead of their argmax as
       labelmap targets, and tag probabilities instead of thresholded tags.
     tag_threshold: threshold on sigmoid(v3) for the cleaned tags.
+    method: "gram" (exact and fast: the steps run on the 21-channel
+      (u3, v3) with the Gram operator of subnet-1/3) or "direct" (the
+      reference gradient tape on (u1, v1)); see `dis_tf.inference`.
   """
 
   t_train: int = 10
@@ -64,6 +67,7 @@ class LatentConfig:
   clip_norm: Optional[float] = 10.0
   soft_pseudo_labels: bool = False
   tag_threshold: float = 0.5
+  method: str = "gram"
 
 
 @dataclasses.dataclass

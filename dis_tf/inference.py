@@ -10,11 +10,30 @@ with every network weight frozen. The backbone is not part of this module:
 callers run it once and pass (u1, v1) in. Training (stage-2 pseudo labels),
 evaluation, tag cleaning and the exported serving graph all call
 `latent_inference`.
+
+Two exact implementations of the same gradient descent sit behind it:
+
+* `method="direct"` (the reference): `tf.GradientTape` on (u1, v1) through
+  subnet-1/3 every step (D = 2048 channels for ResNet101).
+* `method="gram"` (the default): subnet-1/3 are linear in (u1, v1), say
+  (u3, v3) = A(u1, v1) + biases, and the objective depends on (u1, v1) only
+  through (u3, v3). A step (u1, v1) -= eta * A^T g, g the objective's gradient
+  with respect to (u3, v3), is the step (u3, v3) -= eta * A A^T g, and the
+  gradient-norm clip uses ||A^T g||^2 = <g, A A^T g>. The loop runs on the
+  C = 21 channel maps with `dis_tf.modeling.gram.GramOperator` (A A^T as
+  C x C kernels, exact at the image border); the refined (u1, v1) are
+  reconstructed only when asked for, with one adjoint application of the
+  accumulated updates. (Any optimizer linear in the gradients, e.g. momentum
+  SGD, would stay exact the same way; a non-linear one such as Adam would
+  have to use the direct path.)
 """
 
 import tensorflow as tf
 
+from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.subnets import refine_labelmap
+
+METHODS = ("gram", "direct")
 
 
 def latent_objective(heads, u1, v1, image_target, tags=None,
@@ -54,6 +73,23 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
   return loss
 
 
+def objective_from_logits(heads, u3, v3, image_target, tags=None,
+                          image_weight=1.0, tag_weight=1.0):
+  """`latent_objective` as a function of (u3, v3) (v3 unused without tags)."""
+  z3 = heads.subnet2(u3)
+  loss = image_weight * tf.reduce_sum(
+      tf.math.squared_difference(z3, tf.cast(image_target, z3.dtype)),
+      axis=[1, 2, 3])
+  if tags is not None:
+    loss += tag_weight * tf.reduce_sum(
+        tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.cast(tags[:, 1:], v3.dtype), logits=v3[:, 1:]
+        ),
+        axis=-1,
+    )
+  return loss
+
+
 def _per_example_sq_norm(x):
   return tf.reduce_sum(tf.square(x), axis=tf.range(1, tf.rank(x)))
 
@@ -66,15 +102,16 @@ def _expand_like(values, x):
 
 def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
                      step_size=0.1, clip_norm=10.0, image_weight=1.0,
-                     tag_weight=1.0, return_features=False):
+                     tag_weight=1.0, return_features=False, method="gram"):
   """Gradient descent on (u1, v1) with the network frozen, then prediction.
 
-  Each step takes the gradient of `latent_objective` with `tf.GradientTape`,
-  clips it per example to `clip_norm` (joint norm over u1 and v1) and moves
-  (u1, v1) by `-step_size` times it. The loop is a `tf.while_loop` whose
-  count is a tensor, so one trace serves every `steps`, and its state is only
-  (u1, v1): memory does not grow with `steps`. A step whose result is not
-  finite is not taken, so no NaN/Inf can come out whatever the step size.
+  Each step takes the gradient of `latent_objective` with respect to
+  (u1, v1), clips it per example to `clip_norm` (joint norm over u1 and v1)
+  and moves (u1, v1) by `-step_size` times it. The loop is a `tf.while_loop`
+  whose count is a tensor, so one trace serves every `steps`, and its state
+  has a fixed size: memory does not grow with `steps`. A step whose result
+  is not finite is not taken, so no NaN/Inf can come out whatever the step
+  size.
 
   Args:
     heads: object with `subnet1`, `subnet2`, `subnet3` layers (a DISModel).
@@ -90,6 +127,10 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
     image_weight: weight of the image term of the objective.
     tag_weight: weight of the tag term of the objective.
     return_features: also return the refined "u1" and "v1".
+    method: "gram" (default: the steps run in (u3, v3) space with the Gram
+      operator A A^T of subnet-1/3, see the module docstring) or "direct"
+      (the reference: gradient tape on (u1, v1)). Both compute the same
+      iterates up to floating-point rounding.
 
   Returns:
     A dict with "u3" [B, h, w, C] and "v3" [B, C] (logits after inference),
@@ -98,12 +139,49 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
     1), "objective" [B] (latent objective after the last step) and,
     if requested, "u1" and "v1".
   """
+  if method not in METHODS:
+    raise ValueError(f"Unknown latent method {method!r}; expected one of "
+                     f"{METHODS}.")
+  if method == "gram" and not gram_lib.supports(heads):
+    raise ValueError("method='gram' needs the linear Subnet1 / Subnet3 "
+                     "(3x3 'same' convolution, dense, no activation); use "
+                     "method='direct'.")
   u1 = tf.stop_gradient(tf.convert_to_tensor(u1))
   v1 = tf.stop_gradient(tf.convert_to_tensor(v1))
   image_target = tf.stop_gradient(tf.cast(image_target, u1.dtype))
   if tags is not None:
     tags = tf.stop_gradient(tf.cast(tags, u1.dtype))
   steps = tf.cast(steps, tf.int32)
+  run = _gram_loop if method == "gram" else _direct_loop
+  u3, v3, objective, features = run(
+      heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
+      image_weight, tag_weight, return_features)
+  tag_probabilities = tf.nn.sigmoid(v3)
+  tag_probabilities = tf.concat(
+      [tf.ones_like(tag_probabilities[:, :1]), tag_probabilities[:, 1:]], -1
+  )
+  outputs = {
+      "u3": u3,
+      "v3": v3,
+      "probabilities": refine_labelmap(u3, v3),
+      "tag_probabilities": tag_probabilities,
+      "objective": objective,
+  }
+  if return_features:
+    outputs["u1"], outputs["v1"] = features
+  return outputs
+
+
+def _clip_scale(sq_norm, clip_norm, batch_size, dtype):
+  if clip_norm is None:
+    return tf.ones([batch_size], dtype)
+  clip_norm = tf.cast(clip_norm, dtype)
+  return clip_norm / tf.maximum(tf.sqrt(sq_norm), clip_norm)
+
+
+def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
+                 clip_norm, image_weight, tag_weight, return_features):
+  """The reference: gradient tape on (u1, v1) through subnet-1/3."""
   step_size = tf.cast(step_size, u1.dtype)
 
   def objective(u1, v1):
@@ -115,11 +193,9 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
       tape.watch([u1, v1])
       total = tf.reduce_sum(objective(u1, v1))
     grad_u1, grad_v1 = tape.gradient(total, [u1, v1])
-    if clip_norm is not None:
-      norm = tf.sqrt(_per_example_sq_norm(grad_u1) + _per_example_sq_norm(grad_v1))
-      scale = clip_norm / tf.maximum(norm, clip_norm)
-    else:
-      scale = tf.ones([tf.shape(u1)[0]], u1.dtype)
+    scale = _clip_scale(
+        _per_example_sq_norm(grad_u1) + _per_example_sq_norm(grad_v1),
+        clip_norm, tf.shape(u1)[0], u1.dtype)
     new_u1 = u1 - step_size * _expand_like(scale, u1) * grad_u1
     new_v1 = v1 - step_size * _expand_like(scale, v1) * grad_v1
     # Reject, per example, a step that overflowed (absurd step sizes).
@@ -139,18 +215,96 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   )
   u3 = heads.subnet1(u1, v1)
   v3 = heads.subnet3(u1, v1)
-  tag_probabilities = tf.nn.sigmoid(v3)
-  tag_probabilities = tf.concat(
-      [tf.ones_like(tag_probabilities[:, :1]), tag_probabilities[:, 1:]], -1
+  return u3, v3, objective(u1, v1), (u1, v1)
+
+
+def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
+               clip_norm, image_weight, tag_weight, return_features):
+  """The same descent in (u3, v3) space with the Gram operator A A^T.
+
+  State per step: (u3, v3), the objective and its gradient g at (u3, v3)
+  (the gradient of the accepted point is carried to the next step, so a
+  step costs one subnet-2 forward + backward and one A A^T application),
+  and, only for `return_features`, the accumulated update sum_k c_k g_k from
+  which (u1, v1) -= A^T(sum) is reconstructed at the end.
+  """
+  u3 = heads.subnet1(u1, v1)
+  v3 = heads.subnet3(u1, v1)
+  dtype = u3.dtype
+  step_size = tf.cast(step_size, dtype)
+
+  def value_and_grad(u3, v3):
+    with tf.GradientTape() as tape:
+      tape.watch([u3, v3])
+      objective = objective_from_logits(heads, u3, v3, image_target, tags,
+                                        image_weight, tag_weight)
+      total = tf.reduce_sum(objective)
+    grad_u3, grad_v3 = tape.gradient(
+        total, [u3, v3], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return objective, grad_u3, grad_v3
+
+  # The operator is built once per call, from the current weights (they
+  # change between training steps), and not at all when steps == 0.
+  num_classes = u3.shape[-1]
+  op = gram_lib.GramOperator.from_heads(
+      heads, dtype, build=lambda make: tf.cond(
+          steps > 0, make,
+          lambda: gram_lib.GramOperator.zero_fields(num_classes, dtype)))
+
+  # The gradient at the start point is needed only if a step is taken.
+  objective, grad_u3, grad_v3 = tf.cond(
+      steps > 0, lambda: value_and_grad(u3, v3),
+      lambda: (objective_from_logits(heads, u3, v3, image_target, tags,
+                                     image_weight, tag_weight),
+               tf.zeros_like(u3), tf.zeros_like(v3)))
+  acc_u = tf.zeros_like(u3) if return_features else tf.zeros([0], dtype)
+  acc_v = tf.zeros_like(v3) if return_features else tf.zeros([0], dtype)
+
+  def body(i, u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v):
+    move_u, move_v = op.apply(grad_u3, grad_v3)
+    # ||A^T g||^2 = <g, A A^T g>: the direct path's joint (u1, v1) norm.
+    coef = step_size
+    if clip_norm is not None:
+      sq_norm = (tf.reduce_sum(grad_u3 * move_u, axis=[1, 2, 3])
+                 + tf.reduce_sum(grad_v3 * move_v, axis=[1]))
+      coef *= _clip_scale(tf.maximum(sq_norm, 0.0), clip_norm, None, dtype)
+      coef_u, coef_v = coef[:, None, None, None], coef[:, None]
+    else:
+      coef_u = coef_v = coef
+    new_u3 = u3 - coef_u * move_u
+    new_v3 = v3 - coef_v * move_v
+    new_objective, new_grad_u3, new_grad_v3 = value_and_grad(new_u3, new_v3)
+    # Reject, per example, a step that overflowed (absurd step sizes).
+    finite = tf.logical_and(
+        tf.math.is_finite(new_objective),
+        tf.logical_and(
+            tf.reduce_all(tf.math.is_finite(new_u3), axis=[1, 2, 3]),
+            tf.reduce_all(tf.math.is_finite(new_v3), axis=[1])))
+    if return_features:
+      new_acc_u = acc_u + coef_u * grad_u3
+      new_acc_v = acc_v + coef_v * grad_v3
+      finite = tf.logical_and(finite, tf.logical_and(
+          tf.reduce_all(tf.math.is_finite(new_acc_u), axis=[1, 2, 3]),
+          tf.reduce_all(tf.math.is_finite(new_acc_v), axis=[1])))
+    keep_u, keep_v = finite[:, None, None, None], finite[:, None]
+    if return_features:
+      acc_u = tf.where(keep_u, new_acc_u, acc_u)
+      acc_v = tf.where(keep_v, new_acc_v, acc_v)
+    return (i + 1,
+            tf.where(keep_u, new_u3, u3), tf.where(keep_v, new_v3, v3),
+            tf.where(finite, new_objective, objective),
+            tf.where(keep_u, new_grad_u3, grad_u3),
+            tf.where(keep_v, new_grad_v3, grad_v3),
+            acc_u, acc_v)
+
+  _, u3, v3, objective, _, _, acc_u, acc_v = tf.while_loop(
+      lambda i, *_: i < steps, body,
+      [tf.constant(0), u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v],
+      parallel_iterations=1,
   )
-  outputs = {
-      "u3": u3,
-      "v3": v3,
-      "probabilities": refine_labelmap(u3, v3),
-      "tag_probabilities": tag_probabilities,
-      "objective": objective(u1, v1),
-  }
+  features = None
   if return_features:
-    outputs["u1"] = u1
-    outputs["v1"] = v1
-  return outputs
+    # One adjoint application of the accumulated updates.
+    du1, dv1 = op.adjoint(tf.cast(acc_u, u1.dtype), tf.cast(acc_v, v1.dtype))
+    features = (u1 - du1, v1 - dv1)
+  return u3, v3, objective, features

@@ -1,0 +1,137 @@
+"""Shared helpers of the hand-run benchmark scripts (never part of pytest).
+
+Every script prints one Markdown section (a table plus target lines computed
+from the same run) and writes it to `bench/results/<name>.md`;
+`bench/run_all.py` assembles those files into BENCHMARKS.md verbatim.
+"""
+
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+
+def machine():
+  """One line describing the machine and software."""
+  cpu = platform.processor() or "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+  return (f"{cpu}, {os.cpu_count()} logical CPUs, Python "
+          f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
+          f"{keras.__version__}; load average at start {load}")
+
+
+def table(headers, rows):
+  """A Markdown table."""
+  def cell(x):
+    if isinstance(x, float):
+      return f"{x:.4g}"
+    return str(x)
+  lines = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---" for _ in headers) + "|"]
+  lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def timed(fn, repeats=3, warmup=1):
+  """Median wall time of `fn()` over `repeats` runs after `warmup` runs."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def interleaved(fns, repeats=3, warmup=1):
+  """{name: median seconds}, the runs of all fns interleaved round by round
+  (so load changes from other jobs hit every configuration alike)."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def interleaved_stats(fns, repeats=3, warmup=1):
+  """{name: (median, min, all runs) seconds}, interleaved as `interleaved`."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: (statistics.median(t), min(t), t) for name, t in times.items()}
+
+
+def max_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def target(label, value, limit, higher_is_better=False):
+  """A target line: met or missed, and by how much."""
+  ok = value >= limit if higher_is_better else value <= limit
+  sign = ">=" if higher_is_better else "<="
+  if ok:
+    return f"- {label}: {value:.3g} (target {sign} {limit:g}): **met**"
+  by = (limit / value - 1) if higher_is_better else (value / limit - 1)
+  return (f"- {label}: {value:.3g} (target {sign} {limit:g}): **missed** by "
+          f"{100 * by:.0f}%")
+
+
+def emit(name, title, command, body):
+  """Prints the section and writes bench/results/<name>.md."""
+  text = (f"## {title}\n\n`{command}`\n\nMachine: {machine()}; run "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
+          f"{body.rstrip()}\n")
+  os.makedirs(RESULTS, exist_ok=True)
+  with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return text
+
+
+def run_probe(args):
+  """Runs `python <args>` and returns its last stdout line."""
+  out = subprocess.run([sys.executable] + list(args), check=True,
+                       capture_output=True, text=True, cwd=ROOT)
+  return out.stdout.strip().splitlines()[-1]
+
+
+def resnet_model(num_classes=21, **latent):
+  """A dilated-ResNet101 DISModel with random weights (no download)."""
+  from dis_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from dis_tf.modeling.dis_model import build_dis_model  # pylint: disable=g-import-not-at-top
+  config = config_lib.voc12()
+  config.model.weights = None
+  config.model.num_classes = num_classes
+  for key, value in latent.items():
+    setattr(config.latent, key, value)
+  return build_dis_model(config), config

@@ -1,0 +1,96 @@
+"""Runs the benchmark scripts and writes BENCHMARKS.md from their output.
+
+  python bench/run_all.py            # run every script, then write
+  python bench/run_all.py --no-run   # only reassemble bench/results/*.md
+
+Every number in BENCHMARKS.md comes from a script's own output
+(bench/results/<name>.md, pasted verbatim); this file adds only prose.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import common
+
+SCRIPTS = ("latent", "train_step", "input_pipeline", "serving", "efficiency")
+
+HEADER = """# Benchmarks
+
+Hand-run scripts in `bench/` (never part of the test suite). Each prints one
+Markdown section and writes it to `bench/results/<name>.md`;
+`python bench/run_all.py` runs them all and writes this file from those
+outputs verbatim (`--no-run` only reassembles). Each section names the
+command and the machine it ran on.
+
+**Noise.** The machine is shared: other engineers run CPU-heavy jobs on the
+same 2 cores while these scripts run, so absolute times move by tens of
+percent between runs. That is why every target is a ratio of timings taken
+side by side in one run, with the configurations interleaved round by round
+(`bench/common.py: interleaved`) and medians reported; the load average at
+the start of each script is printed with the machine.
+
+**What the latent numbers measure.** `method="direct"` is the reference
+latent step (gradient tape through subnet-1/3 on the 2048-channel u1, v1);
+`method="gram"` (the default everywhere) runs the same gradient descent on
+the 21-channel (u3, v3) with the Gram operator A A^T of subnet-1/3
+(`dis_tf/modeling/gram.py`), so a step costs one subnet-2 forward/backward
+plus one 5x5 21->21 convolution and border corrections. The breakdown table
+of `bench/latent.py` is the profile of one step. The Gram kernels are built
+once per `latent` call from the current weights (one [189, 2048] x
+[2048, 189] product; skipped when steps == 0), because subnet-1/3 change
+between training steps.
+
+**Targets missed, and why** (the numbers are in the sections below).
+
+* *Stage-2 step with t_train=30 vs a phase-(c) step, synthetic preset.*
+  The tiny backbone makes the whole training step only tens of milliseconds,
+  while a latent step, gram or direct, costs a few milliseconds of mostly
+  per-op dispatch overhead (about a hundred small graph ops per step on
+  8 x 12 x 12 x 21 maps). The Gram form has nothing to save there: u1 has 64
+  channels, not 2048, so the direct and Gram steps cost about the same
+  (profile table of `bench/train_step.py`), and 30 of them exceed the 1.2x
+  budget of a step that small. For the paper's ResNet101 at 353 the same
+  ratio is within target. Closing it for the tiny preset would need the
+  latent loop compiled as one kernel (XLA), which the exported graph must
+  not contain (core ops only) and which the training code does not enable.
+* *Any end-to-end ratio near its bound* (e.g. t_test=30 / t_test=0 against
+  1.15) can land on either side from run to run on this shared machine; the
+  `latent.py` section therefore gives both the ratio of medians and the
+  median of per-round ratios (t=0 and t=30 timed back to back).
+
+**Exactness vs. step size.** tests/test_gram.py checks direct == gram to
+1e-3 relative with identical labelmaps after 30 steps (tiny head at steps
+0.1 / 0.5, ResNet101 head at 1e-3). At larger steps on the 2048x45x45
+ResNet101 head the float32 *reference itself* is rounding-sensitive (ReLU
+kinks in subnet-2 and the stiff v1 direction, which couples all 2025
+pixels): perturbing u1 by 1e-6 relative changes the direct path's own
+t=30 result by about as much as direct and gram differ there.
+"""
+
+
+def main(argv):
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--no-run", action="store_true")
+  parser.add_argument("--only", default=",".join(SCRIPTS))
+  args = parser.parse_args(argv)
+  if not args.no_run:
+    for name in args.only.split(","):
+      subprocess.run([sys.executable, os.path.join("bench", f"{name}.py")],
+                     check=True, cwd=common.ROOT)
+  parts = [HEADER]
+  for name in SCRIPTS:
+    path = os.path.join(common.RESULTS, f"{name}.md")
+    if os.path.exists(path):
+      with open(path) as f:
+        parts.append(f.read())
+    else:
+      parts.append(f"## {name}\n\nNot run yet (`python bench/{name}.py`).\n")
+  with open(os.path.join(common.ROOT, "BENCHMARKS.md"), "w") as f:
+    f.write("\n".join(parts))
+  print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
