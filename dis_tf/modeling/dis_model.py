@@ -46,6 +46,10 @@ class DISModel(keras.Model):
     train_batchnorm: let phase changes make the backbone's batch-norm
       layers trainable (default False: frozen, inference mode).
     phase: initial training phase ("a", "b", "c" or "semi").
+    latent_method: "gram" (default; exact and fast: the latent steps run on
+      the 21-channel (u3, v3) with the Gram operator of subnet-1/3) or
+      "direct" (the reference gradient tape on (u1, v1)); see
+      `dis_tf.inference`.
     **kwargs: forwarded to `keras.Model` (e.g. `name`).
   """
 
@@ -53,7 +57,9 @@ class DISModel(keras.Model):
                image_weight=1.0, tag_weight=1.0, t_train=0,
                latent_step_size=0.1, latent_clip_norm=10.0,
                soft_pseudo_labels=False, tag_threshold=0.5,
-               train_batchnorm=False, phase="c", **kwargs):
+               train_batchnorm=False, phase="c", latent_method="gram",
+               **kwargs):
+    _check_float32_policy(backbone, kwargs.get("dtype"))
     image = keras.Input(shape=(None, None, 3), name="image")
     u1, v1 = backbone(image)
     subnet1 = Subnet1(num_classes, name="subnet1")
@@ -82,6 +88,10 @@ class DISModel(keras.Model):
     self.soft_pseudo_labels = soft_pseudo_labels
     self.tag_threshold = tag_threshold
     self.train_batchnorm = train_batchnorm
+    if latent_method not in inference.METHODS:
+      raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
+                       f"one of {inference.METHODS}.")
+    self.latent_method = latent_method
     self.phase = None
     self.set_phase(phase)
 
@@ -147,10 +157,12 @@ class DISModel(keras.Model):
     }
 
   def infer(self, image, steps=0, tags=None, image_target=None,
-            step_size=None, clip_norm=None, return_features=False):
+            step_size=None, clip_norm=None, return_features=False,
+            method=None):
     """Test-time (or, with tags, training-mode) DIS inference.
 
-    The backbone runs once; `steps` latent gradient steps follow.
+    The backbone runs once; `steps` latent gradient steps follow (by default
+    in the fast, exact Gram form: see `dis_tf.inference`).
 
     Args:
       image: [B, H, W, 3] normalised image.
@@ -160,6 +172,7 @@ class DISModel(keras.Model):
       step_size: defaults to the model's `latent_step_size`.
       clip_norm: defaults to the model's `latent_clip_norm`.
       return_features: also return refined u1, v1.
+      method: "gram" or "direct"; defaults to the model's `latent_method`.
 
     Returns:
       The dict of `dis_tf.inference.latent_inference`.
@@ -168,17 +181,24 @@ class DISModel(keras.Model):
     if image_target is None:
       image_target = image_ops.image_target(image, tf.shape(u1)[1:3])
     return self.latent(u1, v1, image_target, tags, steps, step_size,
-                       clip_norm, return_features)
+                       clip_norm, return_features, method)
 
   def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
-             clip_norm=None, return_features=False):
-    """`dis_tf.inference.latent_inference` with this model's settings."""
+             clip_norm=None, return_features=False, method=None):
+    """`dis_tf.inference.latent_inference` with this model's settings.
+
+    Training (stage-2 pseudo labels), evaluation, tag cleaning and every
+    exported signature come through here, so they all use `latent_method`
+    ("gram", the fast exact path, unless the model was built otherwise);
+    `method` overrides it for one call.
+    """
     return inference.latent_inference(
         self, u1, v1, image_target, tags=tags, steps=steps,
         step_size=self.latent_step_size if step_size is None else step_size,
         clip_norm=self.latent_clip_norm if clip_norm is None else clip_norm,
         image_weight=self.image_weight, tag_weight=self.tag_weight,
         return_features=return_features,
+        method=self.latent_method if method is None else method,
     )
 
   # ------------------------------------------------------------- training
@@ -305,6 +325,7 @@ class DISModel(keras.Model):
         "tag_threshold": self.tag_threshold,
         "train_batchnorm": self.train_batchnorm,
         "phase": self.phase,
+        "latent_method": self.latent_method,
     }
 
   @classmethod
@@ -313,6 +334,30 @@ class DISModel(keras.Model):
     config["backbone"] = keras.saving.deserialize_keras_object(
         config["backbone"])
     return cls(**config)
+
+
+def _check_float32_policy(backbone, dtype=None):
+  """Refuses mixed / half precision (e.g. the `mixed_float16` policy).
+
+  The latent loop (gradient steps on u1, v1 with step sizes up to 1e6, the
+  per-example clipping and the non-finite-step rejection) is designed for
+  float32; under `mixed_float16` it would silently run in float16 (u1, v1,
+  gradients and objective all float16: overflow above 65504, 3 significant
+  digits). So the model refuses it, before building anything.
+  """
+  policies = [keras.config.dtype_policy(), backbone.dtype_policy]
+  if dtype is not None:
+    policies.append(keras.dtype_policies.get(dtype))
+  for policy in policies:
+    if policy.compute_dtype != "float32" or policy.variable_dtype != "float32":
+      raise ValueError(
+          f"DISModel needs the float32 dtype policy, got {policy.name!r} "
+          f"(compute {policy.compute_dtype}, variables "
+          f"{policy.variable_dtype}): the latent (u1, v1) inference loop "
+          "must run in float32, and mixed precision would run it in "
+          f"{policy.compute_dtype}. Call "
+          "keras.mixed_precision.set_global_policy('float32') before "
+          "building or loading the model.")
 
 
 def _all_layers(model):
@@ -350,4 +395,5 @@ def build_dis_model(config):
       tag_threshold=config.latent.tag_threshold,
       train_batchnorm=config.model.train_batchnorm,
       phase="a",
+      latent_method=config.latent.method,
   )
