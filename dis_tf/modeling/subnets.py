@@ -160,11 +160,11 @@ def refine_labelmap(u3, v3):
   Returns:
     [B, h, w, C] refined class probabilities (sum to 1 over C).
   """
-  probs = tf.nn.softmax(u3, axis=-1)
-  scale = tf.nn.sigmoid(v3)
-  scale = tf.concat([tf.ones_like(scale[:, :1]), scale[:, 1:]], axis=-1)
-  refined = probs * scale[:, None, None, :]
-  # Background has scale 1, so the sum is > 0 unless softmax underflowed
-  # everywhere; the floor only guards that corner.
-  total = tf.reduce_sum(refined, axis=-1, keepdims=True)
-  return refined / tf.maximum(total, 1e-12)
+  # probs * scale / sum == softmax(log_softmax(u3) + log(scale)); in log
+  # space the product cannot underflow to an all-zero pixel when the latent
+  # steps drive the logits far apart.
+  log_scale = tf.math.log_sigmoid(v3)
+  log_scale = tf.concat([tf.zeros_like(log_scale[:, :1]), log_scale[:, 1:]],
+                        axis=-1)
+  return tf.nn.softmax(tf.nn.log_softmax(u3, axis=-1)
+                       + log_scale[:, None, None, :], axis=-1)
