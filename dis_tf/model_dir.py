@@ -5,6 +5,8 @@
   model_dir/checkpoints/       per-phase ModelCheckpoint files
   model_dir/backup/            BackupAndRestore state (resumes killed runs)
   model_dir/logs/              TensorBoard
+  model_dir/workers/worker_<i>/  same layout, written by non-chief workers of
+                               a multi-worker job (the chief writes the rest)
 
 Evaluation, tag cleaning, visualisation and export need only `--model_dir`.
 """
@@ -38,8 +40,16 @@ def save_model(model, model_dir):
   os.makedirs(model_dir, exist_ok=True)
   path = model_path(model_dir)
   tmp = os.path.join(model_dir, ".tmp-" + MODEL_FILENAME)
-  model.save(tmp)
-  os.replace(tmp, path)
+  try:
+    model.save(tmp)
+    os.replace(tmp, path)
+  except BaseException as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if isinstance(e, OSError):
+      raise OSError(e.errno, f"Could not write {path} ({e}); the previous "
+                    "version of it, if any, is kept.") from e
+    raise
   return path
 
 

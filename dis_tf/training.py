@@ -6,12 +6,23 @@ callbacks: progress bar, `ModelCheckpoint`, `BackupAndRestore` (a killed
 run resumes inside the phase it was in), and `TensorBoard` (losses, learning
 rate, mIoU, image summaries). A finished phase leaves
 `checkpoints/phase_<p>.weights.h5`; a rerun skips finished phases.
+
+Every checkpoint is written to a temp file and renamed (the Keras callbacks
+are replaced by `AtomicModelCheckpoint` / `AtomicBackupAndRestore`), so a
+SIGKILL or a full disk never leaves a truncated checkpoint under its final
+name; a deterministic run resumed after a kill ends with the weights of an
+uninterrupted one. With MultiWorkerMirroredStrategy only the chief writes
+model_dir; worker i writes model_dir/workers/worker_<i>/. See RELIABILITY.md.
 """
 
+import errno
+import json
 import os
+import shutil
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dis_tf import config as config_lib
@@ -124,22 +135,233 @@ def _phase_weights_path(model_dir, phase):
   return os.path.join(model_dir, "checkpoints", f"phase_{phase}.weights.h5")
 
 
+def _remove_quietly(path):
+  try:
+    os.remove(path)
+  except OSError:
+    pass
+
+
+def _estimated_checkpoint_bytes(model):
+  """Upper estimate of a `.weights.h5` file of `model` (with optimizer)."""
+  variables = list(model.weights)
+  optimizer = getattr(model, "optimizer", None)
+  if optimizer is not None and getattr(optimizer, "built", False):
+    variables += list(optimizer.variables)
+  data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+             for v in variables)
+  # HDF5 object headers / b-trees: a few KiB per dataset, plus slack.
+  return data + 8192 * len(variables) + (1 << 20)
+
+
+def _check_free_space(model, path):
+  """Raises ENOSPC *before* writing if `path`'s disk cannot hold the file.
+
+  Needed because HDF5 does not fail cleanly on a full disk: with h5py 3.14
+  the process dies with SIGSEGV in `h5py.File.close` (the flush at close
+  hits ENOSPC), so no Python error could name the failing write.
+  """
+  needed = _estimated_checkpoint_bytes(model)
+  free = shutil.disk_usage(os.path.dirname(path)).free
+  if free < needed:
+    raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free} bytes "
+                  f"free, about {needed} needed")
+
+
 def _save_weights_atomically(model, path):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  """Writes `path` via a temp file + rename: never a truncated `path`.
+
+  A failing write (full disk, I/O error) removes the temp file and raises an
+  OSError naming `path`; the previous `path`, if any, is left untouched.
+  """
   tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
-  model.save_weights(tmp)
-  os.replace(tmp, path)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _check_free_space(model, path)
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+  except BaseException as e:
+    _remove_quietly(tmp)
+    if isinstance(e, OSError):
+      raise OSError(e.errno, f"Could not write checkpoint {path} ({e}); the "
+                    "previous version of it, if any, is kept.") from e
+    raise
 
 
-def _callbacks(config, phase, sample_images):
+def _write_json_atomically(path, value):
+  tmp = path + ".tmp"
+  try:
+    with open(tmp, "w") as f:
+      json.dump(value, f)
+    os.replace(tmp, path)
+  except BaseException:
+    _remove_quietly(tmp)
+    raise
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+  """`ModelCheckpoint` that replaces its file atomically.
+
+  Keras 3.15 writes `filepath` in place, so a process killed (or a disk
+  filling up) mid-write leaves a truncated HDF5 file under the final name.
+  Here the file is written to a temp name and renamed.
+  """
+
+  def _save_model(self, epoch, batch, logs):
+    filepath = self._get_file_path(epoch, batch, logs)
+    if not self._should_save_model(epoch, batch, logs, filepath):
+      return
+    if not self.save_weights_only:
+      raise ValueError("AtomicModelCheckpoint saves weights only.")
+    _save_weights_atomically(self.model, filepath)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+  """`BackupAndRestore` whose training state is committed atomically.
+
+  Keras 3.15 overwrites `latest.weights.h5` in place and then writes
+  `training_metadata.json`: a kill inside either write leaves a truncated
+  file, and a kill between them leaves epoch-N+1 weights with epoch-N
+  metadata (the resumed run trains an epoch twice). Here each backup writes
+  the weights to a new file `state-<epoch>.weights.h5` (temp + rename) and
+  then atomically replaces `state.json`, which names it: `state.json` is the
+  commit point. The previous state file is kept (double checkpoint) and used
+  if the current one cannot be read.
+
+  Multi-worker training: the state is read from `backup_dir` (the chief's)
+  and written to `write_dir` (each non-chief worker's own directory), so
+  that workers never write the same file and all resume from one state.
+
+  Args:
+    backup_dir: directory read at the start of training.
+    write_dir: directory written at each epoch end (default `backup_dir`).
+  """
+
+  STATE_FILE = "state.json"
+
+  def __init__(self, backup_dir, write_dir=None):
+    super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True,
+                     delete_checkpoint=False)
+    self.write_dir = write_dir or backup_dir
+    self.restored = False
+
+  @classmethod
+  def read_state(cls, backup_dir):
+    """The committed state ({"epoch", "weights", "previous"}) or None."""
+    path = os.path.join(backup_dir, cls.STATE_FILE)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def restore(self):
+    """Loads the committed state into the model; returns its epoch (0 if
+    there is none). Call with the model compiled (and in strategy scope)."""
+    self.restored = True
+    state = self.read_state(self.backup_dir)
+    if state is None:
+      return 0
+    model = self.model
+    if model.optimizer is not None and not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    candidates = [state] + ([state["previous"]] if state.get("previous")
+                            else [])
+    for i, candidate in enumerate(candidates):
+      path = os.path.join(self.backup_dir, candidate["weights"])
+      try:
+        model.load_weights(path)
+      except (OSError, ValueError, KeyError) as e:
+        if i + 1 == len(candidates):
+          raise OSError(f"Backup {path} cannot be loaded ({e}); delete "
+                        f"{self.backup_dir} to restart this phase.") from e
+        logging.warning("Backup %s cannot be loaded (%s); using the "
+                        "previous one.", path, e)
+        continue
+      epoch = int(candidate["epoch"])
+      model._initial_epoch = epoch  # pylint: disable=protected-access
+      self._current_epoch = epoch
+      return epoch
+    return 0
+
+  def on_train_begin(self, logs=None):
+    if not self.restored:
+      self.restore()
+
+  def _load_model(self):
+    self.restore()
+
+  def _save_model(self):
+    os.makedirs(self.write_dir, exist_ok=True)
+    name = f"state-{self._current_epoch:06d}.weights.h5"
+    _save_weights_atomically(self.model, os.path.join(self.write_dir, name))
+    old = self.read_state(self.write_dir)
+    previous = None
+    if old is not None and old["weights"] != name:
+      previous = {"epoch": old["epoch"], "weights": old["weights"]}
+    _write_json_atomically(
+        os.path.join(self.write_dir, self.STATE_FILE),
+        {"epoch": self._current_epoch, "weights": name,
+         "previous": previous})
+    keep = {name} | ({previous["weights"]} if previous else set())
+    for f in os.listdir(self.write_dir):
+      if f.startswith("state-") and f.endswith(".h5") and f not in keep:
+        _remove_quietly(os.path.join(self.write_dir, f))
+
+
+def _adapt_for_multi_worker(model, strategy, batch):
+  """Works around two Keras 3.15 `fit` bugs with MultiWorkerMirroredStrategy.
+
+  1. `TensorFlowTrainer._maybe_symbolic_build` calls `strategy.reduce(
+     "MEAN", batch)` on the first distributed batch, which the strategy
+     refuses for a dict ("Attempt to convert a value ({'image':
+     PerReplica:{...}}) with an unsupported type (<class 'dict'>) to a
+     Tensor"). The build only needs shapes: it is done from a local batch.
+  2. `one_step_on_data` reduces the step's logs with
+     `strategy.reduce("MEAN", v, axis=0)` (hard-coded "auto" reduction),
+     which fails on scalar metric results ("Invalid reduction dimension 0
+     for input with 0 dimensions"). The logs are given a batch axis of 1,
+     so the reduction averages each metric over the workers.
+  """
+  def build(iterator=None, data_batch=None):
+    del iterator, data_batch
+    with strategy.scope():
+      model._symbolic_build(data_batch=batch)  # pylint: disable=protected-access
+  model._maybe_symbolic_build = build  # pylint: disable=protected-access
+  train_step = type(model).train_step.__get__(model)
+  model.train_step = lambda data: {
+      k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
+
+
+def _is_chief(strategy):
+  """True unless this process is a non-chief worker of a multi-worker job."""
+  return bool(getattr(strategy.extended, "should_checkpoint", True))
+
+
+def _write_dir(model_dir, strategy):
+  """Where this process writes: model_dir, or a non-chief worker's own dir.
+
+  With MultiWorkerMirroredStrategy every worker runs the same callbacks;
+  only the chief writes model_dir, the others write
+  model_dir/workers/worker_<task id>/ (same layout), so no two processes
+  ever write the same file.
+  """
+  if _is_chief(strategy):
+    return model_dir
+  resolver = strategy.cluster_resolver
+  return os.path.join(model_dir, "workers",
+                      f"{resolver.task_type}_{resolver.task_id}")
+
+
+def _callbacks(config, phase, sample_images, write_dir=None):
   model_dir = config.model_dir
-  logs = os.path.join(model_dir, "logs", f"phase_{phase}")
+  write_dir = write_dir or model_dir
+  logs = os.path.join(write_dir, "logs", f"phase_{phase}")
   return [
-      keras.callbacks.BackupAndRestore(
+      AtomicBackupAndRestore(
           os.path.join(model_dir, "backup", f"phase_{phase}"),
-          delete_checkpoint=True, double_checkpoint=True),
-      keras.callbacks.ModelCheckpoint(
-          os.path.join(model_dir, "checkpoints",
+          write_dir=os.path.join(write_dir, "backup", f"phase_{phase}")),
+      AtomicModelCheckpoint(
+          os.path.join(write_dir, "checkpoints",
                        f"phase_{phase}_latest.weights.h5"),
           save_weights_only=True),
       LearningRateLogger(),
@@ -166,17 +388,28 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
     raise ValueError(f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
   if not config.model_dir:
     raise ValueError("--model_dir is required.")
+  # First: MultiWorkerMirroredStrategy must configure the TF context before
+  # anything initialises it (importing the pipeline creates tf constants).
+  strategy = make_strategy(config.train.strategy)
   if dataset_fn is None:
     from dis_tf.data import pipeline  # pylint: disable=g-import-not-at-top
     dataset_fn = pipeline.train_dataset
   model_dir = config.model_dir
   _check_writable(model_dir)
-  config.save(model_dir)
+  # Non-chief workers of a multi-worker job write only their own directory.
+  write_dir = _write_dir(model_dir, strategy)
+  if write_dir == model_dir:
+    try:
+      config.save(model_dir)
+    except OSError as e:
+      raise OSError(e.errno, f"--model_dir={model_dir}: cannot write "
+                    f"config.json ({e}).") from e
+  else:
+    _check_writable(write_dir)
   keras.utils.set_random_seed(config.train.seed)
   if config.data.deterministic:
     tf.config.experimental.enable_op_determinism()
 
-  strategy = make_strategy(config.train.strategy)
   with strategy.scope():
     model = build_dis_model(config)
   phases = STAGES[stage]
@@ -196,7 +429,8 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
       continue
     steps, learning_rate = phase_settings(config.train, phase)
     data = dataset_fn(config, "semi" if phase == "semi" else "full")
-    sample_images = next(iter(data.take(1)))["image"][:4]
+    first_batch = next(iter(data.take(1)))
+    sample_images = first_batch["image"][:4]
     per_epoch = min(config.train.steps_per_epoch, steps)
     epochs = -(-steps // per_epoch)
     logging.info("Phase %s: %d steps (%d epochs of %d), lr %g.", phase,
@@ -211,12 +445,31 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
     # (keras 3.15 BackupAndRestore._load_model / Trainer.fit).
     model._initial_epoch = None  # pylint: disable=protected-access
     if steps > 0:
+      callbacks = _callbacks(config, phase, sample_images, write_dir)
+      resumed = 0
+      for callback in callbacks:
+        if isinstance(callback, AtomicBackupAndRestore):
+          callback.set_model(model)
+          with strategy.scope():
+            resumed = callback.restore()
+      if resumed:
+        print(f"== phase {phase}: resuming after epoch {resumed} of "
+              f"{epochs} ==", flush=True)
+        # fit() keeps one iterator over the (infinite) stream across epochs;
+        # the resumed run continues where the interrupted one was, so a
+        # deterministic run sees exactly the batches of an uninterrupted one.
+        data = data.skip(resumed * per_epoch)
+      if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _adapt_for_multi_worker(model, strategy, first_batch)
       model.fit(data, epochs=epochs, steps_per_epoch=per_epoch,
-                callbacks=_callbacks(config, phase, sample_images),
-                verbose=verbose)
-    _save_weights_atomically(model, done)
+                callbacks=callbacks, verbose=verbose)
+    _save_weights_atomically(model, _phase_weights_path(write_dir, phase))
+    # Only after the phase weights are committed (a kill in between resumes
+    # from the backup; one after it skips the phase).
+    shutil.rmtree(os.path.join(write_dir, "backup", f"phase_{phase}"),
+                  ignore_errors=True)
 
-  model_dir_lib.save_model(model, model_dir)
+  model_dir_lib.save_model(model, write_dir)
   return model
 
 
@@ -224,7 +477,7 @@ def _check_writable(model_dir):
   """Fails before training if model_dir cannot be written."""
   try:
     os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, ".write_probe")
+    probe = os.path.join(model_dir, f".write_probe-{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)

@@ -68,6 +68,15 @@ PREDICTION_OUTPUTS = ("class_ids", "height", "width", "probabilities",
 
 # Magic numbers of the formats `tf.io.decode_image` reads.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
+# Largest image (height x width, read from the file header before decoding)
+# a request may send: 6000 x 6000 fits. It bounds the memory one image can
+# take (decoded uint8: 3 bytes/pixel; its int32 class_ids output: 4
+# bytes/pixel), so a small compressed "decompression bomb" is refused
+# before it is decoded.
+DEFAULT_MAX_PIXELS = 40_000_000
+# Rows of the original-size labelmap computed at once (upsample + argmax):
+# bounds that buffer to _ARGMAX_BAND_ROWS x width x C float32.
+_ARGMAX_BAND_ROWS = 64
 
 
 # ----------------------------------------------------------- the computation
@@ -160,30 +169,116 @@ def _latent(model, u1, v1, target, steps, step_size):
   return tf.cond(uniform, lambda: batched(tf.reduce_max(steps)), per_example)
 
 
+def _interpolation_matrix(in_size, out_size):
+  """[out, in] weights of `tf.image.resize` bilinear along one axis."""
+  eye = tf.eye(in_size)[None, :, :, None]
+  return tf.image.resize(eye, tf.stack([out_size, in_size]),
+                         method=tf.image.ResizeMethod.BILINEAR)[0, :, :, 0]
+
+
+def _upsampled_argmax(probs, size, band_rows=_ARGMAX_BAND_ROWS):
+  """argmax over C of `probs` [h, w, C] bilinearly resized to `size`.
+
+  The same weights as `tf.image.resize` (bilinear is separable: rows, then
+  columns), but the [H, W, C] float32 upsampled map is never materialised
+  (3 GB for a 6000 x 6000 image and 21 classes): the columns are resized
+  once ([h, W, C]), then the rows in bands of `band_rows`.
+  """
+  h, w = tf.shape(probs)[0], tf.shape(probs)[1]
+  ry = _interpolation_matrix(h, size[0])  # [H, h]
+  rx = _interpolation_matrix(w, size[1])  # [W, w]
+  columns = tf.einsum("xw,hwc->hxc", rx, probs)  # [h, W, C]
+  num_bands = (size[0] + band_rows - 1) // band_rows
+
+  def body(i, bands):
+    rows = ry[i * band_rows:(i + 1) * band_rows]
+    band = tf.einsum("yh,hxc->yxc", rows, columns)
+    return i + 1, bands.write(i, tf.argmax(band, -1, output_type=tf.int32))
+
+  _, bands = tf.while_loop(
+      lambda i, _: i < num_bands, body,
+      [tf.constant(0), tf.TensorArray(tf.int32, size=num_bands,
+                                      infer_shape=False,
+                                      element_shape=[None, None])],
+      parallel_iterations=1)
+  return tf.reshape(bands.concat(), size)
+
+
 def _class_ids_at_sizes(probabilities, sizes):
   """Per-example upsample + argmax, padded to the batch max with 255."""
   max_size = tf.reduce_max(sizes, axis=0)
 
   def one(args):
     probs, size = args
-    probs = tf.image.resize(probs[None], size,
-                            method=tf.image.ResizeMethod.BILINEAR)[0]
-    ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    ids = _upsampled_argmax(probs, size)
     padding = tf.stack([[0, max_size[0] - size[0]],
                         [0, max_size[1] - size[1]]])
     return tf.pad(ids, padding, constant_values=IGNORE_LABEL)
 
   return tf.map_fn(one, (probabilities, sizes),
-                   fn_output_signature=tf.TensorSpec([None, None], tf.int32))
+                   fn_output_signature=tf.TensorSpec([None, None], tf.int32),
+                   parallel_iterations=1)
 
 
-def decode_images(image_bytes, input_size):
+def _header_size(data):
+  """(height, width) from a JPEG / PNG / GIF / BMP header, without decoding.
+
+  Returns [-1, -1] when the header is too short to hold the size (the
+  decoder then reports the truncated file).
+  """
+  def u8(offset, count):
+    raw = tf.strings.substr(data, offset, count)
+    padded = tf.strings.join([raw, tf.strings.substr(
+        tf.constant(b"\0" * 32), 0, count - tf.strings.length(raw))])
+    return tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.int64)
+
+  def big_endian(b):
+    return b[0] * 16777216 + b[1] * 65536 + b[2] * 256 + b[3]
+
+  def little16(b):
+    return b[0] + b[1] * 256
+
+  def little32_abs(b):
+    value = b[0] + b[1] * 256 + b[2] * 65536 + b[3] * 16777216
+    return tf.where(value >= 2**31, 2**32 - value, value)  # BMP top-down
+
+  length = tf.strings.length(data)
+  head = tf.strings.substr(data, 0, 2)
+
+  def png():
+    return tf.stack([big_endian(u8(20, 4)), big_endian(u8(16, 4))])
+
+  def gif():
+    return tf.stack([little16(u8(8, 2)), little16(u8(6, 2))])
+
+  def bmp():
+    return tf.stack([little32_abs(u8(22, 4)), little32_abs(u8(18, 4))])
+
+  def jpeg():
+    shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+    return shape[:2]
+
+  unknown = lambda: tf.constant([-1, -1], tf.int64)  # noqa: E731
+  size = tf.case([
+      (tf.equal(head, b"\x89P"), lambda: tf.cond(length >= 24, png, unknown)),
+      (tf.equal(head, b"GI"), lambda: tf.cond(length >= 10, gif, unknown)),
+      (tf.equal(head, b"BM"), lambda: tf.cond(length >= 26, bmp, unknown)),
+      (tf.equal(head, b"\xff\xd8"), jpeg),
+  ], default=unknown, exclusive=True)
+  return size
+
+
+def decode_images(image_bytes, input_size, max_pixels=DEFAULT_MAX_PIXELS):
   """Decodes, resizes and normalises a batch of encoded images.
+
+  One image is decoded at a time, and its size is read from the file header
+  and checked against `max_pixels` before decoding.
 
   Args:
     image_bytes: [B] string tensor of JPEG / PNG / GIF / BMP files (RGB,
       grayscale or RGBA; GIFs give their first frame).
     input_size: the network input size S (images are resized to S x S).
+    max_pixels: largest height x width accepted.
 
   Returns:
     (images [B, S, S, 3] float32 normalised, sizes [B, 2] int32 original
@@ -194,6 +289,12 @@ def decode_images(image_bytes, input_size):
     index of an element that is not an image of a supported format.
   """
   image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+  # An empty batch would reach the network as a [0, S, S, 3] tensor, which
+  # the CPU convolution kernels reject with an unrelated message.
+  not_empty = tf.debugging.Assert(tf.size(image_bytes) > 0, [
+      "Input image_bytes is an empty batch; send at least one image."])
+  with tf.control_dependencies([not_empty]):
+    image_bytes = tf.identity(image_bytes)
   indices = tf.range(tf.shape(image_bytes)[0])
 
   def one(args):
@@ -206,6 +307,15 @@ def decode_images(image_bytes, input_size):
         "Input image_bytes element", index,
         "is not a JPEG, PNG, GIF or BMP image."])
     with tf.control_dependencies([check]):
+      header = _header_size(data)
+    small = tf.logical_and(
+        tf.reduce_all(header >= 0),
+        header[0] * header[1] <= max_pixels)
+    size_check = tf.debugging.Assert(small, [
+        "Input image_bytes element", index, "is", header[1], "x", header[0],
+        "pixels (width x height, from its header); the limit is",
+        max_pixels, "pixels (or the header is truncated)."], summarize=4)
+    with tf.control_dependencies([size_check]):
       image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     size = tf.shape(image)[:2]
@@ -215,15 +325,19 @@ def decode_images(image_bytes, input_size):
       one, (indices, image_bytes),
       fn_output_signature=(
           tf.TensorSpec([input_size, input_size, 3], tf.float32),
-          tf.TensorSpec([2], tf.int32)))
+          tf.TensorSpec([2], tf.int32)),
+      parallel_iterations=1)
 
 
 def _resize_and_normalize(images, input_size):
-  """[B, H, W, 3] 0..255 images -> [B, S, S, 3] normalised float32."""
-  images = tf.image.resize(tf.cast(images, tf.float32),
-                           [input_size, input_size],
+  """[B, H, W, 3] 0..255 images -> [B, S, S, 3] normalised float32.
+
+  uint8 images are resized as they are (the resize kernel reads uint8 and
+  writes float32), so no full-size float32 copy of a large image is made.
+  """
+  images = tf.image.resize(images, [input_size, input_size],
                            method=tf.image.ResizeMethod.BILINEAR)
-  return image_ops.normalize_image(images)
+  return image_ops.normalize_image(tf.cast(images, tf.float32))
 
 
 def prepare_image_tensor(images, input_size):
@@ -238,6 +352,11 @@ def prepare_image_tensor(images, input_size):
     every example).
   """
   images = tf.convert_to_tensor(images)
+  not_empty = tf.debugging.Assert(tf.size(images) > 0, [
+      "Input images is empty (no image, or a zero height / width); send at "
+      "least one image of at least 1 x 1 pixels."])
+  with tf.control_dependencies([not_empty]):
+    images = tf.identity(images)
   shape = tf.shape(images)
   sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
   return _resize_and_normalize(images, input_size), sizes
