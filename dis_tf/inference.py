@@ -4,7 +4,10 @@ Paper Sec. 2.1 ("Inference in Test") and Sec. 3.1 ("Inference in Training"),
 the second part of Eq. (1):
 
   u1*, v1* = argmin_{u1, v1}  ||z3 - I||^2            (test mode)
-  u1*, v1* = argmin_{u1, v1}  ||z3 - I||^2 + L^tag    (training mode)
+  u1*, v1* = argmin_{u1, v1}  ||z3 - I||^2 + n L^tag  (training mode)
+
+(n = h*w*3 puts L^img and L^tag on the training losses' footing; see
+`latent_objective`)
 
 with every network weight frozen. The backbone is not part of this module:
 callers run it once and pass (u1, v1) in. Training (stage-2 pseudo labels),
@@ -30,6 +33,7 @@ Two exact implementations of the same gradient descent sit behind it:
 
 import tensorflow as tf
 
+from dis_tf import losses
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.subnets import refine_labelmap
 
@@ -40,10 +44,20 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
                      image_weight=1.0, tag_weight=1.0):
   """Per-example latent objective.
 
-  The image term is the paper's squared Euclidean distance ||z3 - I||^2
-  (a sum over the feature-size pixels, so its gradient per pixel does not
-  depend on the image size); the tag term is the binary cross-entropy summed
-  over the object classes.
+  Eq. (1) uses the same L^img and L^tag in its two parts, so the objective
+  is the training losses' weighted sum, image_weight * L^img + tag_weight *
+  L^tag (per-example means, `dis_tf.losses`), times the constant n = h*w*3:
+
+    n * (image_weight * mean (z3 - I)^2 + tag_weight * mean_c BCE(v3_c, T_c))
+      = image_weight * ||z3 - I||^2 + tag_weight * n * mean_c BCE(v3_c, T_c).
+
+  The factor n keeps the image term the paper's squared Euclidean distance
+  (a sum over the feature-size pixels, so its gradient per pixel, and hence
+  the step size, does not depend on the image size). An earlier version
+  summed the tag term over the 20 classes instead of weighting its mean by
+  n (~500 at 96-128 px); the image term then swamped it and training-mode
+  inference hardly moved v3 towards the given tags (RESULTS.md, "What was
+  changed after the first runs").
 
   Args:
     heads: object with `subnet1`, `subnet2`, `subnet3` layers (a DISModel).
@@ -63,13 +77,7 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
       tf.math.squared_difference(z3, image_target), axis=[1, 2, 3]
   )
   if tags is not None:
-    v3 = heads.subnet3(u1, v1)
-    loss += tag_weight * tf.reduce_sum(
-        tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=tf.cast(tags[:, 1:], v3.dtype), logits=v3[:, 1:]
-        ),
-        axis=-1,
-    )
+    loss += _tag_term(z3, heads.subnet3(u1, v1), tags, tag_weight)
   return loss
 
 
@@ -81,13 +89,14 @@ def objective_from_logits(heads, u3, v3, image_target, tags=None,
       tf.math.squared_difference(z3, tf.cast(image_target, z3.dtype)),
       axis=[1, 2, 3])
   if tags is not None:
-    loss += tag_weight * tf.reduce_sum(
-        tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=tf.cast(tags[:, 1:], v3.dtype), logits=v3[:, 1:]
-        ),
-        axis=-1,
-    )
+    loss += _tag_term(z3, v3, tags, tag_weight)
   return loss
+
+
+def _tag_term(z3, v3, tags, tag_weight):
+  """tag_weight * n * L^tag per example, n = h*w*3 (see `latent_objective`)."""
+  num_elements = tf.cast(tf.reduce_prod(tf.shape(z3)[1:]), v3.dtype)
+  return tag_weight * num_elements * losses.tag_loss_per_example(v3, tags)
 
 
 def _per_example_sq_norm(x):
@@ -135,9 +144,13 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   Returns:
     A dict with "u3" [B, h, w, C] and "v3" [B, C] (logits after inference),
     "probabilities" [B, h, w, C] (softmax(u3) refined by the tags, Sec. 2.1
-    "Final Prediction"), "tag_probabilities" [B, C] (sigmoid(v3); background
-    1), "objective" [B] (latent objective after the last step) and,
-    if requested, "u1" and "v1".
+    "Final Prediction"), "tag_probabilities" [B, C] (the cleaned tags
+    sigmoid(v3); background 1), "objective" [B] (latent objective after the
+    last step) and, if requested, "u1" and "v1". In training mode with
+    `steps == 0` nothing has been inferred, so the given tags are the
+    cleaned tags and refine the labelmap: the semi-supervised scheme DIS
+    degenerates to at t_train = 0 (Table 3 setup 1; Fig. 1(b), where L^w is
+    the prediction refined with T^w).
   """
   if method not in METHODS:
     raise ValueError(f"Unknown latent method {method!r}; expected one of "
@@ -156,14 +169,20 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   u3, v3, objective, features = run(
       heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
       image_weight, tag_weight, return_features)
-  tag_probabilities = tf.nn.sigmoid(v3)
+  refine_logits = v3
+  if tags is not None:
+    # Logits whose sigmoid is the given tags (0 / 1 up to 1e-6).
+    given = tf.clip_by_value(tags, 1e-6, 1.0 - 1e-6)
+    given_logits = tf.math.log(given) - tf.math.log1p(-given)
+    refine_logits = tf.where(steps > 0, v3, given_logits)
+  tag_probabilities = tf.nn.sigmoid(refine_logits)
   tag_probabilities = tf.concat(
       [tf.ones_like(tag_probabilities[:, :1]), tag_probabilities[:, 1:]], -1
   )
   outputs = {
       "u3": u3,
       "v3": v3,
-      "probabilities": refine_labelmap(u3, v3),
+      "probabilities": refine_labelmap(u3, refine_logits),
       "tag_probabilities": tag_probabilities,
       "objective": objective,
   }

@@ -76,6 +76,52 @@ def test_training_mode_lowers_image_plus_tag_objective():
   assert np.all(r0["objective"].numpy() > rt["objective"].numpy())
 
 
+def test_latent_objective_is_n_times_the_training_losses():
+  # Eq. (1) uses the same L^img and L^tag in both parts: the latent objective
+  # is n * (image_weight * MSE + tag_weight * mean BCE), n = h*w*3.
+  model = _model()
+  batch = _batch()
+  u1, v1 = model.backbone(batch["image"])
+  target = batch["image_small"]
+  tags = batch["tags"]
+  got = inference.latent_objective(model, u1, v1, target, tags,
+                                   image_weight=0.7, tag_weight=2.0).numpy()
+  z3 = model.subnet2(model.subnet1(u1, v1)).numpy()
+  v3 = model.subnet3(u1, v1).numpy().astype(np.float64)
+  n = np.prod(z3.shape[1:])
+  mse = np.mean((z3 - target) ** 2, axis=(1, 2, 3))
+  t, x = tags[:, 1:], v3[:, 1:]
+  bce = np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))),
+                axis=-1)
+  np.testing.assert_allclose(got, n * (0.7 * mse + 2.0 * bce), rtol=1e-5)
+
+
+def test_training_mode_at_zero_steps_uses_the_given_tags():
+  # Table 3 setup 1 (t_train = 0): nothing is inferred, so the given tags
+  # are the cleaned tags and refine the plain prediction.
+  model = _model()
+  batch = _batch()
+  tags = batch["tags"]
+  r = model.infer(batch["image"], steps=0, tags=tags)
+  np.testing.assert_allclose(r["tag_probabilities"][:, 1:], tags[:, 1:],
+                             atol=1e-5)
+  probs = tf.nn.softmax(r["u3"]).numpy()
+  scaled = probs * np.concatenate([np.ones_like(tags[:, :1]), tags[:, 1:]],
+                                  -1)[:, None, None, :]
+  expected = scaled / scaled.sum(-1, keepdims=True)
+  np.testing.assert_allclose(r["probabilities"], expected, atol=1e-5)
+  # After a step the cleaned tags are the network's inferred ones again.
+  r1 = model.infer(batch["image"], steps=1, tags=tags)
+  np.testing.assert_allclose(r1["tag_probabilities"][:, 1:],
+                             tf.sigmoid(r1["v3"])[:, 1:], rtol=1e-6)
+  # Stage-2 pseudo targets of a t_train = 0 model: the given tags.
+  setup1 = _model(t_train=0)
+  _, _, cleaned = setup1.pseudo_targets(
+      *setup1.backbone(batch["image"]), batch["image_small"], tags,
+      batch["mask"])
+  np.testing.assert_array_equal(cleaned, tags)
+
+
 def test_steps_zero_equals_forward_pass():
   model = _model()
   image = _batch()["image"]
