@@ -30,6 +30,7 @@ from dis_tf import training
 from dis_tf.classes import VOC_CLASSES
 from dis_tf.data import pipeline
 from dis_tf.data import web_tags
+from dis_tf.modeling import dis_model
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ class AblationPlan:
   t_trains: tuple = (5, 10, 30)
   t_tests: tuple = (0, 10, 30)
   eval_limit: int = None
-  weak_limit: int = 300
+  weak_limit: int = 150
 
 
 def setting_names(plan):
@@ -150,6 +151,10 @@ def score_models(models, dataset, t_tests, ensemble_members, limit=None,
 def weak_scores(models, config, seed_dir, t_trains, limit):
   """Pseudo-label mIoU vs t_train (stage-1 model) and tag cleaning.
 
+  The stage-1 model's pseudo labels are scored twice per t_train: with the
+  latent objective of Eq. (1) (image + tag terms) and with the tag term
+  alone (image_weight 0), which shows what the reconstruction term adds.
+
   Args:
     models: {name: DISModel}; "baseline" is the stage-1 model.
     config: the seed's config (data paths).
@@ -158,30 +163,40 @@ def weak_scores(models, config, seed_dir, t_trains, limit):
     limit: weak images to use.
 
   Returns:
-    {"pseudo_label_miou": {t_train: mIoU}, "tags": {name: {"before",
-    "after"}}}.
+    {"pseudo_label_miou": {t_train: mIoU}, "pseudo_label_miou_tags_only":
+    {t_train: mIoU}, "stage1_tags": {t_train: scores}, "tags": {name:
+    {"before", "after"}}}.
   """
   truth = web_tags.load_weak_truth(config.data.weak_dir)
-  out = {"pseudo_label_miou": {}, "tags": {}}
-  for t_train in t_trains:
-    report = evaluation.clean_tags(
-        models["baseline"], pipeline.weak_eval_dataset(config),
-        os.path.join(seed_dir, "weak", f"stage1_t{t_train}"), t_train,
+  stage1 = models["baseline"]
+  tags_only = dis_model.DISModel.from_config(
+      dict(stage1.get_config(), image_weight=0.0))
+  tags_only.set_weights(stage1.get_weights())
+  out = {"pseudo_label_miou": {}, "pseudo_label_miou_tags_only": {},
+         "stage1_tags": {}, "tags": {}}
+
+  def clean(model, name, t_train):
+    return evaluation.clean_tags(
+        model, pipeline.weak_eval_dataset(config),
+        os.path.join(seed_dir, "weak", name), t_train,
         tag_threshold=config.latent.tag_threshold, truth=truth, limit=limit,
         log_every=10 ** 9)
+
+  for t_train in t_trains:
+    report = clean(stage1, f"stage1_t{t_train}", t_train)
     out["pseudo_label_miou"][str(t_train)] = report["labelmap"]["mean_iou"]
+    out["stage1_tags"][str(t_train)] = report["after"]
     if t_train == max(t_trains):
       out["tags"]["baseline"] = {"before": report["before"],
                                  "after": report["after"]}
+    report = clean(tags_only, f"stage1_tags_only_t{t_train}", t_train)
+    out["pseudo_label_miou_tags_only"][str(t_train)] = (
+        report["labelmap"]["mean_iou"])
   for name, model in models.items():
     if name == "baseline":
       continue
     t_train = 0 if name.startswith("setup1") else int(name.split("=")[1])
-    report = evaluation.clean_tags(
-        model, pipeline.weak_eval_dataset(config),
-        os.path.join(seed_dir, "weak", name.replace(" ", "_")), t_train,
-        tag_threshold=config.latent.tag_threshold, truth=truth, limit=limit,
-        log_every=10 ** 9)
+    report = clean(model, name.replace(" ", "_"), t_train)
     out["tags"][name] = {"before": report["before"], "after": report["after"]}
   return out
 
@@ -214,23 +229,36 @@ def claims(rows, seed_results, plan):
   """Evaluates the paper's claims (1)-(5) on these numbers; returns text."""
   t_max = max(plan.t_tests)
   pct = lambda x: 100.0 * x  # noqa: E731
-  base = rows[("baseline", 0)]["miou"][0]
-  setup1 = max(rows[("setup1 (t_train=0)", t)]["miou"][0] for t in plan.t_tests)
+  t0 = min(plan.t_tests)
+
+  def best_over_t_test(name):
+    t = max(plan.t_tests, key=lambda t: rows[(name, t)]["miou"][0])
+    return rows[(name, t)]["miou"][0], t
+
+  # Every row is compared at its own best t_test (and at t_test = t0, the
+  # plain forward pass, as in the paper's first observation).
+  base, base_t = best_over_t_test("baseline")
+  setup1, setup1_t = best_over_t_test("setup1 (t_train=0)")
+  base0 = rows[("baseline", t0)]["miou"][0]
+  setup10 = rows[("setup1 (t_train=0)", t0)]["miou"][0]
   dis = {(t_train, t): rows[(f"DIS t_train={t_train}", t)]["miou"]
          for t_train in plan.t_trains for t in plan.t_tests}
   best_key = max(dis, key=lambda k: dis[k][0])
   best = dis[best_key][0]
+  best0 = max(dis[(t_train, t0)][0] for t_train in plan.t_trains)
   lines = []
   lines.append(
-      f"1. Tag-only images with pseudo labels (setup 1) vs baseline: "
-      f"{pct(setup1):.1f} vs {pct(base):.1f} mIoU "
-      f"({pct(setup1 - base):+.1f}): "
+      f"1. Tag-only images with pseudo labels (setup 1) vs baseline, each at "
+      f"its best t_test: {pct(setup1):.1f} (t_test={setup1_t}) vs "
+      f"{pct(base):.1f} (t_test={base_t}) mIoU ({pct(setup1 - base):+.1f}; "
+      f"at t_test={t0}: {pct(setup10):.1f} vs {pct(base0):.1f}): "
       f"{'holds' if setup1 > base else 'does not hold'}.")
   lines.append(
       f"2. Best DIS setting (t_train={best_key[0]}, t_test={best_key[1]}) "
       f"{pct(best):.1f} vs setup 1 {pct(setup1):.1f} ({pct(best - setup1):+.1f}) "
-      f"and vs baseline ({pct(best - base):+.1f}); targets +2 over setup 1 "
-      f"and +5 over baseline: "
+      f"and vs baseline ({pct(best - base):+.1f}); at t_test={t0}: best DIS "
+      f"{pct(best0):.1f} vs setup 1 {pct(setup10):.1f} vs baseline "
+      f"{pct(base0):.1f}. Targets +2 over setup 1 and +5 over baseline: "
       f"{'met' if best - setup1 >= 0.02 and best - base >= 0.05 else 'not met'}.")
   monotone = []
   for t_train in plan.t_trains:
@@ -310,13 +338,22 @@ def write_results(seed_results, plan, output, command, generator_params):
       mean, std = row["miou"]
       lines.append(f"| {name} | {t} | {cells} | "
                    f"{100 * mean:.1f} ± {100 * std:.1f} |")
-  pseudo = ["| t_train | " + " | ".join(
-      str(t) for t in seed_results[0]["weak"]["pseudo_label_miou"]) + " |"]
-  pseudo.append("|---|" + "---:|" * len(seed_results[0]["weak"]["pseudo_label_miou"]))
-  pseudo.append("| pseudo-label mIoU (stage-1 model) | " + " | ".join(
-      "{:.1f} ± {:.1f}".format(*[100 * x for x in _mean_std(
-          [r["weak"]["pseudo_label_miou"][t] for r in seed_results])])
-      for t in seed_results[0]["weak"]["pseudo_label_miou"]) + " |")
+  weak0 = seed_results[0]["weak"]
+  ts = list(weak0["pseudo_label_miou"])
+  pseudo = ["| stage-1 model, t_train | " + " | ".join(ts) + " |",
+            "|---|" + "---:|" * len(ts)]
+  for key, label in (
+      ("pseudo_label_miou", "pseudo-label mIoU, image + tag objective (Eq. 1)"),
+      ("pseudo_label_miou_tags_only", "pseudo-label mIoU, tag term only"),
+  ):
+    pseudo.append(f"| {label} | " + " | ".join(
+        "{:.1f} ± {:.1f}".format(*[100 * x for x in _mean_std(
+            [r["weak"][key][t] for r in seed_results])]) for t in ts) + " |")
+  for key in ("precision", "recall", "f1"):
+    pseudo.append(f"| cleaned-tag {key} | " + " | ".join(
+        "{:.1f}".format(100 * np.mean(
+            [r["weak"]["stage1_tags"][t][key] for r in seed_results]))
+        for t in ts) + " |")
   tags = ["| model | noisy P | noisy R | noisy F1 | cleaned P | cleaned R | "
           "cleaned F1 |", "|---|---:|---:|---:|---:|---:|---:|"]
   for name in seed_results[0]["weak"]["tags"]:
@@ -351,7 +388,11 @@ t_train settings.
 
 ## Pseudo labels of the weak training images vs t_train
 Training-mode latent inference with the stage-1 model, scored against the
-generator's true masks.
+generator's true masks (labelmaps) and true tags (cleaned tags). At
+t_train = 0 the given tags play no part: the labelmap is the plain
+prediction refined by the predicted tags, and the cleaned tags are the tag
+classifier's own output. The second row drops the reconstruction term from
+the latent objective, to show what it adds.
 
 {chr(10).join(pseudo)}
 
@@ -364,6 +405,33 @@ uses the largest t_train), both against the true tags.
 
 ## Reading: the paper's claims on this benchmark
 {claims(rows, seed_results, plan)}
+
+## What was changed after the first runs, and why
+The first quick runs (one seed) showed no DIS effect; before any tuning
+the pseudo labels were checked per iteration (the table above is that
+check, now part of every run). Three things changed in the method, none
+in the generator (its parameters are listed at the top):
+
+1. *Latent objective normalisation* (`dis_tf/inference.py`). Eq. (1) uses
+   the same L^img and L^tag in both parts. The first version summed the
+   tag cross-entropy over the 20 classes while the image term sums over the
+   h*w*3 elements of the reconstruction (hundreds at 96-128 px), so the
+   tags hardly moved v3 in training-mode inference, and pseudo labels did
+   not change with t_train. The tag term is now the mean cross-entropy
+   times h*w*3, i.e. the training losses' weighting times one constant.
+2. *Setup 1 uses the given tags* (`t_train = 0`). DIS then degenerates to
+   the scheme of the paper's Fig. 1(b): the plain prediction refined with
+   the given tags. The first version ignored the given tags at
+   t_train = 0 (it refined with the predicted tags and took the tag
+   classifier's own output as the cleaned tags), which is not the
+   paper's setup 1 and made the comparison with DIS unfair to setup 1.
+3. *Stage-2 schedule of the synthetic preset*: 2000 steps at learning rate
+   1e-3 instead of 1000 steps at 3e-4. Stage 2 learns from 1500
+   pseudo-labelled images and was far from converged (see the comment in
+   `dis_tf/config.py`).
+
+The latent step size (0.1) and clip (10) are the values set before these
+runs; they were not changed for them.
 """
   with open(output + ".tmp", "w") as f:
     f.write(page)

@@ -30,7 +30,9 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
                   "Noisy vs cleaned tags", "Reading: the paper's claims"):
     assert heading in page
   for row in ("| baseline | 0 |", "| setup1 (t_train=0) | 2 |",
-              "| DIS t_train=2 | 0 |", "| ensemble | 2 |"):
+              "| DIS t_train=2 | 0 |", "| ensemble | 2 |",
+              "| pseudo-label mIoU, tag term only |",
+              "| cleaned-tag f1 |"):
     assert row in page
   assert os.path.exists(str(tmp_path / "results_miou_vs_t_test.png"))
   assert os.path.exists(str(tmp_path / "results.json"))

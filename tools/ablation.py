@@ -1,12 +1,12 @@
 r"""The paper's Table-3 ablation on the synthetic benchmark; writes RESULTS.md.
 
 Full grid (3 seeds; baseline, setup 1, t_train 5/10/30; t_test 0/10/30),
-about 45-60 minutes on 2 CPU cores:
+about 50 minutes on 2 CPU cores:
 
   python tools/ablation.py --output=RESULTS.md
 
 Quick mode (1 seed; t_train 10; t_test 0/10/30; 100 val / 100 weak images),
-about 8 minutes:
+about 7 minutes:
 
   python tools/ablation.py --quick --output=runs/ablation_quick/RESULTS.md
 
@@ -43,7 +43,7 @@ flags.DEFINE_list("t_test", ["0", "10", "30"], "Evaluation t_test values.")
 flags.DEFINE_integer("eval_limit", None,
                      "Val images to score (default all; quick: 100).")
 flags.DEFINE_integer("weak_limit", None,
-                     "Weak images for pseudo labels / tags (default 300; "
+                     "Weak images for pseudo labels / tags (default 150; "
                      "quick: 100).")
 flags.DEFINE_integer("steps_scale_percent", 100,
                      "Scale every phase's steps of the synthetic preset "
@@ -69,7 +69,7 @@ def main(argv):
                      "t_train"),
       t_tests=tuple(evaluation.parse_t_tests(FLAGS.t_test)),
       eval_limit=FLAGS.eval_limit or (100 if quick else None),
-      weak_limit=FLAGS.weak_limit or (100 if quick else 300),
+      weak_limit=FLAGS.weak_limit or (100 if quick else 150),
   )
   marker = os.path.join(FLAGS.data_root, synthetic.MARKER)
   if not os.path.exists(marker):
