@@ -36,6 +36,17 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
     assert row in page
   assert os.path.exists(str(tmp_path / "results_miou_vs_t_test.png"))
   assert os.path.exists(str(tmp_path / "results.json"))
+  # Re-rendering from the JSON reproduces the page's tables and reading.
+  again = str(tmp_path / "again" / "RESULTS.md")
+  os.makedirs(os.path.dirname(again))
+  subprocess.run(
+      [sys.executable, "tools/ablation.py",
+       f"--from_json={tmp_path / 'results.json'}", f"--output={again}"],
+      check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
+  rerendered = open(again).read()
+  assert "Page re-rendered from that run's JSON" in rerendered
+  start = page.index("## Per-class IoU")
+  assert rerendered[rerendered.index("## Per-class IoU"):] == page[start:]
   # Stage 1 is shared: trained once, its phase-c weights seed each setting.
   seed_dir = tmp_path / "runs" / "seed_0"
   assert sorted(os.listdir(seed_dir)) == ["stage1", "t_train_0", "t_train_2",

@@ -1,7 +1,7 @@
 r"""The paper's Table-3 ablation on the synthetic benchmark; writes RESULTS.md.
 
 Full grid (3 seeds; baseline, setup 1, t_train 5/10/30; t_test 0/10/30),
-about 50 minutes on 2 CPU cores:
+about 45 minutes on 2 CPU cores:
 
   python tools/ablation.py --output=RESULTS.md
 
@@ -9,6 +9,9 @@ Quick mode (1 seed; t_train 10; t_test 0/10/30; 100 val / 100 weak images),
 about 7 minutes:
 
   python tools/ablation.py --quick --output=runs/ablation_quick/RESULTS.md
+
+--from_json=results.json re-renders the page from a finished run's JSON
+(after a change to the page's layout or text; the numbers are the run's).
 
 Stage 1 is trained once per seed and shared by every stage-2 setting. The
 benchmark is generated into --data_root if missing (an existing benchmark is
@@ -50,6 +53,10 @@ flags.DEFINE_integer("steps_scale_percent", 100,
                      "(percent; tests use a few percent).")
 flags.DEFINE_integer("tiny_width", None, "Override the tiny backbone width.")
 flags.DEFINE_integer("crop_size", None, "Override the training crop size.")
+flags.DEFINE_string("from_json", None,
+                    "Only re-render --output from a results JSON of an "
+                    "earlier run (its numbers, plan and command); no "
+                    "training or scoring.")
 
 
 def _ints(values, name):
@@ -61,6 +68,15 @@ def _ints(values, name):
 
 def main(argv):
   del argv
+  if FLAGS.from_json:
+    if not os.path.isfile(FLAGS.from_json):
+      raise app.UsageError(f"--from_json={FLAGS.from_json}: no such file.")
+    results, plan, command, generator_params = ablation.load_results(
+        FLAGS.from_json)
+    print(ablation.write_results(
+        results, plan, FLAGS.output, command, generator_params,
+        rendered_by="python " + " ".join(sys.argv)))
+    return
   quick = FLAGS.quick
   plan = ablation.AblationPlan(
       seeds=_ints(FLAGS.seeds or (["0"] if quick else ["0", "1", "2"]),
