@@ -52,9 +52,10 @@ between training steps.
   channels, not 2048, so the direct and Gram steps cost about the same
   (profile table of `bench/train_step.py`), and 30 of them exceed the 1.2x
   budget of a step that small. For the paper's ResNet101 at 353 the same
-  ratio is within target. Closing it for the tiny preset would need the
-  latent loop compiled as one kernel (XLA), which the exported graph must
-  not contain (core ops only) and which the training code does not enable.
+  ratio is within target. Compiling the training-time latent loop with XLA
+  (`tf.function(jit_compile=True)`; the exported graph must stay core ops
+  either way) was tried for the tiny preset: on this CPU the compiled loop
+  was slower than the plain graph, not faster, so it is not used.
 * *Any end-to-end ratio near its bound* (e.g. t_test=30 / t_test=0 against
   1.15) can land on either side from run to run on this shared machine; the
   `latent.py` section therefore gives both the ratio of medians and the
