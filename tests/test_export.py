@@ -222,11 +222,14 @@ def test_saved_model_cli_run(exported, tmp_path):
   np.save(images, np.array(exported["images"], dtype=object),
           allow_pickle=True)
   outdir = tmp_path / "out"
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  # The `saved_model_cli` console script runs this module's main(); calling
+  # it through the interpreter also works in venvs that see TensorFlow via
+  # --system-site-packages, where the script is not in the venv's bin/.
+  cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
   subprocess.run(
-      [cli, "run", "--dir", exported["path"], "--tag_set", "serve",
-       "--signature_def", "serving_default",
-       "--inputs", f"image_bytes={images}", "--outdir", str(outdir)],
+      cli + ["run", "--dir", exported["path"], "--tag_set", "serve",
+             "--signature_def", "serving_default",
+             "--inputs", f"image_bytes={images}", "--outdir", str(outdir)],
       check=True, env=_quiet_env(), cwd=str(tmp_path), capture_output=True,
       timeout=300)
   outputs = {k: np.load(str(outdir / f"{k}.npy"), allow_pickle=True)
