@@ -40,7 +40,10 @@ plus one 5x5 21->21 convolution and border corrections. The breakdown table
 of `bench/latent.py` is the profile of one step. The Gram kernels are built
 once per `latent` call from the current weights (one [189, 2048] x
 [2048, 189] product; skipped when steps == 0), because subnet-1/3 change
-between training steps.
+between training steps; `bench/latent.py` times that path. The SavedModel
+export builds them once, at export, and saves them with the weights
+(`DISServingModule.gram_fields`), so a served request only applies them;
+`bench/serving.py` times that path (in both of its columns).
 
 **Targets missed, and why** (the numbers are in the sections below).
 

@@ -111,7 +111,8 @@ def _expand_like(values, x):
 
 def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
                      step_size=0.1, clip_norm=10.0, image_weight=1.0,
-                     tag_weight=1.0, return_features=False, method="gram"):
+                     tag_weight=1.0, return_features=False, method="gram",
+                     gram_fields=None):
   """Gradient descent on (u1, v1) with the network frozen, then prediction.
 
   Each step takes the gradient of `latent_objective` with respect to
@@ -140,6 +141,10 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
       operator A A^T of subnet-1/3, see the module docstring) or "direct"
       (the reference: gradient tape on (u1, v1)). Both compute the same
       iterates up to floating-point rounding.
+    gram_fields: optional Gram kernels (`GramOperator.fields()`) built
+      earlier from the heads' current weights, for callers whose weights do
+      not change (the export builds them once); None builds them in this
+      call (training: the weights change every step).
 
   Returns:
     A dict with "u3" [B, h, w, C] and "v3" [B, C] (logits after inference),
@@ -159,16 +164,22 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
     raise ValueError("method='gram' needs the linear Subnet1 / Subnet3 "
                      "(3x3 'same' convolution, dense, no activation); use "
                      "method='direct'.")
+  if gram_fields is not None and method != "gram":
+    raise ValueError(f"gram_fields are for method='gram', not {method!r}.")
   u1 = tf.stop_gradient(tf.convert_to_tensor(u1))
   v1 = tf.stop_gradient(tf.convert_to_tensor(v1))
   image_target = tf.stop_gradient(tf.cast(image_target, u1.dtype))
   if tags is not None:
     tags = tf.stop_gradient(tf.cast(tags, u1.dtype))
   steps = tf.cast(steps, tf.int32)
-  run = _gram_loop if method == "gram" else _direct_loop
-  u3, v3, objective, features = run(
-      heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
-      image_weight, tag_weight, return_features)
+  if method == "gram":
+    u3, v3, objective, features = _gram_loop(
+        heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
+        image_weight, tag_weight, return_features, gram_fields)
+  else:
+    u3, v3, objective, features = _direct_loop(
+        heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
+        image_weight, tag_weight, return_features)
   refine_logits = v3
   if tags is not None:
     # Logits whose sigmoid is the given tags (0 / 1 up to 1e-6).
@@ -238,7 +249,8 @@ def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
 
 
 def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
-               clip_norm, image_weight, tag_weight, return_features):
+               clip_norm, image_weight, tag_weight, return_features,
+               gram_fields=None):
   """The same descent in (u3, v3) space with the Gram operator A A^T.
 
   State per step: (u3, v3), the objective and its gradient g at (u3, v3)
@@ -262,13 +274,17 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
         total, [u3, v3], unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return objective, grad_u3, grad_v3
 
-  # The operator is built once per call, from the current weights (they
-  # change between training steps), and not at all when steps == 0.
+  # Without stored kernels the operator is built once per call, from the
+  # current weights (they change between training steps), and not at all
+  # when steps == 0.
   num_classes = u3.shape[-1]
+  if gram_fields is not None:
+    gram_fields = tuple(tf.cast(f, dtype) for f in gram_fields)
   op = gram_lib.GramOperator.from_heads(
       heads, dtype, build=lambda make: tf.cond(
           steps > 0, make,
-          lambda: gram_lib.GramOperator.zero_fields(num_classes, dtype)))
+          lambda: gram_lib.GramOperator.zero_fields(num_classes, dtype)),
+      fields=gram_fields)
 
   # The gradient at the start point is needed only if a step is taken.
   objective, grad_u3, grad_v3 = tf.cond(

@@ -56,6 +56,7 @@ import tensorflow as tf
 from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES
+from dis_tf.modeling import gram as gram_lib
 
 # Upper bound of the per-request `steps` input of `serving_steps`: one bad
 # request must not occupy a server thread for hours.
@@ -96,7 +97,7 @@ def class_names_for(num_classes):
 
 
 def predict_normalized(model, images, steps, original_sizes, class_names,
-                       step_size=None):
+                       step_size=None, gram_fields=None):
   """The serving computation on a normalised batch at the input size.
 
   Every signature, and `predict_in_process`, ends here: the backbone runs
@@ -113,6 +114,8 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
     original_sizes: [B, 2] int32 (height, width) of the original images.
     class_names: sequence of C class names.
     step_size: latent step size; None uses the model's.
+    gram_fields: the Gram kernels of the model's weights, built once (see
+      `DISServingModule`); None builds them per call.
 
   Returns:
     Dict of the outputs listed in the module docstring.
@@ -120,7 +123,7 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
   u1, v1 = model.backbone(images, training=False)
   target = image_ops.image_target(images, tf.shape(u1)[1:3])
   probabilities, tag_probabilities = _latent(model, u1, v1, target, steps,
-                                             step_size)
+                                             step_size, gram_fields)
   original_sizes = tf.cast(original_sizes, tf.int32)
   batch = tf.shape(images)[0]
   names = tf.constant(list(class_names), tf.string)
@@ -134,7 +137,7 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
   }
 
 
-def _latent(model, u1, v1, target, steps, step_size):
+def _latent(model, u1, v1, target, steps, step_size, gram_fields=None):
   """`model.latent` with a scalar or a per-example [B] step count.
 
   A [B] count whose values are all equal (the usual case) runs the batched
@@ -148,7 +151,8 @@ def _latent(model, u1, v1, target, steps, step_size):
   keys = ("probabilities", "tag_probabilities")
 
   def batched(count):
-    result = model.latent(u1, v1, target, steps=count, step_size=step_size)
+    result = model.latent(u1, v1, target, steps=count, step_size=step_size,
+                          gram_fields=gram_fields)
     return tuple(result[k] for k in keys)
 
   if steps.shape.rank == 0:
@@ -158,7 +162,7 @@ def _latent(model, u1, v1, target, steps, step_size):
     def one(args):
       u, v, t, count = args
       result = model.latent(u[None], v[None], t[None], steps=count,
-                            step_size=step_size)
+                            step_size=step_size, gram_fields=gram_fields)
       return tuple(result[k][0] for k in keys)
     classes = model.num_classes
     return tf.map_fn(one, (u1, v1, target, steps), fn_output_signature=(
@@ -407,6 +411,11 @@ class DISServingModule(tf.Module):
   `tf.Variable`s the functions capture, and reaches the Keras layers only
   through closures, which SavedModel does not serialise.
 
+  The Gram kernels of the latent loop (`dis_tf.modeling.gram`) depend only
+  on the weights, which are fixed here, so they are built once, at export,
+  and saved as the non-trainable variables `gram_fields`; a request only
+  applies them (training builds them per step, as its weights change).
+
   Args:
     model: a `DISModel` (TensorFlow backend).
     t_test: latent steps of the fixed-step signatures.
@@ -434,6 +443,13 @@ class DISServingModule(tf.Module):
     # Tracked: the raw variables only (the root fix of the duplicate
     # variables); the model itself stays out of the object graph.
     self.model_variables = _underlying_variables(model)
+    gram_fields = None
+    if model.latent_method == "gram":
+      op = gram_lib.GramOperator.from_heads(model)
+      gram_fields = [
+          tf.Variable(value, trainable=False, name=f"gram_{name}")
+          for name, value in zip(op.FIELDS, op.fields())]
+    self.gram_fields = gram_fields
     self._t_test = int(t_test)
     self._input_size = int(input_size)
     self._step_size = (float(model.latent_step_size) if step_size is None
@@ -443,7 +459,8 @@ class DISServingModule(tf.Module):
 
     predict = functools.partial(predict_normalized, model,
                                 class_names=class_names,
-                                step_size=self._step_size)
+                                step_size=self._step_size,
+                                gram_fields=gram_fields)
     size = self._input_size
     t_test = self._t_test
     max_steps = self._max_steps

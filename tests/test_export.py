@@ -29,6 +29,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
+from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.dis_model import build_dis_model
 from export import client as client_lib
 from export import export_saved_model as export_lib
@@ -340,7 +341,32 @@ def test_each_variable_saved_once(exported):
   saved = [name for name, _ in tf.train.list_variables(
       os.path.join(exported["path"], "variables", "variables"))
            if name.endswith("VARIABLE_VALUE")]
-  assert len(saved) == len(exported["model"].weights)
+  # The model's weights, plus the Gram kernels built once at export.
+  assert len(saved) == (len(exported["model"].weights)
+                        + len(gram_lib.GramOperator.FIELDS))
+
+
+def test_gram_kernels_built_at_export_not_per_request(exported):
+  """Requests apply the stored Gram kernels; they never rebuild them."""
+  model = exported["model"]
+  module = export_lib.build_serving_module(model, T_TEST, SIZE)
+  reference = gram_lib.GramOperator.from_heads(model)
+  assert len(module.gram_fields) == len(gram_lib.GramOperator.FIELDS)
+  for stored, built in zip(module.gram_fields, reference.fields()):
+    np.testing.assert_allclose(stored.numpy(), built.numpy(), rtol=1e-6)
+  images = tf.constant(exported["images"][:2])
+
+  def tags_after(steps):
+    return module.serving_steps(images, tf.constant([steps] * 2))[
+        "tag_probabilities"].numpy()
+
+  before, after = tags_after(0), tags_after(T_TEST)
+  assert np.abs(after - before).max() > 1e-4   # the latent steps move v3
+  # With the stored operator zeroed, A A^T g = 0: the same request no
+  # longer moves, which it would if the kernels were rebuilt per request.
+  for field in module.gram_fields:
+    field.assign(tf.zeros_like(field))
+  np.testing.assert_allclose(tags_after(T_TEST), before, atol=1e-7)
 
 
 def test_export_is_atomic_and_versions(exported, tmp_path, monkeypatch):

@@ -192,6 +192,25 @@ def test_gram_absurd_steps_are_rejected_not_nan(step_size):
     assert np.all(np.isfinite(value.numpy())), key
 
 
+def test_stored_gram_fields_give_the_same_iterates():
+  """Kernels built once (as the export keeps them) = kernels built per call."""
+  heads = _heads(16)
+  u1, v1, target, tags = _features((2, 5, 7, 16))
+  fields = gram.GramOperator.from_heads(heads).fields()
+  kwargs = dict(tags=tags, steps=10, return_features=True)
+  per_call = inference.latent_inference(heads, u1, v1, target, **kwargs)
+  stored = inference.latent_inference(heads, u1, v1, target,
+                                      gram_fields=fields, **kwargs)
+  for key in ("u3", "v3", "u1", "v1", "objective"):
+    np.testing.assert_allclose(stored[key], per_call[key], rtol=1e-6,
+                               atol=1e-6)
+  with pytest.raises(ValueError, match="gram_fields are for method='gram'"):
+    inference.latent_inference(heads, u1, v1, target, steps=1,
+                               method="direct", gram_fields=fields)
+  with pytest.raises(ValueError, match="Expected 9 Gram fields"):
+    gram.GramOperator.from_heads(heads, fields=fields[:3])
+
+
 def test_gram_rejects_nonlinear_heads():
   heads = _heads(8)
   heads.subnet1.conv.activation = keras.activations.relu

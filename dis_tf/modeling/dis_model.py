@@ -184,13 +184,15 @@ class DISModel(keras.Model):
                        clip_norm, return_features, method)
 
   def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
-             clip_norm=None, return_features=False, method=None):
+             clip_norm=None, return_features=False, method=None,
+             gram_fields=None):
     """`dis_tf.inference.latent_inference` with this model's settings.
 
     Training (stage-2 pseudo labels), evaluation, tag cleaning and every
     exported signature come through here, so they all use `latent_method`
     ("gram", the fast exact path, unless the model was built otherwise);
-    `method` overrides it for one call.
+    `method` overrides it for one call. `gram_fields` are Gram kernels
+    built earlier from the current weights (the export keeps them).
     """
     return inference.latent_inference(
         self, u1, v1, image_target, tags=tags, steps=steps,
@@ -199,6 +201,7 @@ class DISModel(keras.Model):
         image_weight=self.image_weight, tag_weight=self.tag_weight,
         return_features=return_features,
         method=self.latent_method if method is None else method,
+        gram_fields=gram_fields,
     )
 
   # ------------------------------------------------------------- training

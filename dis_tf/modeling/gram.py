@@ -126,7 +126,8 @@ class GramOperator:
   """A A^T of subnet-1 / subnet-3, as C-channel kernels.
 
   Build once per set of weights (the constructor is one small matmul); apply
-  once per latent step.
+  once per latent step. `fields` lets a caller whose weights are fixed (the
+  SavedModel export) build the kernels once and keep them.
 
   Args:
     conv_kernel: [3, 3, D, C] subnet-1 kernel.
@@ -135,24 +136,36 @@ class GramOperator:
       or float64 if that is asked for).
     build: optional wrapper `build(make) -> fields` around the kernel
       computation `make()`.
+    fields: optional kernels built earlier from these weights (values of
+      `FIELDS`, in that order); then nothing is computed here.
   """
 
   FIELDS = ("kernel5", "top", "bottom", "left", "right", "corners",
             "tap_gram", "tap_dense", "dense_gram")
 
   def __init__(self, conv_kernel, dense_kernel, dtype=tf.float32,
-               build=None):
+               build=None, fields=None):
     self.dtype = dtype
-    self.conv_kernel = tf.cast(tf.convert_to_tensor(conv_kernel), dtype)
-    self.dense_kernel = tf.cast(tf.convert_to_tensor(dense_kernel), dtype)
+    # Kept as given and read only by `adjoint`, so an operator made from
+    # stored `fields` does not read the D-channel kernels at all.
+    self._conv_kernel = conv_kernel
+    self._dense_kernel = dense_kernel
     self.num_classes = conv_kernel.shape[3]
-    make = lambda: _gram_fields(conv_kernel, dense_kernel, dtype)
-    fields = make() if build is None else build(make)
+    if fields is None:
+      make = lambda: _gram_fields(conv_kernel, dense_kernel, dtype)
+      fields = make() if build is None else build(make)
+    elif len(fields) != len(self.FIELDS):
+      raise ValueError(f"Expected {len(self.FIELDS)} Gram fields "
+                       f"{self.FIELDS}, got {len(fields)}.")
     for name, value in zip(self.FIELDS, fields):
       setattr(self, name, value)
 
+  def fields(self):
+    """The kernels, in `FIELDS` order."""
+    return tuple(getattr(self, name) for name in self.FIELDS)
+
   @classmethod
-  def from_heads(cls, heads, dtype=tf.float32, build=None):
+  def from_heads(cls, heads, dtype=tf.float32, build=None, fields=None):
     """The operator of `heads.subnet1` / `heads.subnet3` current weights.
 
     Args:
@@ -160,9 +173,10 @@ class GramOperator:
       dtype: dtype of the operator.
       build: optional wrapper `build(make) -> fields` around the kernel
         computation `make()` (e.g. a `tf.cond` skipping it).
+      fields: optional kernels built earlier from the same weights.
     """
     return cls(heads.subnet1.conv.kernel, heads.subnet3.dense.kernel, dtype,
-               build)
+               build, fields)
 
   @staticmethod
   def zero_fields(num_classes, dtype):
@@ -238,12 +252,15 @@ class GramOperator:
 
   def adjoint(self, gu, gv):
     """A^T (gu, gv) = (du1 [B, h, w, D], dv1 [B, D]) (one D-channel conv)."""
+    conv_kernel = tf.cast(tf.convert_to_tensor(self._conv_kernel), self.dtype)
+    dense_kernel = tf.cast(tf.convert_to_tensor(self._dense_kernel),
+                           self.dtype)
     shape = tf.shape(gu)
-    depth = tf.shape(self.conv_kernel)[2]
+    depth = tf.shape(conv_kernel)[2]
     r = tf.nn.conv2d_transpose(
-        gu, self.conv_kernel, tf.stack([shape[0], shape[1], shape[2], depth]),
+        gu, conv_kernel, tf.stack([shape[0], shape[1], shape[2], depth]),
         1, "SAME")
-    s = tf.matmul(gv, self.dense_kernel, transpose_b=True)
+    s = tf.matmul(gv, dense_kernel, transpose_b=True)
     n = tf.cast(shape[1] * shape[2], gu.dtype)
     du1 = r + (s / n)[:, None, None, :]
     dv1 = tf.reduce_sum(r, axis=[1, 2]) + s
