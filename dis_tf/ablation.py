@@ -53,6 +53,9 @@ class AblationPlan:
   weak_limit: int = 150
 
 
+SCORES_FILENAME = "scores.json"
+
+
 def setting_names(plan):
   return ["baseline", "setup1 (t_train=0)"] + [
       f"DIS t_train={t}" for t in plan.t_trains]
@@ -82,9 +85,18 @@ def run_seed(base_config, workdir, seed, plan):
     plan: an `AblationPlan`.
 
   Returns:
-    A JSON-able dict of this seed's results.
+    A JSON-able dict of this seed's results, also written to
+    workdir/seed_<seed>/scores.json; a restarted run (same workdir) reuses
+    that file when it was scored with the same plan. Training resumes
+    through each model_dir's checkpoints and backup, so a killed run loses
+    at most the unfinished scoring of one seed.
   """
   seed_dir = os.path.join(workdir, f"seed_{seed}")
+  scores_path = os.path.join(seed_dir, SCORES_FILENAME)
+  saved = _load_seed_scores(scores_path, plan)
+  if saved is not None:
+    print(f"[seed {seed}] already scored: {scores_path}", flush=True)
+    return saved
   config = dataclasses.replace(
       base_config, train=dataclasses.replace(base_config.train, seed=seed),
       model_dir=os.path.join(seed_dir, "stage1"))
@@ -105,8 +117,36 @@ def run_seed(base_config, workdir, seed, plan):
         flush=True)
   weak = weak_scores(models, config, seed_dir, (0,) + tuple(plan.t_trains),
                      plan.weak_limit)
-  return {"seed": seed, "seconds": time.time() - start, "val": scores,
-          "weak": weak}
+  result = {"seed": seed, "seconds": time.time() - start, "val": scores,
+            "weak": weak}
+  with open(scores_path + ".tmp", "w") as f:
+    json.dump({"scoring": _scoring_plan(plan), "result": result}, f)
+  os.replace(scores_path + ".tmp", scores_path)
+  return result
+
+
+def _scoring_plan(plan):
+  """The plan fields a seed's scores depend on (not the seed list)."""
+  return {"t_trains": list(plan.t_trains), "t_tests": list(plan.t_tests),
+          "eval_limit": plan.eval_limit, "weak_limit": plan.weak_limit}
+
+
+def _load_seed_scores(path, plan):
+  """A seed's saved result if it was scored with `plan`, else None."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    scoring, result = saved["scoring"], saved["result"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: unreadable per-seed scores ({e!r}); delete "
+                     "it to re-score this seed.") from e
+  if scoring != _scoring_plan(plan):
+    print(f"{path} was scored with {scoring}, not {_scoring_plan(plan)}; "
+          "re-scoring.", flush=True)
+    return None
+  return result
 
 
 def score_models(models, dataset, t_tests, ensemble_members, limit=None,

@@ -19,12 +19,14 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
       image_size=48)
   output = str(tmp_path / "RESULTS.md")
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-  subprocess.run(
-      [sys.executable, "tools/ablation.py", f"--data_root={data}",
-       f"--workdir={tmp_path / 'runs'}", f"--output={output}", "--seeds=0",
-       "--t_train=2", "--t_test=0,2", "--eval_limit=3", "--weak_limit=3",
-       "--steps_scale_percent=1", "--tiny_width=8", "--crop_size=32"],
-      check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
+  command = [
+      sys.executable, "tools/ablation.py", f"--data_root={data}",
+      f"--workdir={tmp_path / 'runs'}", f"--output={output}", "--seeds=0",
+      "--t_train=2", "--t_test=0,2", "--eval_limit=3", "--weak_limit=3",
+      "--steps_scale_percent=1", "--tiny_width=8", "--crop_size=32"]
+  first = subprocess.run(command, check=True, cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert "already scored" not in first.stdout
   page = open(output).read()
   for heading in ("Per-class IoU on val", "Pseudo labels of the weak",
                   "Noisy vs cleaned tags", "Reading: the paper's claims"):
@@ -49,5 +51,19 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
   assert rerendered[rerendered.index("## Per-class IoU"):] == page[start:]
   # Stage 1 is shared: trained once, its phase-c weights seed each setting.
   seed_dir = tmp_path / "runs" / "seed_0"
-  assert sorted(os.listdir(seed_dir)) == ["stage1", "t_train_0", "t_train_2",
-                                          "weak"]
+  assert sorted(os.listdir(seed_dir)) == ["scores.json", "stage1", "t_train_0",
+                                          "t_train_2", "weak"]
+  # A restarted run reuses the seed's saved scores: same page, no re-scoring.
+  os.remove(output)
+  second = subprocess.run(command, check=True, cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert "[seed 0] already scored" in second.stdout
+  assert "scoring val" not in second.stdout
+  assert open(output).read() == page
+  # Scored with another plan: re-scored, not reused.
+  other_plan = ["--weak_limit=2" if arg.startswith("--weak_limit") else arg
+                for arg in command]
+  third = subprocess.run(other_plan, check=True, cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert "re-scoring" in third.stdout
+  assert "[seed 0] scoring val" in third.stdout

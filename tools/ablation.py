@@ -13,6 +13,10 @@ about 7 minutes:
 --from_json=results.json re-renders the page from a finished run's JSON
 (after a change to the page's layout or text; the numbers are the run's).
 
+A killed run, restarted with the same flags and --workdir, resumes: finished
+training phases are reused through their checkpoints, and each finished
+seed's scores through workdir/seed_<seed>/scores.json.
+
 Stage 1 is trained once per seed and shared by every stage-2 setting. The
 benchmark is generated into --data_root if missing (an existing benchmark is
 used as it is, and its generator parameters are recorded). Every number of
