@@ -425,7 +425,16 @@ def write_results(seed_results, plan, output, command, generator_params,
   """
   rows = miou_table(seed_results, plan)
   directory = os.path.dirname(os.path.abspath(output))
+  os.makedirs(directory, exist_ok=True)
   stem = os.path.splitext(os.path.basename(output))[0].lower()
+  # The numbers first: a page that fails to render can be re-rendered from
+  # them with --from_json.
+  json_path = os.path.join(directory, f"{stem}.json")
+  with open(json_path + ".tmp", "w") as f:
+    json.dump({"plan": dataclasses.asdict(plan), "seeds": seed_results,
+               "command": command, "generator": generator_params}, f,
+              indent=1)
+  os.replace(json_path + ".tmp", json_path)
   plot = os.path.join(directory, f"{stem}_miou_vs_t_test.png")
   plot_curves(rows, plan, plot)
   short = [evaluation._short(c) for c in VOC_CLASSES[1:]]  # pylint: disable=protected-access
@@ -546,9 +555,5 @@ runs; they were not changed for them.
   with open(output + ".tmp", "w") as f:
     f.write(page)
   os.replace(output + ".tmp", output)
-  with open(os.path.join(directory, f"{stem}.json"), "w") as f:
-    json.dump({"plan": dataclasses.asdict(plan), "seeds": seed_results,
-               "command": command, "generator": generator_params}, f,
-              indent=1)
   logging.info("Results written to %s", output)
   return page
