@@ -119,9 +119,8 @@ def run_seed(base_config, workdir, seed, plan):
                      plan.weak_limit)
   result = {"seed": seed, "seconds": time.time() - start, "val": scores,
             "weak": weak}
-  with open(scores_path + ".tmp", "w") as f:
-    json.dump({"scoring": _scoring_plan(plan), "result": result}, f)
-  os.replace(scores_path + ".tmp", scores_path)
+  evaluation.write_text_atomically(scores_path, json.dumps(
+      {"scoring": _scoring_plan(plan), "result": result}))
   return result
 
 
@@ -429,12 +428,11 @@ def write_results(seed_results, plan, output, command, generator_params,
   stem = os.path.splitext(os.path.basename(output))[0].lower()
   # The numbers first: a page that fails to render can be re-rendered from
   # them with --from_json.
-  json_path = os.path.join(directory, f"{stem}.json")
-  with open(json_path + ".tmp", "w") as f:
-    json.dump({"plan": dataclasses.asdict(plan), "seeds": seed_results,
-               "command": command, "generator": generator_params}, f,
-              indent=1)
-  os.replace(json_path + ".tmp", json_path)
+  evaluation.write_text_atomically(
+      os.path.join(directory, f"{stem}.json"),
+      json.dumps({"plan": dataclasses.asdict(plan), "seeds": seed_results,
+                  "command": command, "generator": generator_params},
+                 indent=1))
   plot = os.path.join(directory, f"{stem}_miou_vs_t_test.png")
   plot_curves(rows, plan, plot)
   short = [evaluation._short(c) for c in VOC_CLASSES[1:]]  # pylint: disable=protected-access
@@ -552,8 +550,6 @@ in the generator (its parameters are listed at the top):
 The latent step size (0.1) and clip (10) are the values set before these
 runs; they were not changed for them.
 """
-  with open(output + ".tmp", "w") as f:
-    f.write(page)
-  os.replace(output + ".tmp", output)
+  evaluation.write_text_atomically(output, page)
   logging.info("Results written to %s", output)
   return page

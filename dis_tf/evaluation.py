@@ -568,15 +568,16 @@ def write_reports(results, output_dir, class_names=classes.VOC_CLASSES,
       "summary_md": os.path.join(output_dir, "summary.md"),
       "json": os.path.join(output_dir, "results.json"),
   }
-  _write_text(paths["table3_md"], markdown)
-  _write_text(paths["table3_csv"], csv_text)
-  _write_text(paths["summary_md"], summary)
-  _write_text(paths["json"], json.dumps(
+  write_text_atomically(paths["table3_md"], markdown)
+  write_text_atomically(paths["table3_csv"], csv_text)
+  write_text_atomically(paths["summary_md"], summary)
+  write_text_atomically(paths["json"], json.dumps(
       results_to_json(results, class_names, extra), indent=2) + "\n")
   return paths
 
 
-def _write_text(path, text):
+def write_text_atomically(path, text):
+  """Writes `text` to `path` via a temp file + rename (never half-written)."""
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
