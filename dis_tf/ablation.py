@@ -24,6 +24,7 @@ import time
 from absl import logging
 import numpy as np
 
+from dis_tf import atomic
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
 from dis_tf import training
@@ -119,7 +120,7 @@ def run_seed(base_config, workdir, seed, plan):
                      plan.weak_limit)
   result = {"seed": seed, "seconds": time.time() - start, "val": scores,
             "weak": weak}
-  evaluation.write_text_atomically(scores_path, json.dumps(
+  atomic.write_text(scores_path, json.dumps(
       {"scoring": _scoring_plan(plan), "result": result}))
   return result
 
@@ -428,7 +429,7 @@ def write_results(seed_results, plan, output, command, generator_params,
   stem = os.path.splitext(os.path.basename(output))[0].lower()
   # The numbers first: a page that fails to render can be re-rendered from
   # them with --from_json.
-  evaluation.write_text_atomically(
+  atomic.write_text(
       os.path.join(directory, f"{stem}.json"),
       json.dumps({"plan": dataclasses.asdict(plan), "seeds": seed_results,
                   "command": command, "generator": generator_params},
@@ -550,6 +551,6 @@ in the generator (its parameters are listed at the top):
 The latent step size (0.1) and clip (10) are the values set before these
 runs; they were not changed for them.
 """
-  evaluation.write_text_atomically(output, page)
+  atomic.write_text(output, page)
   logging.info("Results written to %s", output)
   return page

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Optional
 
+from dis_tf import atomic
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -168,12 +170,8 @@ class ExperimentConfig:
 
   def save(self, model_dir):
     """Writes `config.json` atomically into `model_dir`; returns its path."""
-    os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, CONFIG_FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_json(path, self.to_dict(), indent=2, sort_keys=True)
     return path
 
   @classmethod

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from dis_tf import atomic
 from dis_tf import classes
 from dis_tf import image_ops
 from dis_tf import metrics as dis_metrics
@@ -568,20 +569,12 @@ def write_reports(results, output_dir, class_names=classes.VOC_CLASSES,
       "summary_md": os.path.join(output_dir, "summary.md"),
       "json": os.path.join(output_dir, "results.json"),
   }
-  write_text_atomically(paths["table3_md"], markdown)
-  write_text_atomically(paths["table3_csv"], csv_text)
-  write_text_atomically(paths["summary_md"], summary)
-  write_text_atomically(paths["json"], json.dumps(
+  atomic.write_text(paths["table3_md"], markdown)
+  atomic.write_text(paths["table3_csv"], csv_text)
+  atomic.write_text(paths["summary_md"], summary)
+  atomic.write_text(paths["json"], json.dumps(
       results_to_json(results, class_names, extra), indent=2) + "\n")
   return paths
-
-
-def write_text_atomically(path, text):
-  """Writes `text` to `path` via a temp file + rename (never half-written)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------
@@ -665,8 +658,8 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
   missing = []
   num_images = 0
   start = time.time()
-  tmp = jsonl_path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with atomic.atomic_write(jsonl_path) as tmp, \
+      open(tmp, "w", encoding="utf-8") as f:
     for index, example in enumerate(dataset):
       if limit is not None and num_images >= limit:
         break
@@ -718,7 +711,6 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
       num_images += 1
       if log_every and num_images % log_every == 0:
         logging.info("cleaned %d images", num_images)
-  os.replace(tmp, jsonl_path)
   report = {
       "num_images": num_images,
       "t_train": int(t_train),

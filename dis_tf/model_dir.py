@@ -15,6 +15,7 @@ import os
 
 import keras
 
+from dis_tf import atomic
 from dis_tf.config import ExperimentConfig
 
 MODEL_FILENAME = "model.keras"
@@ -37,19 +38,13 @@ def save_model(model, model_dir):
   Returns:
     The path written.
   """
-  os.makedirs(model_dir, exist_ok=True)
   path = model_path(model_dir)
-  tmp = os.path.join(model_dir, ".tmp-" + MODEL_FILENAME)
   try:
-    model.save(tmp)
-    os.replace(tmp, path)
-  except BaseException as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    if isinstance(e, OSError):
-      raise OSError(e.errno, f"Could not write {path} ({e}); the previous "
-                    "version of it, if any, is kept.") from e
-    raise
+    with atomic.atomic_write(path) as tmp:
+      model.save(tmp)
+  except OSError as e:
+    raise OSError(e.errno, f"Could not write {path} ({e}); the previous "
+                  "version of it, if any, is kept.") from e
   return path
 
 

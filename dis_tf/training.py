@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dis_tf import atomic
 from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
@@ -135,13 +136,6 @@ def _phase_weights_path(model_dir, phase):
   return os.path.join(model_dir, "checkpoints", f"phase_{phase}.weights.h5")
 
 
-def _remove_quietly(path):
-  try:
-    os.remove(path)
-  except OSError:
-    pass
-
-
 def _estimated_checkpoint_bytes(model):
   """Upper estimate of a `.weights.h5` file of `model` (with optimizer)."""
   variables = list(model.weights)
@@ -169,34 +163,19 @@ def _check_free_space(model, path):
 
 
 def _save_weights_atomically(model, path):
-  """Writes `path` via a temp file + rename: never a truncated `path`.
+  """Writes `path` through `atomic.atomic_write`: never a truncated `path`.
 
   A failing write (full disk, I/O error) removes the temp file and raises an
   OSError naming `path`; the previous `path`, if any, is left untouched.
   """
-  tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _check_free_space(model, path)
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-  except BaseException as e:
-    _remove_quietly(tmp)
-    if isinstance(e, OSError):
-      raise OSError(e.errno, f"Could not write checkpoint {path} ({e}); the "
-                    "previous version of it, if any, is kept.") from e
-    raise
-
-
-def _write_json_atomically(path, value):
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(value, f)
-    os.replace(tmp, path)
-  except BaseException:
-    _remove_quietly(tmp)
-    raise
+    with atomic.atomic_write(path) as tmp:
+      model.save_weights(tmp)
+  except OSError as e:
+    raise OSError(e.errno, f"Could not write checkpoint {path} ({e}); the "
+                  "previous version of it, if any, is kept.") from e
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -298,14 +277,17 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     previous = None
     if old is not None and old["weights"] != name:
       previous = {"epoch": old["epoch"], "weights": old["weights"]}
-    _write_json_atomically(
+    atomic.write_json(
         os.path.join(self.write_dir, self.STATE_FILE),
         {"epoch": self._current_epoch, "weights": name,
          "previous": previous})
     keep = {name} | ({previous["weights"]} if previous else set())
     for f in os.listdir(self.write_dir):
       if f.startswith("state-") and f.endswith(".h5") and f not in keep:
-        _remove_quietly(os.path.join(self.write_dir, f))
+        try:
+          os.remove(os.path.join(self.write_dir, f))
+        except OSError:
+          pass
 
 
 def _adapt_for_multi_worker(model, strategy, batch):
@@ -406,6 +388,10 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
                     f"config.json ({e}).") from e
   else:
     _check_writable(write_dir)
+  # A SIGKILL inside a checkpoint write leaves its temp file; nothing else
+  # can remove it (this process owns write_dir: see _write_dir).
+  for path in atomic.remove_stale_temp_files(write_dir):
+    logging.warning("Removed %s, left by a killed run.", path)
   keras.utils.set_random_seed(config.train.seed)
   if config.data.deterministic:
     tf.config.experimental.enable_op_determinism()

@@ -209,7 +209,7 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(tree,
       ("after", "backup/phase_b/state.json", rng.uniform(0.0, 0.5)),
       ("write", "phase_c.tmp", 1),            # the phase-c final weights
       ("write", "state-", int(rng.randint(1, 3))),  # stage-2 backup state
-      ("write", ".tmp-model.keras", 1),       # the final model.keras
+      ("write", "model.tmp.keras", 1),        # the final model.keras
   ]
   log = []
   for how, what, arg in kills:

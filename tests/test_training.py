@@ -120,3 +120,18 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(OSError, match="model_dir"):
     training.train(_config(blocker / "run"), "full", dataset_fn=_dataset_fn)
+
+
+def test_rerun_removes_temp_files_left_by_a_kill(tmp_path):
+  """A SIGKILL inside a write leaves `<stem>.tmp.<suffix>`; a rerun removes
+  exactly those (the README test command once failed on such a file)."""
+  config = _config(tmp_path / "run")
+  training.train(config, stage="full", dataset_fn=_dataset_fn, verbose=0)
+  stale = [tmp_path / "run" / "checkpoints" / "phase_a_latest.tmp.weights.h5",
+           tmp_path / "run" / "model.tmp.keras"]
+  for path in stale:
+    path.write_bytes(b"truncated")
+  training.train(config, stage="full", dataset_fn=_dataset_fn, verbose=0)
+  for path in stale:
+    assert not path.exists(), path
+  assert (tmp_path / "run" / "checkpoints" / "phase_c.weights.h5").exists()

@@ -1,0 +1,118 @@
+"""Atomic file writes: the one way `dis_tf` commits a file.
+
+Every file a later run reads (checkpoints, backups, `config.json`,
+`model.keras`, reports) is written to a temp file next to its final name,
+flushed and fsynced, renamed over the final name, and the directory is
+fsynced, so a SIGKILL or power loss leaves either the old file or the new
+one, never a truncated one. On an error the temp file is removed.
+
+A SIGKILL cannot run any cleanup, so it can leave a temp file behind. Temp
+names follow one pattern, `<stem>.tmp.<suffixes>` (`phase_a.tmp.weights.h5`,
+`model.tmp.keras`, `config.tmp.json`): Keras picks the file format from the
+suffix, so the suffix is kept. `remove_stale_temp_files` deletes files of
+that pattern, and only those, when a run starts.
+"""
+
+import contextlib
+import json
+import os
+import re
+
+# `<stem>.tmp` followed by the original suffixes (or nothing).
+_TEMP_NAME = re.compile(r"^[^.]+\.tmp(\.|$)")
+
+
+def temp_path(path):
+  """The temp name `atomic_write` uses for `path` (same directory)."""
+  directory, name = os.path.split(path)
+  stem, dot, suffixes = name.partition(".")
+  return os.path.join(directory, f"{stem}.tmp{dot}{suffixes}")
+
+
+def is_temp_name(name):
+  """True if the base name `name` is one of `temp_path`'s temp names."""
+  return bool(_TEMP_NAME.match(name))
+
+
+def _remove_quietly(path):
+  try:
+    os.remove(path)
+  except OSError:
+    pass
+
+
+def _fsync_path(path):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+  """Context manager: write to the yielded temp path; commit on exit.
+
+  Example:
+    with atomic_write("run/model.keras") as tmp:
+      model.save(tmp)
+
+  Args:
+    path: the final file name.
+
+  Yields:
+    The temp path to write (same directory and suffix as `path`).
+
+  Raises:
+    Whatever the body raises; the temp file is removed and `path` is left
+    as it was.
+  """
+  directory = os.path.dirname(path) or "."
+  os.makedirs(directory, exist_ok=True)
+  tmp = temp_path(path)
+  try:
+    yield tmp
+    _fsync_path(tmp)
+    os.replace(tmp, path)
+    _fsync_path(directory)
+  except BaseException:
+    _remove_quietly(tmp)
+    raise
+
+
+def write_text(path, text):
+  """Writes the string `text` to `path` atomically (UTF-8)."""
+  with atomic_write(path) as tmp:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+
+
+def write_json(path, value, **dump_kwargs):
+  """Writes `value` as JSON to `path` atomically; kwargs go to json.dump."""
+  write_text(path, json.dumps(value, **dump_kwargs))
+
+
+def remove_stale_temp_files(directory, skip=("workers",)):
+  """Deletes temp files left by killed writers under `directory`.
+
+  Only names of the `temp_path` pattern are touched; call it only on a
+  directory this process owns (no other writer is running there).
+
+  Args:
+    directory: the root to clean (e.g. a model_dir).
+    skip: top-level subdirectory names not to enter (other processes'
+      directories, e.g. multi-worker workers).
+
+  Returns:
+    The removed paths, sorted.
+  """
+  removed = []
+  for root, dirs, files in os.walk(directory):
+    if root == directory:
+      dirs[:] = [d for d in dirs if d not in skip]
+    for name in files:
+      if is_temp_name(name):
+        path = os.path.join(root, name)
+        _remove_quietly(path)
+        removed.append(path)
+  return sorted(removed)
