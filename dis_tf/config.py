@@ -61,6 +61,17 @@ class LatentConfig:
     method: "gram" (exact and fast: the steps run on the 21-channel
       (u3, v3) with the Gram operator of subnet-1/3) or "direct" (the
       reference gradient tape on (u1, v1)); see `dis_tf.inference`.
+    update: which latent blocks move in test mode (evaluation, export):
+      "both" (the paper), "u1", "v1", or "per_pixel" (both, v1's step
+      divided by h * w: a departure, see `dis_tf.inference.block_scales`
+      and RESULTS.md, which measures all four).
+    train_update: the same for training-mode inference (tags given: pseudo
+      labels and cleaned tags). "both": the tag term reaches v3 mostly
+      through v1, so slowing v1 down stops tag cleaning (with "per_pixel"
+      the cleaned-tag F1 of a stage-1 model fell from 70 to 30 at
+      t_train = 10 in a one-seed check).
+    monotone: reject latent steps that raise the objective and halve the
+      step size after one (a departure; the paper takes every step).
   """
 
   t_train: int = 10
@@ -70,6 +81,9 @@ class LatentConfig:
   soft_pseudo_labels: bool = False
   tag_threshold: float = 0.5
   method: str = "gram"
+  update: str = "per_pixel"
+  train_update: str = "both"
+  monotone: bool = False
 
 
 @dataclasses.dataclass
@@ -82,7 +96,11 @@ class DataConfig:
     weak_dir: a `web_tags` folder (images + annotations.jsonl), or None.
     use_voc_weak_tags: add tag-only VOC images (no mask) to the weak stream.
     train_split: split of the fully labelled images.
-    eval_split: split used by evaluation.
+    eval_split: split used by evaluation (tfds slices such as "val[100:]"
+      work).
+    select_split: split on which settings (t_test) are chosen, held out
+      from `eval_split` (None: no selection; `latent.t_test` is used as
+      given). See `dis_tf.selection`.
     crop_size: training crop (353 gives the paper's 45x45 u1).
     min_scale: smallest random scale factor.
     max_scale: largest random scale factor.
@@ -100,6 +118,7 @@ class DataConfig:
   use_voc_weak_tags: bool = False
   train_split: str = "train"
   eval_split: str = "val"
+  select_split: Optional[str] = None
   crop_size: int = 353
   min_scale: float = 0.5
   max_scale: float = 1.5
@@ -211,8 +230,11 @@ def synthetic() -> ExperimentConfig:
   return ExperimentConfig(
       model=ModelConfig(backbone="tiny", tiny_width=64),
       latent=LatentConfig(t_train=10, t_test=30),
+      # t_test is chosen on the first 100 val images and reported on the
+      # other 200 (the choice must not see the reported images).
       data=DataConfig(crop_size=96, min_scale=0.75, max_scale=1.25,
-                      shuffle_buffer=500),
+                      shuffle_buffer=500, eval_split="val[100:]",
+                      select_split="val[:100]"),
       train=TrainConfig(
           batch_size=8,
           phase_a_steps=1500,

@@ -38,6 +38,43 @@ from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.subnets import refine_labelmap
 
 METHODS = ("gram", "direct")
+# Which latent blocks move, and how their steps are scaled (`block_scales`).
+UPDATES = ("both", "u1", "v1", "per_pixel")
+
+
+def block_scales(update, height, width, dtype=tf.float32):
+  """(s_u, s_v): the factors on the u1 and v1 gradients of one step.
+
+  * "both": the paper (Sec. 2.1): plain gradient descent on (u1, v1).
+  * "u1": v1 frozen; "v1": u1 frozen (diagnosis: which block helps).
+  * "per_pixel": both move, v1's gradient divided by h * w. A departure from
+    the paper: up(v1) adds v1 to every one of the h * w positions of u2, so
+    the gradient of v1 is a sum of h * w per-position terms and, with one
+    step size for both blocks, a v1 step shifts every pixel's class scores
+    by about h * w times what a u1 step moves one pixel (v1 carries ~92% of
+    the squared gradient norm on a trained model; RESULTS.md, diagnosis).
+    Dividing by h * w makes v1 move by the per-pixel mean of what the
+    pixels ask for (a diagonal preconditioner).
+
+  Args:
+    update: one of `UPDATES`.
+    height: h of u1 (int or scalar tensor).
+    width: w of u1.
+    dtype: dtype of the factors.
+
+  Returns:
+    Two scalars (Python floats, or a tensor for "per_pixel").
+  """
+  if update == "both":
+    return 1.0, 1.0
+  if update == "u1":
+    return 1.0, 0.0
+  if update == "v1":
+    return 0.0, 1.0
+  if update == "per_pixel":
+    return 1.0, 1.0 / tf.cast(height * width, dtype)
+  raise ValueError(f"Unknown latent update {update!r}; expected one of "
+                   f"{UPDATES}.")
 
 
 def latent_objective(heads, u1, v1, image_target, tags=None,
@@ -112,16 +149,19 @@ def _expand_like(values, x):
 def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
                      step_size=0.1, clip_norm=10.0, image_weight=1.0,
                      tag_weight=1.0, return_features=False, method="gram",
-                     gram_fields=None):
+                     gram_fields=None, update="both", monotone=False):
   """Gradient descent on (u1, v1) with the network frozen, then prediction.
 
   Each step takes the gradient of `latent_objective` with respect to
-  (u1, v1), clips it per example to `clip_norm` (joint norm over u1 and v1)
-  and moves (u1, v1) by `-step_size` times it. The loop is a `tf.while_loop`
+  (u1, v1), scales its u1 and v1 blocks by `block_scales(update)`, clips
+  the result per example to `clip_norm` (joint norm over u1 and v1) and
+  moves (u1, v1) by `-step_size` times it. The loop is a `tf.while_loop`
   whose count is a tensor, so one trace serves every `steps`, and its state
   has a fixed size: memory does not grow with `steps`. A step whose result
   is not finite is not taken, so no NaN/Inf can come out whatever the step
-  size.
+  size. With `monotone`, a step that raises an example's objective is not
+  taken either, and that example's step size is halved (backtracking); the
+  paper takes every step (a departure, off by default).
 
   Args:
     heads: object with `subnet1`, `subnet2`, `subnet3` layers (a DISModel).
@@ -145,6 +185,10 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
       earlier from the heads' current weights, for callers whose weights do
       not change (the export builds them once); None builds them in this
       call (training: the weights change every step).
+    update: which latent blocks move and how their steps are scaled, one of
+      `UPDATES` (see `block_scales`); "both" is the paper.
+    monotone: reject (and halve the step after) steps that raise the
+      objective.
 
   Returns:
     A dict with "u3" [B, h, w, C] and "v3" [B, C] (logits after inference),
@@ -166,6 +210,9 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
                      "method='direct'.")
   if gram_fields is not None and method != "gram":
     raise ValueError(f"gram_fields are for method='gram', not {method!r}.")
+  if update not in UPDATES:
+    raise ValueError(f"Unknown latent update {update!r}; expected one of "
+                     f"{UPDATES}.")
   u1 = tf.stop_gradient(tf.convert_to_tensor(u1))
   v1 = tf.stop_gradient(tf.convert_to_tensor(v1))
   image_target = tf.stop_gradient(tf.cast(image_target, u1.dtype))
@@ -175,11 +222,12 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   if method == "gram":
     u3, v3, objective, features = _gram_loop(
         heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
-        image_weight, tag_weight, return_features, gram_fields)
+        image_weight, tag_weight, return_features, gram_fields, update,
+        monotone)
   else:
     u3, v3, objective, features = _direct_loop(
         heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
-        image_weight, tag_weight, return_features)
+        image_weight, tag_weight, return_features, update, monotone)
   refine_logits = v3
   if tags is not None:
     # Logits whose sigmoid is the given tags (0 / 1 up to 1e-6).
@@ -209,38 +257,55 @@ def _clip_scale(sq_norm, clip_norm, batch_size, dtype):
   return clip_norm / tf.maximum(tf.sqrt(sq_norm), clip_norm)
 
 
+def _accept(finite, new_objective, objective, monotone):
+  """Per-example: take the step (finite, and not uphill if `monotone`)."""
+  if not monotone:
+    return finite
+  return tf.logical_and(finite, new_objective <= objective)
+
+
 def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
-                 clip_norm, image_weight, tag_weight, return_features):
+                 clip_norm, image_weight, tag_weight, return_features,
+                 update="both", monotone=False):
   """The reference: gradient tape on (u1, v1) through subnet-1/3."""
-  step_size = tf.cast(step_size, u1.dtype)
+  dtype = u1.dtype
+  shape = tf.shape(u1)
+  s_u, s_v = block_scales(update, shape[1], shape[2], dtype)
 
   def objective(u1, v1):
     return latent_objective(heads, u1, v1, image_target, tags,
                             image_weight, tag_weight)
 
-  def body(i, u1, v1):
+  def body(i, u1, v1, current, eta):
     with tf.GradientTape() as tape:
       tape.watch([u1, v1])
       total = tf.reduce_sum(objective(u1, v1))
     grad_u1, grad_v1 = tape.gradient(total, [u1, v1])
-    scale = _clip_scale(
+    grad_u1, grad_v1 = s_u * grad_u1, s_v * grad_v1
+    scale = eta * _clip_scale(
         _per_example_sq_norm(grad_u1) + _per_example_sq_norm(grad_v1),
-        clip_norm, tf.shape(u1)[0], u1.dtype)
-    new_u1 = u1 - step_size * _expand_like(scale, u1) * grad_u1
-    new_v1 = v1 - step_size * _expand_like(scale, v1) * grad_v1
+        clip_norm, shape[0], dtype)
+    new_u1 = u1 - _expand_like(scale, u1) * grad_u1
+    new_v1 = v1 - _expand_like(scale, v1) * grad_v1
+    new_objective = objective(new_u1, new_v1)
     # Reject, per example, a step that overflowed (absurd step sizes).
     finite = tf.logical_and(
         tf.reduce_all(tf.math.is_finite(new_u1), axis=[1, 2, 3]),
         tf.reduce_all(tf.math.is_finite(new_v1), axis=[1]),
     )
-    finite = tf.logical_and(
-        finite, tf.math.is_finite(objective(new_u1, new_v1)))
-    u1 = tf.where(_expand_like(finite, u1), new_u1, u1)
-    v1 = tf.where(_expand_like(finite, v1), new_v1, v1)
-    return i + 1, u1, v1
+    finite = tf.logical_and(finite, tf.math.is_finite(new_objective))
+    accept = _accept(finite, new_objective, current, monotone)
+    u1 = tf.where(_expand_like(accept, u1), new_u1, u1)
+    v1 = tf.where(_expand_like(accept, v1), new_v1, v1)
+    current = tf.where(accept, new_objective, current)
+    if monotone:
+      eta = tf.where(accept, eta, 0.5 * eta)
+    return i + 1, u1, v1, current, eta
 
-  _, u1, v1 = tf.while_loop(
-      lambda i, *_: i < steps, body, [tf.constant(0), u1, v1],
+  eta = tf.fill([shape[0]], tf.cast(step_size, dtype))
+  _, u1, v1, _, _ = tf.while_loop(
+      lambda i, *_: i < steps, body,
+      [tf.constant(0), u1, v1, objective(u1, v1), eta],
       parallel_iterations=1,
   )
   u3 = heads.subnet1(u1, v1)
@@ -250,7 +315,7 @@ def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
 
 def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
                clip_norm, image_weight, tag_weight, return_features,
-               gram_fields=None):
+               gram_fields=None, update="both", monotone=False):
   """The same descent in (u3, v3) space with the Gram operator A A^T.
 
   State per step: (u3, v3), the objective and its gradient g at (u3, v3)
@@ -262,7 +327,8 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   u3 = heads.subnet1(u1, v1)
   v3 = heads.subnet3(u1, v1)
   dtype = u3.dtype
-  step_size = tf.cast(step_size, dtype)
+  shape = tf.shape(u3)
+  s_u, s_v = block_scales(update, shape[1], shape[2], dtype)
 
   def value_and_grad(u3, v3):
     with tf.GradientTape() as tape:
@@ -295,17 +361,26 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   acc_u = tf.zeros_like(u3) if return_features else tf.zeros([0], dtype)
   acc_v = tf.zeros_like(v3) if return_features else tf.zeros([0], dtype)
 
-  def body(i, u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v):
+  def body(i, u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v, eta):
     move_u, move_v = op.apply(grad_u3, grad_v3)
-    # ||A^T g||^2 = <g, A A^T g>: the direct path's joint (u1, v1) norm.
-    coef = step_size
-    if clip_norm is not None:
+    if update != "both":
+      # s_u A_u A_u^T g + s_v A_v A_v^T g (see `block_scales`).
+      part_u, part_v = gram_lib.apply_v1_part(op, grad_u3, grad_v3)
+      sq_norm = (
+          s_u * s_u * (tf.reduce_sum(grad_u3 * (move_u - part_u), [1, 2, 3])
+                       + tf.reduce_sum(grad_v3 * (move_v - part_v), [1]))
+          + s_v * s_v * (tf.reduce_sum(grad_u3 * part_u, [1, 2, 3])
+                         + tf.reduce_sum(grad_v3 * part_v, [1])))
+      move_u = s_u * (move_u - part_u) + s_v * part_u
+      move_v = s_u * (move_v - part_v) + s_v * part_v
+    else:
+      # ||A^T g||^2 = <g, A A^T g>: the direct path's joint (u1, v1) norm.
       sq_norm = (tf.reduce_sum(grad_u3 * move_u, axis=[1, 2, 3])
                  + tf.reduce_sum(grad_v3 * move_v, axis=[1]))
+    coef = eta
+    if clip_norm is not None:
       coef *= _clip_scale(tf.maximum(sq_norm, 0.0), clip_norm, None, dtype)
-      coef_u, coef_v = coef[:, None, None, None], coef[:, None]
-    else:
-      coef_u = coef_v = coef
+    coef_u, coef_v = coef[:, None, None, None], coef[:, None]
     new_u3 = u3 - coef_u * move_u
     new_v3 = v3 - coef_v * move_v
     new_objective, new_grad_u3, new_grad_v3 = value_and_grad(new_u3, new_v3)
@@ -321,25 +396,31 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
       finite = tf.logical_and(finite, tf.logical_and(
           tf.reduce_all(tf.math.is_finite(new_acc_u), axis=[1, 2, 3]),
           tf.reduce_all(tf.math.is_finite(new_acc_v), axis=[1])))
-    keep_u, keep_v = finite[:, None, None, None], finite[:, None]
+    accept = _accept(finite, new_objective, objective, monotone)
+    keep_u, keep_v = accept[:, None, None, None], accept[:, None]
     if return_features:
       acc_u = tf.where(keep_u, new_acc_u, acc_u)
       acc_v = tf.where(keep_v, new_acc_v, acc_v)
+    if monotone:
+      eta = tf.where(accept, eta, 0.5 * eta)
     return (i + 1,
             tf.where(keep_u, new_u3, u3), tf.where(keep_v, new_v3, v3),
-            tf.where(finite, new_objective, objective),
+            tf.where(accept, new_objective, objective),
             tf.where(keep_u, new_grad_u3, grad_u3),
             tf.where(keep_v, new_grad_v3, grad_v3),
-            acc_u, acc_v)
+            acc_u, acc_v, eta)
 
-  _, u3, v3, objective, _, _, acc_u, acc_v = tf.while_loop(
+  eta = tf.fill([shape[0]], tf.cast(step_size, dtype))
+  _, u3, v3, objective, _, _, acc_u, acc_v, _ = tf.while_loop(
       lambda i, *_: i < steps, body,
-      [tf.constant(0), u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v],
+      [tf.constant(0), u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v,
+       eta],
       parallel_iterations=1,
   )
   features = None
   if return_features:
     # One adjoint application of the accumulated updates.
+    # The steps moved (u1, v1) by -(s_u A_u^T, s_v A_v^T)(sum_k c_k g_k).
     du1, dv1 = op.adjoint(tf.cast(acc_u, u1.dtype), tf.cast(acc_v, v1.dtype))
-    features = (u1 - du1, v1 - dv1)
+    features = (u1 - s_u * du1, v1 - s_v * dv1)
   return u3, v3, objective, features

@@ -183,7 +183,8 @@ def test_latent_inference_accepts_any_heads_object():
                              "subnet3": model.subnet3})()
   target = image_ops.image_target(_batch()["image"], (8, 8))
   a = inference.latent_inference(heads, u1, v1, target, steps=3,
-                                 step_size=1.0, clip_norm=10.0)
+                                 step_size=1.0, clip_norm=10.0,
+                                 update=model.latent_update)
   b = model.latent(u1, v1, target, steps=3, step_size=1.0, clip_norm=10.0)
   np.testing.assert_allclose(a["u3"], b["u3"], rtol=1e-6)
 

@@ -71,10 +71,10 @@ def _features(shape, seed=0):
 
 
 def _assert_paths_agree(heads, u1, v1, target, tags, step_size,
-                        clip_norm=10.0, steps=30, rtol=1e-3):
+                        clip_norm=10.0, steps=30, rtol=1e-3, **options):
   run = {m: tf.function(lambda s, m=m: inference.latent_inference(
       heads, u1, v1, target, tags=tags, steps=s, step_size=step_size,
-      clip_norm=clip_norm, method=m, return_features=True))
+      clip_norm=clip_norm, method=m, return_features=True, **options))
          for m in ("direct", "gram")}
   direct, fast = run["direct"](steps), run["gram"](steps)
   start = run["gram"](0)
@@ -104,6 +104,91 @@ def test_gram_and_direct_agree_tiny_head(with_tags, step_size):
   u1, v1, target, tags = _features((2, 5, 7, 16))
   _assert_paths_agree(heads, u1, v1, target, tags if with_tags else None,
                       step_size)
+
+
+@pytest.mark.parametrize("update", ["u1", "v1", "per_pixel"])
+@pytest.mark.parametrize("monotone", [False, True])
+def test_gram_and_direct_agree_with_block_scales_and_monotone(update,
+                                                             monotone):
+  # In float64: with "per_pixel" the gram path forms the u1 part as the
+  # full operator minus the v1 part, which costs float32 a few 1e-3 of
+  # relative rounding here; in float64 both paths agree to rounding.
+  keras.config.set_dtype_policy("float64")
+  try:
+    heads = _heads(16)
+  finally:
+    keras.config.set_dtype_policy("float32")
+  u1, v1, target, _ = _features((2, 5, 7, 16))
+  _assert_paths_agree(heads, tf.cast(u1, tf.float64), tf.cast(v1, tf.float64),
+                      target.astype(np.float64), None, 0.5, rtol=1e-9,
+                      update=update, monotone=monotone)
+
+
+def test_v1_part_of_the_gram_operator_in_float64():
+  """apply_v1_part == A_v A_v^T by autodiff; the rest is A_u A_u^T."""
+  rng = np.random.RandomState(1)
+  depth, classes, batch = 6, 4, 2
+  kernel = tf.constant(rng.randn(3, 3, depth, classes))
+  dense = tf.constant(rng.randn(depth, classes))
+  a = _explicit_a(kernel, dense)
+  gu = tf.constant(rng.randn(batch, 4, 5, classes))
+  gv = tf.constant(rng.randn(batch, classes))
+  x = tf.zeros([batch, 4, 5, depth], tf.float64)
+  y = tf.zeros([batch, depth], tf.float64)
+  with tf.GradientTape() as tape:
+    tape.watch([x, y])
+    u, v = a(x, y)
+    inner = tf.reduce_sum(u * gu) + tf.reduce_sum(v * gv)
+  at_u, at_v = tape.gradient(inner, [x, y])
+  want_v = a(tf.zeros_like(at_u), at_v)              # A_v A_v^T g
+  want_u = a(at_u, tf.zeros_like(at_v))              # A_u A_u^T g
+  op = gram.GramOperator(kernel, dense, tf.float64)
+  got_v = gram.apply_v1_part(op, gu, gv)
+  full = op.apply(gu, gv)
+  for got, want in zip(got_v, want_v):
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+  for f, g, want in zip(full, got_v, want_u):
+    np.testing.assert_allclose(f - g, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["direct", "gram"])
+def test_frozen_blocks_do_not_move(method):
+  heads = _heads(16)
+  u1, v1, target, _ = _features((2, 5, 7, 16))
+  run = lambda update: inference.latent_inference(
+      heads, u1, v1, target, steps=5, step_size=0.5, method=method,
+      update=update, return_features=True)
+  only_u1, only_v1 = run("u1"), run("v1")
+  np.testing.assert_allclose(only_u1["v1"], v1, atol=1e-6)
+  assert np.abs(only_u1["u1"] - u1).max() > 1e-3
+  np.testing.assert_allclose(only_v1["u1"], u1, atol=1e-6)
+  assert np.abs(only_v1["v1"] - v1).max() > 1e-3
+
+
+def test_per_pixel_scales_the_v1_step_by_the_map_size():
+  scale_u, scale_v = inference.block_scales("per_pixel", 5, 7)
+  assert scale_u == 1.0
+  np.testing.assert_allclose(float(scale_v), 1.0 / 35)
+  with pytest.raises(ValueError, match="latent update"):
+    inference.block_scales("sideways", 5, 7)
+
+
+@pytest.mark.parametrize("method", ["direct", "gram"])
+def test_monotone_steps_never_raise_the_objective(method):
+  """At a step size where plain steps overshoot, monotone ones go down."""
+  heads = _heads(16)
+  u1, v1, target, _ = _features((2, 5, 7, 16))
+  objectives = {}
+  for monotone in (False, True):
+    values = [inference.latent_inference(
+        heads, u1, v1, target, steps=t, step_size=50.0, clip_norm=None,
+        method=method, monotone=monotone)["objective"].numpy()
+              for t in range(8)]
+    objectives[monotone] = np.stack(values)
+  assert np.any(np.diff(objectives[False], axis=0) > 0)  # Plain overshoots.
+  assert np.all(np.diff(objectives[True], axis=0) <= 1e-4 * np.abs(
+      objectives[True][:-1]))
+  assert np.all(objectives[True][-1] < objectives[True][0])
 
 
 @pytest.mark.slow

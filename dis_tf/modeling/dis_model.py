@@ -50,6 +50,13 @@ class DISModel(keras.Model):
       the 21-channel (u3, v3) with the Gram operator of subnet-1/3) or
       "direct" (the reference gradient tape on (u1, v1)); see
       `dis_tf.inference`.
+    latent_update: in test mode (no tags), which latent blocks move and how
+      their steps are scaled ("both", the paper; "u1"; "v1"; "per_pixel":
+      v1's step divided by h * w); see `dis_tf.inference.block_scales`.
+    latent_train_update: the same in training mode (tags given: stage-2
+      pseudo labels, tag cleaning).
+    latent_monotone: reject latent steps that raise the objective (and halve
+      the step size after one); the paper takes every step.
     **kwargs: forwarded to `keras.Model` (e.g. `name`).
   """
 
@@ -58,7 +65,8 @@ class DISModel(keras.Model):
                latent_step_size=0.1, latent_clip_norm=10.0,
                soft_pseudo_labels=False, tag_threshold=0.5,
                train_batchnorm=False, phase="c", latent_method="gram",
-               **kwargs):
+               latent_update="per_pixel", latent_train_update="both",
+               latent_monotone=False, **kwargs):
     _check_float32_policy(backbone, kwargs.get("dtype"))
     image = keras.Input(shape=(None, None, 3), name="image")
     u1, v1 = backbone(image)
@@ -92,6 +100,14 @@ class DISModel(keras.Model):
       raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
                        f"one of {inference.METHODS}.")
     self.latent_method = latent_method
+    for name, value in (("latent_update", latent_update),
+                        ("latent_train_update", latent_train_update)):
+      if value not in inference.UPDATES:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of "
+                         f"{inference.UPDATES}.")
+    self.latent_update = latent_update
+    self.latent_train_update = latent_train_update
+    self.latent_monotone = bool(latent_monotone)
     self.phase = None
     self.set_phase(phase)
 
@@ -185,7 +201,7 @@ class DISModel(keras.Model):
 
   def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
              clip_norm=None, return_features=False, method=None,
-             gram_fields=None):
+             gram_fields=None, update=None, monotone=None):
     """`dis_tf.inference.latent_inference` with this model's settings.
 
     Training (stage-2 pseudo labels), evaluation, tag cleaning and every
@@ -193,6 +209,9 @@ class DISModel(keras.Model):
     ("gram", the fast exact path, unless the model was built otherwise);
     `method` overrides it for one call. `gram_fields` are Gram kernels
     built earlier from the current weights (the export keeps them).
+    `update` overrides `latent_update` (test mode) or
+    `latent_train_update` (tags given) and `monotone` overrides
+    `latent_monotone`, for one call.
     """
     return inference.latent_inference(
         self, u1, v1, image_target, tags=tags, steps=steps,
@@ -202,6 +221,9 @@ class DISModel(keras.Model):
         return_features=return_features,
         method=self.latent_method if method is None else method,
         gram_fields=gram_fields,
+        update=update if update is not None else (
+            self.latent_update if tags is None else self.latent_train_update),
+        monotone=self.latent_monotone if monotone is None else monotone,
     )
 
   # ------------------------------------------------------------- training
@@ -329,6 +351,9 @@ class DISModel(keras.Model):
         "train_batchnorm": self.train_batchnorm,
         "phase": self.phase,
         "latent_method": self.latent_method,
+        "latent_update": self.latent_update,
+        "latent_train_update": self.latent_train_update,
+        "latent_monotone": self.latent_monotone,
     }
 
   @classmethod
@@ -398,5 +423,8 @@ def build_dis_model(config):
       tag_threshold=config.latent.tag_threshold,
       train_batchnorm=config.model.train_batchnorm,
       phase="a",
+      latent_update=config.latent.update,
+      latent_train_update=config.latent.train_update,
+      latent_monotone=config.latent.monotone,
       latent_method=config.latent.method,
   )

@@ -265,3 +265,40 @@ class GramOperator:
     du1 = r + (s / n)[:, None, None, :]
     dv1 = tf.reduce_sum(r, axis=[1, 2]) + s
     return du1, dv1
+
+
+def apply_v1_part(op, gu, gv):
+  """A_v A_v^T (gu, gv): the part of `op.apply` that moves through v1.
+
+  A = [A_u, A_v] splits by the two latent blocks, so A A^T = A_u A_u^T +
+  A_v A_v^T and a step that scales the u1 and v1 gradients by s_u and s_v
+  moves (u3, v3) by s_u A_u A_u^T g + s_v A_v A_v^T g. With s = A_v^T g =
+  sum_d K_d T_d + W gv (a D-vector per example):
+
+    u_out(p) = sum_d mask_d(p) K_d^T s,    v_out = W^T s,
+
+  built from the stored `tap_gram`, `tap_dense` and `dense_gram` fields
+  (K_d^T s = sum_d' K_d^T K_d' T_d' + K_d^T W gv), so it costs two small
+  matmuls and the masked tap sums, on C channels.
+
+  Args:
+    op: a `GramOperator`.
+    gu: [B, h, w, C] gradient with respect to u3.
+    gv: [B, C] gradient with respect to v3.
+
+  Returns:
+    (u_out [B, h, w, C], v_out [B, C]).
+  """
+  dtype = gu.dtype
+  shape = tf.shape(gu)
+  row_masks = GramOperator._tap_masks(shape[1], dtype)  # pylint: disable=protected-access
+  col_masks = GramOperator._tap_masks(shape[2], dtype)  # pylint: disable=protected-access
+  c = op.num_classes
+  taps = tf.reshape(
+      tf.einsum("yi,xj,byxc->bijc", row_masks, col_masks, gu), [-1, 9 * c])
+  per_tap = (tf.matmul(taps, op.tap_gram)
+             + tf.matmul(gv, op.tap_dense, transpose_b=True))   # K_d^T s
+  u_out = tf.einsum("yi,xj,bijc->byxc", row_masks, col_masks,
+                    tf.reshape(per_tap, [-1, 3, 3, c]))
+  v_out = tf.matmul(taps, op.tap_dense) + tf.matmul(gv, op.dense_gram)
+  return u_out, v_out
