@@ -25,8 +25,10 @@ from absl import logging
 import numpy as np
 
 from dis_tf import atomic
+from dis_tf import diagnosis
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
+from dis_tf import selection
 from dis_tf import training
 from dis_tf.classes import VOC_CLASSES
 from dis_tf.data import pipeline
@@ -43,15 +45,23 @@ class AblationPlan:
     t_trains: stage-2 latent steps of the DIS settings (0 = setup 1 is
       always added).
     t_tests: evaluation latent steps.
-    eval_limit: score at most this many val images (None = all).
+    eval_limit: score at most this many images of the reported split
+      (`config.data.eval_split`; None = all).
+    select_limit: at most this many images of the selection split
+      (`config.data.select_split`, where t_test and the best t_train are
+      chosen; None = all).
     weak_limit: weak images used for pseudo-label / tag-cleaning scores.
+    diagnosis_images: selection-split images for `dis_tf.diagnosis` (0 =
+      no diagnosis).
   """
 
-  seeds: tuple = (0, 1, 2)
+  seeds: tuple = (0, 1, 2, 3, 4)
   t_trains: tuple = (5, 10, 30)
   t_tests: tuple = (0, 10, 30)
   eval_limit: int = None
+  select_limit: int = None
   weak_limit: int = 150
+  diagnosis_images: int = 100
 
 
 SCORES_FILENAME = "scores.json"
@@ -94,7 +104,7 @@ def run_seed(base_config, workdir, seed, plan):
   """
   seed_dir = os.path.join(workdir, f"seed_{seed}")
   scores_path = os.path.join(seed_dir, SCORES_FILENAME)
-  saved = _load_seed_scores(scores_path, plan)
+  saved = _load_seed_scores(scores_path, plan, base_config)
   if saved is not None:
     print(f"[seed {seed}] already scored: {scores_path}", flush=True)
     return saved
@@ -110,28 +120,57 @@ def run_seed(base_config, workdir, seed, plan):
     models[name] = _train_setting(config, seed_dir, f"t_train_{t_train}",
                                   t_train)
 
-  print(f"[seed {seed}] scoring val", flush=True)
-  scores = score_models(models, pipeline.eval_dataset(config, "val"),
-                        plan.t_tests, [f"DIS t_train={t}" for t in plan.t_trains],
-                        limit=plan.eval_limit, num_classes=config.model.num_classes)
+  if not config.data.select_split:
+    raise ValueError("The ablation chooses t_test and the best t_train on "
+                     "config.data.select_split, which is not set.")
+  dis_names = [f"DIS t_train={t}" for t in plan.t_trains]
+  num_classes = config.model.num_classes
+  scores = {}
+  for key, split, limit in (("select", config.data.select_split,
+                             plan.select_limit),
+                            ("val", config.data.eval_split, plan.eval_limit)):
+    print(f"[seed {seed}] scoring {split}", flush=True)
+    scores[key] = score_models(models, pipeline.eval_dataset(config, split),
+                               plan.t_tests, dis_names, limit=limit,
+                               num_classes=num_classes)
   print(f"[seed {seed}] pseudo labels and tag cleaning on weak images",
         flush=True)
   weak = weak_scores(models, config, seed_dir, (0,) + tuple(plan.t_trains),
                      plan.weak_limit)
-  result = {"seed": seed, "seconds": time.time() - start, "val": scores,
+  result = {"seed": seed, "select": scores["select"], "val": scores["val"],
             "weak": weak}
+  if plan.diagnosis_images:
+    print(f"[seed {seed}] diagnosis of the latent steps", flush=True)
+    result["diagnosis"] = {
+        name: diagnosis.diagnose(
+            models[name],
+            pipeline.eval_dataset(config, config.data.select_split).take(
+                plan.diagnosis_images),
+            t_test=max(plan.t_tests), num_classes=num_classes)
+        for name in ["baseline"] + dis_names}
+    result["classifier_tags"] = diagnosis.tag_classifier_scores(
+        models["baseline"],
+        pipeline.weak_eval_dataset(config).take(plan.weak_limit),
+        web_tags.load_weak_truth(config.data.weak_dir, load_masks=False),
+        tag_threshold=config.latent.tag_threshold)
+  result["seconds"] = time.time() - start
   atomic.write_text(scores_path, json.dumps(
-      {"scoring": _scoring_plan(plan), "result": result}))
+      {"scoring": _scoring_plan(plan, config), "result": result}))
   return result
 
 
-def _scoring_plan(plan):
-  """The plan fields a seed's scores depend on (not the seed list)."""
+def _scoring_plan(plan, config):
+  """What a seed's scores depend on besides training (not the seed list)."""
   return {"t_trains": list(plan.t_trains), "t_tests": list(plan.t_tests),
-          "eval_limit": plan.eval_limit, "weak_limit": plan.weak_limit}
+          "eval_limit": plan.eval_limit, "select_limit": plan.select_limit,
+          "weak_limit": plan.weak_limit,
+          "diagnosis_images": plan.diagnosis_images,
+          "eval_split": config.data.eval_split,
+          "select_split": config.data.select_split,
+          "latent": dataclasses.asdict(config.latent)}
 
 
-def _load_seed_scores(path, plan):
+def _load_seed_scores(path, plan, config):
   """A seed's saved result if it was scored with `plan`, else None."""
   if not os.path.exists(path):
     return None
@@ -142,8 +181,9 @@ def _load_seed_scores(path, plan):
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{path}: unreadable per-seed scores ({e!r}); delete "
                      "it to re-score this seed.") from e
-  if scoring != _scoring_plan(plan):
-    print(f"{path} was scored with {scoring}, not {_scoring_plan(plan)}; "
+  if scoring != _scoring_plan(plan, config):
+    print(f"{path} was scored with {scoring}, not "
+          f"{_scoring_plan(plan, config)}; "
           "re-scoring.", flush=True)
     return None
   return result
@@ -246,14 +286,15 @@ def load_results(path):
   """Reads a results JSON written by `write_results`.
 
   Returns:
-    (seed_results, plan, command, generator_params).
+    (seed_results, plan, command, generator_params, config dict or None).
   """
   with open(path) as f:
     saved = json.load(f)
   try:
     plan = AblationPlan(**{k: tuple(v) if isinstance(v, list) else v
                            for k, v in saved["plan"].items()})
-    return saved["seeds"], plan, saved["command"], saved["generator"]
+    return (saved["seeds"], plan, saved["command"], saved["generator"],
+            saved.get("config"))
   except (KeyError, TypeError) as e:
     raise ValueError(f"{path}: not a results JSON of tools/ablation.py "
                      f"({e!r}).") from e
@@ -264,130 +305,213 @@ def _mean_std(values):
   return float(np.nanmean(values)), float(np.nanstd(values))
 
 
-def miou_table(seed_results, plan):
-  """{(row, t): (mean, std) of mIoU over seeds, per-class means}."""
+def _miou(per_class):
+  values = np.asarray([np.nan if v is None else v for v in per_class],
+                      dtype=np.float64)
+  return float(np.nanmean(values)), values
+
+
+def miou_table(seed_results, plan, split="val"):
+  """{(row, t): per-seed mIoU, its mean / std and per-class means}."""
   rows = {}
-  names = setting_names(plan) + ["ensemble"]
-  for name in names:
+  for name in setting_names(plan) + ["ensemble"]:
     for t in plan.t_tests:
-      per_seed = [np.asarray(r["val"][name][str(t)], dtype=np.float64)
-                  for r in seed_results]
-      per_seed = [np.where(v == None, np.nan, v).astype(np.float64)  # noqa: E711
-                  for v in per_seed]
-      mious = [float(np.nanmean(v)) for v in per_seed]
+      mious, per_class = zip(*[_miou(r[split][name][str(t)])
+                               for r in seed_results])
       rows[(name, t)] = {
           "miou": _mean_std(mious),
           "per_seed": np.asarray(mious),
-          "per_class": np.nanmean(np.stack(per_seed), axis=0),
+          "per_class": np.nanmean(np.stack(per_class), axis=0),
       }
   return rows
 
 
-def _direction(deltas):
-  if all(d > 0 for d in deltas):
-    return "raises their mIoU at every t_train"
-  if all(d < 0 for d in deltas):
-    return "lowers their mIoU at every t_train"
-  return "raises their mIoU at some t_train and lowers it at others"
+def validated(seed_results, plan):
+  """Each row's t_test per seed, chosen on the selection split.
+
+  Returns:
+    {row: {"t": [t per seed], "per_seed": [reported mIoU at that t],
+    "select": [selection mIoU at that t]}}, and the best DIS t_train
+    (highest mean selection mIoU at the validated t_test).
+  """
+  out = {}
+  for name in setting_names(plan) + ["ensemble"]:
+    chosen, reported, selected = [], [], []
+    for r in seed_results:
+      scores = {t: _miou(r["select"][name][str(t)])[0] for t in plan.t_tests}
+      t = selection.choose_t_test(scores)
+      chosen.append(t)
+      selected.append(scores[t])
+      reported.append(_miou(r["val"][name][str(t)])[0])
+    out[name] = {"t": chosen, "per_seed": np.asarray(reported),
+                 "select": np.asarray(selected)}
+  best = max(plan.t_trains,
+             key=lambda t: out[f"DIS t_train={t}"]["select"].mean())
+  return out, best
 
 
-def claims(rows, seed_results, plan):
-  """The paper's claims (1)-(5) on these numbers, and (6) on the pseudo
-  labels; returns text."""
-  t_max = max(plan.t_tests)
+def paired(a, b):
+  """Per-seed a - b as 'mean ± std, ahead in k of n seeds (k' behind)'."""
+  d = 100.0 * (np.asarray(a) - np.asarray(b))
+  return (f"{d.mean():+.1f} ± {d.std():.1f} paired per seed, ahead in "
+          f"{int(np.sum(d > 0))} of {d.size} seeds, behind in "
+          f"{int(np.sum(d < 0))} (per seed: "
+          + ", ".join(f"{x:+.1f}" for x in d) + ")")
+
+
+def targets(rows, chosen, best_t_train, seed_results, plan, minutes):
+  """The issue's targets, each with its numbers and met / missed."""
   pct = lambda x: 100.0 * x  # noqa: E731
-  t0 = min(plan.t_tests)
-
-  def best_over_t_test(name):
-    t = max(plan.t_tests, key=lambda t: rows[(name, t)]["miou"][0])
-    return rows[(name, t)]["miou"][0], t
-
-  # Every row is compared at its own best t_test (and at t_test = t0, the
-  # plain forward pass, as in the paper's first observation).
-  base, base_t = best_over_t_test("baseline")
-  setup1, setup1_t = best_over_t_test("setup1 (t_train=0)")
-  base0 = rows[("baseline", t0)]["miou"][0]
-  setup10 = rows[("setup1 (t_train=0)", t0)]["miou"][0]
-  dis = {(t_train, t): rows[(f"DIS t_train={t_train}", t)]["miou"]
-         for t_train in plan.t_trains for t in plan.t_tests}
-  best_key = max(dis, key=lambda k: dis[k][0])
-  best = dis[best_key][0]
-  best0 = max(dis[(t_train, t0)][0] for t_train in plan.t_trains)
-
-  def paired(a, b):
-    """Per-seed a - b: 'mean +- std, a ahead in k of n seeds'."""
-    d = rows[a]["per_seed"] - rows[b]["per_seed"]
-    return (f"paired per seed {pct(d.mean()):+.1f} ± {pct(d.std()):.1f}, "
-            f"ahead in {int(np.sum(d > 0))} of {d.size} seeds")
-
+  t0, t_max = min(plan.t_tests), max(plan.t_tests)
+  best = f"DIS t_train={best_t_train}"
   lines = []
+
+  def status(ok):
+    return "**met**" if ok else "**missed**"
+
+  d = chosen[best]["per_seed"] - rows[(best, t0)]["per_seed"]
   lines.append(
-      f"1. Tag-only images with pseudo labels (setup 1) vs baseline, each at "
-      f"its best t_test: {pct(setup1):.1f} (t_test={setup1_t}) vs "
-      f"{pct(base):.1f} (t_test={base_t}) mIoU ({pct(setup1 - base):+.1f}; "
-      f"at t_test={t0}: {pct(setup10):.1f} vs {pct(base0):.1f}; "
-      f"{paired(('setup1 (t_train=0)', setup1_t), ('baseline', base_t))}): "
-      f"{'holds' if setup1 > base else 'does not hold'}.")
-  lines.append(
-      f"2. Best DIS setting (t_train={best_key[0]}, t_test={best_key[1]}) "
-      f"{pct(best):.1f} vs setup 1 {pct(setup1):.1f} ({pct(best - setup1):+.1f}) "
-      f"and vs baseline ({pct(best - base):+.1f}); at t_test={t0}: best DIS "
-      f"{pct(best0):.1f} vs setup 1 {pct(setup10):.1f} vs baseline "
-      f"{pct(base0):.1f}. Best DIS vs setup 1, "
-      f"{paired((f'DIS t_train={best_key[0]}', best_key[1]), ('setup1 (t_train=0)', setup1_t))}. "
-      f"Targets +2 over setup 1 and +5 over baseline: "
-      f"{'met' if best - setup1 >= 0.02 and best - base >= 0.05 else 'not met'}.")
-  monotone = []
+      f"1. Exported DIS model ({best}, chosen on the selection split) at its "
+      f"validated t_test (per seed {chosen[best]['t']}) vs t_test={t0}: "
+      f"{paired(chosen[best]['per_seed'], rows[(best, t0)]['per_seed'])}. "
+      "Target: >= 0 in every seed and >= +1 on average: "
+      f"{status(np.all(d >= 0) and d.mean() >= 0.01)}.")
+  parts = []
   for t_train in plan.t_trains:
-    values = [dis[(t_train, t)] for t in sorted(plan.t_tests)]
-    ok = all(b[0] >= a[0] - max(a[1], b[1])
-             for a, b in zip(values, values[1:]))
-    monotone.append(f"t_train={t_train}: " + " -> ".join(
-        f"{pct(v[0]):.1f}" for v in values) + (" (non-decreasing within one "
-                                               "std)" if ok else " (decreases)"))
-  lines.append("3. mIoU vs t_test per t_train: " + "; ".join(monotone) + ".")
-  t_last = max(plan.t_tests)
+    name = f"DIS t_train={t_train}"
+    parts.append(f"{name}: " + paired(rows[(name, t_max)]["per_seed"],
+                                      rows[(name, t0)]["per_seed"]))
+  d = rows[(best, t_max)]["per_seed"] - rows[(best, t0)]["per_seed"]
   lines.append(
-      f"   t_test={t_last} vs t_test={t0}: " + "; ".join(
-          f"t_train={t_train}: " + paired((f"DIS t_train={t_train}", t_last),
-                                          (f"DIS t_train={t_train}", t0))
-          for t_train in plan.t_trains) + ".")
-  train_curve = [dis[(t_train, t_max)][0] for t_train in sorted(plan.t_trains)]
-  lines.append(
-      f"   At t_test={t_max}, mIoU vs t_train "
-      f"{sorted(plan.t_trains)}: " + " -> ".join(
-          f"{pct(v):.1f}" for v in train_curve) + ".")
-  tag_lines = []
-  for name in seed_results[0]["weak"]["tags"]:
-    before = np.mean([r["weak"]["tags"][name]["before"]["f1"]
-                      for r in seed_results])
-    after = np.mean([r["weak"]["tags"][name]["after"]["f1"]
-                     for r in seed_results])
-    tag_lines.append(f"{name}: F1 {pct(before):.1f} -> {pct(after):.1f} "
-                     f"({pct(after - before):+.1f})")
-  lines.append("4. Noisy vs cleaned tags (target: +10 F1 points): " +
-               "; ".join(tag_lines) + ".")
-  ensemble = max(rows[("ensemble", t)]["miou"][0] for t in plan.t_tests)
-  lines.append(
-      f"5. Ensemble of the t_train settings {pct(ensemble):.1f} vs best "
-      f"single {pct(best):.1f} ({pct(ensemble - best):+.1f}): "
-      f"{'holds' if ensemble > best else 'does not hold'}.")
+      f"2. t_test={t_max} vs t_test={t0}: " + "; ".join(parts) +
+      f". Target (exported model): no worse on average: "
+      f"{status(d.mean() >= 0)}.")
   weak = [r["weak"] for r in seed_results]
-  ts = [t for t in weak[0]["pseudo_label_miou"] if t != "0"]
-  if ts:
-    mean = lambda key, t: pct(np.mean([w[key][t] for w in weak]))  # noqa: E731
-    lines.append(
-        "6. Pseudo labels of the weak images (stage-1 model): given-tag "
-        f"refinement (t_train=0) {mean('pseudo_label_miou', '0'):.1f}; "
-        "latent inference with the image + tag objective " + ", ".join(
-            f"{mean('pseudo_label_miou', t):.1f} (t_train={t})" for t in ts)
-        + "; with the tag term alone " + ", ".join(
-            f"{mean('pseudo_label_miou_tags_only', t):.1f}" for t in ts)
-        + ". Against the tag term alone, the reconstruction term "
-        + _direction([mean("pseudo_label_miou", t)
-                      - mean("pseudo_label_miou_tags_only", t) for t in ts])
-        + ".")
+  parts, ok = [], True
+  for t in plan.t_trains:
+    both = np.asarray([w["pseudo_label_miou"][str(t)] for w in weak])
+    tags = np.asarray([w["pseudo_label_miou_tags_only"][str(t)]
+                       for w in weak])
+    ok = ok and both.mean() >= tags.mean()
+    parts.append(f"t_train={t}: {pct(both.mean()):.1f} vs "
+                 f"{pct(tags.mean()):.1f}, {paired(both, tags)}")
+  lines.append(
+      "3. Pseudo labels of the stage-1 model, image + tag objective vs tag "
+      "term alone: " + "; ".join(parts) + f". Target: >=: {status(ok)}.")
+  parts, ok = [], True
+  for t in plan.t_trains:
+    name = f"DIS t_train={t}"
+    before = np.asarray([w["tags"][name]["before"]["f1"] for w in weak])
+    after = np.asarray([w["tags"][name]["after"]["f1"] for w in weak])
+    ok = ok and (after - before).mean() >= 0.05
+    parts.append(f"{name}: {pct(before.mean()):.1f} -> "
+                 f"{pct(after.mean()):.1f}")
+  lines.append("4. Cleaned-tag F1 vs noisy-tag F1 (the given tags): " +
+               "; ".join(parts) + f". Target: +5: {status(ok)}.")
+  setup1 = "setup1 (t_train=0)"
+  d = chosen[best]["per_seed"] - chosen[setup1]["per_seed"]
+  lines.append(
+      f"5. Best DIS vs setup 1, each at its validated t_test: "
+      f"{paired(chosen[best]['per_seed'], chosen[setup1]['per_seed'])}. "
+      f"Target: >= +2 and ahead in every seed: "
+      f"{status(d.mean() >= 0.02 and np.all(d > 0))}.")
+  d = chosen["ensemble"]["per_seed"] - chosen[best]["per_seed"]
+  lines.append(
+      f"6. Ensemble of the DIS settings vs the best single, each at its "
+      f"validated t_test: {paired(chosen['ensemble']['per_seed'], chosen[best]['per_seed'])}. "
+      f"Target: >=: {status(d.mean() >= 0)}.")
+  base = rows[("baseline", t0)]
+  lines.append(
+      f"7. Baseline across-seed std: {pct(base['miou'][1]):.1f} mIoU "
+      f"(per seed " + ", ".join(f"{pct(x):.1f}" for x in base["per_seed"])
+      + f"). Target <= 5: {status(base['miou'][1] <= 0.05)}.")
+  lines.append(f"8. Training and scoring time: {minutes:.1f} min for "
+               f"{len(seed_results)} seeds on this machine.")
   return "\n".join(lines)
+
+
+def diagnosis_section(seed_results, plan):
+  """Markdown tables of `dis_tf.diagnosis` (mean over seeds)."""
+  if not all("diagnosis" in r for r in seed_results):
+    return "(not run: --diagnosis_images=0)"
+  names = list(seed_results[0]["diagnosis"])
+  mean = lambda f: float(np.mean([f(r) for r in seed_results]))  # noqa: E731
+  first = seed_results[0]["diagnosis"][names[0]]
+  t = first["t_test"]
+  out = [f"On {first['num_images']} selection-split images per seed, mean "
+         f"over {len(seed_results)} seeds; steps at the model's step size "
+         f"unless stated; mIoU after t = {t} steps.", ""]
+  updates = [k for k in first["miou"] if k != "t0"]
+  out.append("| model | v1 share of the step (median) | mIoU t=0 | "
+             + " | ".join(f"t={t}, {u}" for u in updates) + " |")
+  out.append("|---|---:|---:|" + "---:|" * len(updates))
+  for name in names:
+    cells = [mean(lambda r: r["diagnosis"][name]["v1_share"]["median"]),
+             mean(lambda r: r["diagnosis"][name]["miou"]["t0"])]
+    cells += [mean(lambda r, u=u: r["diagnosis"][name]["miou"][u])
+              for u in updates]
+    out.append(f"| {name} | " + " | ".join(f"{100 * c:.1f}" for c in cells)
+               + " |")
+  out += ["", "Paired per seed, t = {} with u1 only (v1 frozen) minus both "
+          "blocks (the paper):".format(t)]
+  for name in names:
+    a = [r["diagnosis"][name]["miou"]["u1"] for r in seed_results]
+    b = [r["diagnosis"][name]["miou"]["both"] for r in seed_results]
+    out.append(f"* {name}: {paired(a, b)}")
+  out += ["", "Reconstruction error ||z3 - I||^2 per image when subnet-2 "
+          "decodes: the soft prediction softmax(u3), its one-hot argmax, "
+          "and the ground truth (class fractions per cell); 'truth wins' is "
+          "the share of images where the truth reconstructs better than "
+          "the t=0 argmax.", "",
+          f"| model | soft t=0 | argmax t=0 | truth | soft t={t} | "
+          f"argmax t={t} | truth wins |", "|---|---:|---:|---:|---:|---:|---:|"]
+  for name in names:
+    rec = lambda r, k: r["diagnosis"][name]["reconstruction"][k]  # noqa: E731
+    cells = [mean(lambda r, k=k: rec(r, k)) for k in
+             ("soft_t0", "argmax_t0", "truth", "soft_t", "argmax_t")]
+    wins = mean(lambda r: rec(r, "truth_beats_argmax_t0"))
+    out.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells)
+               + f" | {100 * wins:.0f}% |")
+  out += ["", f"Labelled pixels whose label the t = {t} steps (both blocks) "
+          "change, by the relation of old and new class (generator hues) "
+          "and outcome, as % of the flipped pixels:", "",
+          "| model | flipped (% of pixels) | " + " | ".join(
+              f"{rel} {o}" for rel in diagnosis.RELATIONS
+              for o in diagnosis.OUTCOMES) + " |",
+          "|---|---:|" + "---:|" * (len(diagnosis.RELATIONS)
+                                    * len(diagnosis.OUTCOMES))]
+  for name in names:
+    cells = [mean(lambda r, rel=rel, o=o:
+                  r["diagnosis"][name]["flips"][rel][o])
+             for rel in diagnosis.RELATIONS for o in diagnosis.OUTCOMES]
+    flipped = mean(lambda r: r["diagnosis"][name]["flipped"])
+    out.append(f"| {name} | {100 * flipped:.1f} | " + " | ".join(
+        f"{100 * c:.1f}" for c in cells) + " |")
+  sweep = first["sweep"]
+  out += ["", "Step size x count at a fixed product: mIoU at the end, and "
+          "the objective relative to t=0 at 0%, 20%, ..., 100% of the steps:",
+          "", "| model | step size x steps | mIoU | objective / objective(0) |",
+          "|---|---|---:|---|"]
+  for name in names:
+    for i, entry in enumerate(sweep):
+      miou = mean(lambda r, i=i: r["diagnosis"][name]["sweep"][i]["miou"])
+      trace = np.mean([r["diagnosis"][name]["sweep"][i]["objective"]
+                       for r in seed_results], axis=0)
+      out.append(f"| {name} | {entry['step_size']:g} x {entry['steps']} | "
+                 f"{100 * miou:.1f} | " + " ".join(
+                     f"{v:.3f}" for v in trace[::2]) + " |")
+  if all("classifier_tags" in r for r in seed_results):
+    out += ["", "Tag classifier of the stage-1 model alone (test mode, no "
+            "tags given, sigmoid(v3) > threshold) vs the given tags, against "
+            "the true tags of the weak images:", "",
+            "| tags | precision | recall | F1 |", "|---|---:|---:|---:|"]
+    for key, label in (("classifier", "classifier alone"),
+                       ("given", "given (noisy)")):
+      cells = [mean(lambda r, k=k: r["classifier_tags"][key][k])
+               for k in ("precision", "recall", "f1")]
+      out.append(f"| {label} | " + " | ".join(f"{100 * c:.1f}"
+                                              for c in cells) + " |")
+  return "\n".join(out)
 
 
 def plot_curves(rows, plan, path):
@@ -402,7 +526,7 @@ def plot_curves(rows, plan, path):
     stds = [100 * rows[(name, t)]["miou"][1] for t in ts]
     axis.errorbar(ts, means, yerr=stds, marker="o", capsize=3, label=name)
   axis.set_xlabel("t_test")
-  axis.set_ylabel("val mIoU (%)")
+  axis.set_ylabel("mIoU on the reported split (%)")
   axis.legend(fontsize=7)
   axis.grid(alpha=0.3)
   figure.tight_layout()
@@ -411,7 +535,7 @@ def plot_curves(rows, plan, path):
 
 
 def write_results(seed_results, plan, output, command, generator_params,
-                  rendered_by=None):
+                  rendered_by=None, config=None):
   """Writes the results page (Markdown), its plot and a JSON of everything.
 
   Args:
@@ -422,8 +546,11 @@ def write_results(seed_results, plan, output, command, generator_params,
     generator_params: the synthetic generator's parameters.
     rendered_by: the command that re-rendered the page from a saved JSON
       (None when the page comes straight from the run).
+    config: the run's base `ExperimentConfig` as a dict (its latent
+      settings and splits are listed on the page).
   """
   rows = miou_table(seed_results, plan)
+  chosen, best_t_train = validated(seed_results, plan)
   directory = os.path.dirname(os.path.abspath(output))
   os.makedirs(directory, exist_ok=True)
   stem = os.path.splitext(os.path.basename(output))[0].lower()
@@ -432,8 +559,8 @@ def write_results(seed_results, plan, output, command, generator_params,
   atomic.write_text(
       os.path.join(directory, f"{stem}.json"),
       json.dumps({"plan": dataclasses.asdict(plan), "seeds": seed_results,
-                  "command": command, "generator": generator_params},
-                 indent=1))
+                  "command": command, "generator": generator_params,
+                  "config": config}, indent=1))
   plot = os.path.join(directory, f"{stem}_miou_vs_t_test.png")
   plot_curves(rows, plan, plot)
   short = [evaluation._short(c) for c in VOC_CLASSES[1:]]  # pylint: disable=protected-access
@@ -447,6 +574,14 @@ def write_results(seed_results, plan, output, command, generator_params,
       mean, std = row["miou"]
       lines.append(f"| {name} | {t} | {cells} | "
                    f"{100 * mean:.1f} ± {100 * std:.1f} |")
+  valid_rows = ["| setting | validated t_test per seed | mIoU (mean ± std) "
+                "| per seed |", "|---|---|---:|---|"]
+  for name in setting_names(plan) + ["ensemble"]:
+    v = chosen[name]["per_seed"]
+    valid_rows.append(
+        f"| {name} | {chosen[name]['t']} | {100 * v.mean():.1f} ± "
+        f"{100 * v.std():.1f} | " + ", ".join(f"{100 * x:.1f}" for x in v)
+        + " |")
   weak0 = seed_results[0]["weak"]
   ts = list(weak0["pseudo_label_miou"])
   pseudo = ["| stage-1 model, t_train | " + " | ".join(ts) + " |",
@@ -473,17 +608,23 @@ def write_results(seed_results, plan, output, command, generator_params,
                                     for r in seed_results]))
     tags.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
   minutes = sum(r["seconds"] for r in seed_results) / 60
+  config = config or {}
+  data, latent = config.get("data", {}), config.get("latent", {})
   page = f"""# Results: the Table-3 ablation on the synthetic benchmark
 
 Written by `tools/ablation.py`; no number on this page is typed by hand.
 
 * Command: `{command}`{"" if rendered_by is None else chr(10) + "* Page re-rendered from that run's JSON (no training or scoring) by: `" + rendered_by + "`"}
 * Seeds: {[r["seed"] for r in seed_results]}; t_train: {list(plan.t_trains)}; t_test: {list(plan.t_tests)}
-* Val images scored: {plan.eval_limit or "all"}; weak images for pseudo labels / tags: {plan.weak_limit}
+* Settings chosen on `{data.get("select_split")}` ({plan.select_limit or "all"} images); every mIoU below is on `{data.get("eval_split")}` ({plan.eval_limit or "all"} images), which the choice never sees. Weak images for pseudo labels / tags: {plan.weak_limit}
+* Latent settings (t_train per row; t_test per column or validated): `{json.dumps({k: v for k, v in latent.items() if k not in ("t_train", "t_test")}, sort_keys=True)}`
 * Generator parameters: `{json.dumps(generator_params, sort_keys=True)}`
 * Training and scoring time: {minutes:.1f} min on this machine
 
-## Per-class IoU on val (mean over seeds; mIoU mean ± std)
+## Targets (issue: make the dual mechanism pay off)
+{targets(rows, chosen, best_t_train, seed_results, plan, minutes)}
+
+## Per-class IoU on the reported split (mean over seeds; mIoU mean ± std)
 mIoU averages the 21 classes (background included) that occur in the
 ground truth or the predictions; "–" marks a class absent from both.
 The baseline is the stage-1 model (labelled images only); setup 1 is stage 2
@@ -494,6 +635,15 @@ t_train settings.
 {chr(10).join(lines)}
 
 ![mIoU vs t_test]({os.path.basename(plot)})
+
+## At the t_test chosen on the selection split
+Each seed's model serves the t_test with the highest mIoU on the selection
+split (ties go to fewer steps); the mIoU is on the reported split.
+
+{chr(10).join(valid_rows)}
+
+## Diagnosis of the latent steps
+{diagnosis_section(seed_results, plan)}
 
 ## Pseudo labels of the weak training images vs t_train
 Training-mode latent inference with the stage-1 model, scored against the
@@ -512,44 +662,6 @@ uses the largest t_train; at t_train = 0 they are the given tags), both
 against the true tags.
 
 {chr(10).join(tags)}
-
-What limits tag cleaning here: v3 meets the image term only indirectly
-(through the shared v1 and the spatial mean of u1; subnet-2 reconstructs
-the image from u3), so the latent steps mostly pull v3 towards the given
-tags. A few steps stop part-way between the tag classifier's prediction
-and the given tags; more steps reach the given tags. Cleaned tags can only
-beat the given ones where the classifier's prediction does, and this tag
-classifier learns from 150 labelled images.
-
-## Reading: the paper's claims on this benchmark
-{claims(rows, seed_results, plan)}
-
-## What was changed after the first runs, and why
-The first quick runs (one seed) showed no DIS effect; before any tuning
-the pseudo labels were checked per iteration (the table above is that
-check, now part of every run). Three things changed in the method, none
-in the generator (its parameters are listed at the top):
-
-1. *Latent objective normalisation* (`dis_tf/inference.py`). Eq. (1) uses
-   the same L^img and L^tag in both parts. The first version summed the
-   tag cross-entropy over the 20 classes while the image term sums over the
-   h*w*3 elements of the reconstruction (hundreds at 96-128 px), so the
-   tags hardly moved v3 in training-mode inference, and pseudo labels did
-   not change with t_train. The tag term is now the mean cross-entropy
-   times h*w*3, i.e. the training losses' weighting times one constant.
-2. *Setup 1 uses the given tags* (`t_train = 0`). DIS then degenerates to
-   the scheme of the paper's Fig. 1(b): the plain prediction refined with
-   the given tags. The first version ignored the given tags at
-   t_train = 0 (it refined with the predicted tags and took the tag
-   classifier's own output as the cleaned tags), which is not the
-   paper's setup 1 and made the comparison with DIS unfair to setup 1.
-3. *Stage-2 schedule of the synthetic preset*: 2000 steps at learning rate
-   1e-3 instead of 1000 steps at 3e-4. Stage 2 learns from 1500
-   pseudo-labelled images and was far from converged (see the comment in
-   `dis_tf/config.py`).
-
-The latent step size (0.1) and clip (10) are the values set before these
-runs; they were not changed for them.
 """
   atomic.write_text(output, page)
   logging.info("Results written to %s", output)

@@ -23,18 +23,27 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
       sys.executable, "tools/ablation.py", f"--data_root={data}",
       f"--workdir={tmp_path / 'runs'}", f"--output={output}", "--seeds=0",
       "--t_train=2", "--t_test=0,2", "--eval_limit=3", "--weak_limit=3",
-      "--steps_scale_percent=1", "--tiny_width=8", "--crop_size=32"]
+      "--select_split=val[:2]", "--eval_split=val[2:]",
+      "--diagnosis_images=2", "--steps_scale_percent=1", "--tiny_width=8",
+      "--crop_size=32"]
   first = subprocess.run(command, check=True, cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
   assert "already scored" not in first.stdout
   page = open(output).read()
-  for heading in ("Per-class IoU on val", "Pseudo labels of the weak",
-                  "Noisy vs cleaned tags", "Reading: the paper's claims"):
+  for heading in ("## Targets", "Per-class IoU on the reported split",
+                  "At the t_test chosen on the selection split",
+                  "Diagnosis of the latent steps", "Pseudo labels of the weak",
+                  "Noisy vs cleaned tags"):
     assert heading in page
+  assert "Settings chosen on `val[:2]`" in page
+  assert "on `val[2:]`" in page
+  for target in range(1, 9):
+    assert f"\n{target}. " in page
   for row in ("| baseline | 0 |", "| setup1 (t_train=0) | 2 |",
               "| DIS t_train=2 | 0 |", "| ensemble | 2 |",
               "| pseudo-label mIoU, tag term only |",
-              "| cleaned-tag f1 |"):
+              "| cleaned-tag f1 |", "| classifier alone |",
+              "| DIS t_train=2 | 0.1 x 30 |"):
     assert row in page
   assert os.path.exists(str(tmp_path / "results_miou_vs_t_test.png"))
   assert os.path.exists(str(tmp_path / "results.json"))
@@ -46,8 +55,8 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
       check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
   rerendered = open(again).read()
   assert "Page re-rendered from that run's JSON" in rerendered
-  start = page.index("## Per-class IoU")
-  assert rerendered[rerendered.index("## Per-class IoU"):] == page[start:]
+  start = page.index("## Targets")
+  assert rerendered[rerendered.index("## Targets"):] == page[start:]
   # Stage 1 is shared: trained once, its phase-c weights seed each setting.
   seed_dir = tmp_path / "runs" / "seed_0"
   assert sorted(os.listdir(seed_dir)) == ["scores.json", "stage1", "t_train_0",
@@ -58,6 +67,7 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
                           capture_output=True, text=True, timeout=600)
   assert "[seed 0] already scored" in second.stdout
   assert "scoring val" not in second.stdout
+  assert "diagnosis of the latent steps" not in second.stdout
   assert open(output).read() == page
   # Scored with another plan: re-scored, not reused.
   other_plan = ["--weak_limit=2" if arg.startswith("--weak_limit") else arg
@@ -65,4 +75,4 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
   third = subprocess.run(other_plan, check=True, cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
   assert "re-scoring" in third.stdout
-  assert "[seed 0] scoring val" in third.stdout
+  assert "[seed 0] scoring val[2:]" in third.stdout

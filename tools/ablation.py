@@ -1,12 +1,16 @@
 r"""The paper's Table-3 ablation on the synthetic benchmark; writes RESULTS.md.
 
-Full grid (3 seeds; baseline, setup 1, t_train 5/10/30; t_test 0/10/30),
-about 45 minutes on 2 CPU cores:
+Full grid (5 seeds; baseline, setup 1, t_train 5/10/30; t_test 0/10/30),
+about 80 minutes on 2 CPU cores (15 per seed):
 
   python tools/ablation.py --output=RESULTS.md
 
-Quick mode (1 seed; t_train 10; t_test 0/10/30; 100 val / 100 weak images),
-about 7 minutes:
+t_test and the best t_train are chosen on the preset's selection split
+(`val[:100]`) and every reported mIoU is on `val[100:]`; each seed also runs
+the latent diagnosis (dis_tf/diagnosis.py) on its models.
+
+Quick mode (1 seed; t_train 10; t_test 0/10/30; 100 reported / 100 weak
+images, 50 diagnosis images), about 8 minutes:
 
   python tools/ablation.py --quick --output=runs/ablation_quick/RESULTS.md
 
@@ -43,12 +47,18 @@ flags.DEFINE_string("workdir", "runs/ablation", "Where models are trained.")
 flags.DEFINE_string("output", "RESULTS.md", "Results page to write.")
 flags.DEFINE_boolean("quick", False,
                      "One seed, t_train 10 only, 100 val / 100 weak images.")
-flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; quick: 0).")
+flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2,3,4; quick: 0).")
 flags.DEFINE_list("t_train", None, "DIS t_train values (default 5,10,30; "
                   "quick: 10). Setup 1 (t_train=0) is always run.")
 flags.DEFINE_list("t_test", ["0", "10", "30"], "Evaluation t_test values.")
 flags.DEFINE_integer("eval_limit", None,
-                     "Val images to score (default all; quick: 100).")
+                     "Images of the reported split to score (default all; "
+                     "quick: 100).")
+flags.DEFINE_integer("select_limit", None,
+                     "Images of the selection split to score (default all).")
+flags.DEFINE_integer("diagnosis_images", None,
+                     "Selection-split images for the latent diagnosis "
+                     "(default 100; quick: 50; 0 = none).")
 flags.DEFINE_integer("weak_limit", None,
                      "Weak images for pseudo labels / tags (default 150; "
                      "quick: 100).")
@@ -57,6 +67,12 @@ flags.DEFINE_integer("steps_scale_percent", 100,
                      "(percent; tests use a few percent).")
 flags.DEFINE_integer("tiny_width", None, "Override the tiny backbone width.")
 flags.DEFINE_integer("crop_size", None, "Override the training crop size.")
+flags.DEFINE_string("select_split", None,
+                    "Split where t_test and the best t_train are chosen "
+                    "(default: the preset's, val[:100]).")
+flags.DEFINE_string("eval_split", None,
+                    "Split every mIoU is reported on (default: the "
+                    "preset's, val[100:]).")
 flags.DEFINE_string("from_json", None,
                     "Only re-render --output from a results JSON of an "
                     "earlier run (its numbers, plan and command); no "
@@ -75,21 +91,25 @@ def main(argv):
   if FLAGS.from_json:
     if not os.path.isfile(FLAGS.from_json):
       raise app.UsageError(f"--from_json={FLAGS.from_json}: no such file.")
-    results, plan, command, generator_params = ablation.load_results(
-        FLAGS.from_json)
+    results, plan, command, generator_params, config = (
+        ablation.load_results(FLAGS.from_json))
     print(ablation.write_results(
         results, plan, FLAGS.output, command, generator_params,
-        rendered_by="python " + " ".join(sys.argv)))
+        rendered_by="python " + " ".join(sys.argv), config=config))
     return
   quick = FLAGS.quick
   plan = ablation.AblationPlan(
-      seeds=_ints(FLAGS.seeds or (["0"] if quick else ["0", "1", "2"]),
-                  "seeds"),
+      seeds=_ints(FLAGS.seeds or (["0"] if quick else
+                                  ["0", "1", "2", "3", "4"]), "seeds"),
       t_trains=_ints(FLAGS.t_train or (["10"] if quick else ["5", "10", "30"]),
                      "t_train"),
       t_tests=tuple(evaluation.parse_t_tests(FLAGS.t_test)),
       eval_limit=FLAGS.eval_limit or (100 if quick else None),
+      select_limit=FLAGS.select_limit,
       weak_limit=FLAGS.weak_limit or (100 if quick else 150),
+      diagnosis_images=(FLAGS.diagnosis_images
+                        if FLAGS.diagnosis_images is not None
+                        else 50 if quick else 100),
   )
   marker = os.path.join(FLAGS.data_root, synthetic.MARKER)
   if not os.path.exists(marker):
@@ -105,6 +125,8 @@ def main(argv):
     config.model.tiny_width = FLAGS.tiny_width
   if FLAGS.crop_size:
     config.data.crop_size = FLAGS.crop_size
+  config.data.select_split = FLAGS.select_split or config.data.select_split
+  config.data.eval_split = FLAGS.eval_split or config.data.eval_split
   scale = FLAGS.steps_scale_percent / 100.0
   for key in ("phase_a_steps", "phase_b_steps", "phase_c_steps", "semi_steps"):
     setattr(config.train, key,
@@ -118,7 +140,7 @@ def main(argv):
     results.append(ablation.run_seed(config, FLAGS.workdir, seed, plan))
   command = "python " + " ".join(sys.argv)
   page = ablation.write_results(results, plan, FLAGS.output, command,
-                                generator_params)
+                                generator_params, config=config.to_dict())
   print(page)
 
 

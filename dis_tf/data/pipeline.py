@@ -290,11 +290,19 @@ def _prepared(config, name):
 
 
 def _read(builder, split, config):
-  if split not in builder.info.splits:
+  # tfds slicing ("val[:100]", "val[100:]") selects by canonical example
+  # order, so a slice is the same images whatever the file shuffling.
+  base = split.split("[", 1)[0]
+  if base not in builder.info.splits:
     raise ValueError(
         f"Split {split!r} not in {builder.name}/{builder.builder_config.name} "
         f"(available: {sorted(builder.info.splits)}).")
-  if builder.info.splits[split].num_examples == 0:
+  try:
+    num_examples = builder.info.splits[split].num_examples
+  except (ValueError, KeyError, AssertionError) as e:
+    raise ValueError(f"Split {split!r} of {builder.name}: bad slice ({e}); "
+                     "expected e.g. 'val', 'val[:100]' or 'val[100:]'.") from e
+  if num_examples == 0:
     raise ValueError(f"Split {split!r} of {builder.name} is empty.")
   return builder.as_dataset(
       split=split, shuffle_files=not config.data.deterministic,
