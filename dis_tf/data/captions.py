@@ -58,6 +58,8 @@ _PHRASE_WORD_RE = re.compile(r"[a-z0-9]+")
 NONE, MODIFIER, KINSHIP, NEGATION, NEGATION_SUFFIX = (
     "none", "modifier", "kinship", "negation", "negation_suffix")
 _KEYWORDS = (NONE, MODIFIER, KINSHIP, NEGATION, NEGATION_SUFFIX)
+# "<class> ending: man, men" lines: word endings that name the class.
+ENDING = "ending"
 # Possessive pronouns before a kinship word ("its mother").
 _POSSESSIVES = frozenset({"its", "their", "her", "his"})
 # Punctuation kept as tokens: it bounds phrases and negation scopes.
@@ -94,6 +96,9 @@ _ROLES = {**{w: _BREAK for w in _BREAKS}, **{w: _DET for w in _DETERMINERS},
           **{w: _COORD for w in _COORDINATORS}}
 # Negation scope states.
 _OUT, _CUE, _AFTER, _LIST = 0, 1, 2, 3
+# Letters a word needs before a class ending ("oarsman": "oars" + "man"), so
+# that short words ("omen", "amen", "ramen") never count.
+_MIN_STEM = 3
 # Words allowed between a cue (or a coordinator) and the negated phrase.
 _SCOPE_BUDGET = 2
 
@@ -152,12 +157,15 @@ class Lexicon(dict):
     kinship: frozenset of kinship phrases.
     negations: frozenset of negation cue phrases.
     negation_suffixes: frozenset of suffix words ("free" for "car-free").
+    endings: dict word ending -> class id ("man" -> person), for words
+      that are not phrases themselves ("oarsman", "speedboat").
   """
 
   def __init__(self, phrases, modifiers=(), kinship=(), negations=(),
-               negation_suffixes=(), paths=()):
+               negation_suffixes=(), endings=None, paths=()):
     super().__init__(phrases)
     self.paths = tuple(paths)
+    self.endings = dict(endings or {})
     self.modifiers = frozenset(modifiers)
     self.kinship = frozenset(kinship)
     self.negations = frozenset(negations)
@@ -176,6 +184,8 @@ class _ParseTable:
     longest: first word -> number of words of the longest phrase starting
       with it. A word absent from it starts no phrase (most words).
     suffixes: suffix tokens ("-free").
+    endings: word ending -> class id ("man" -> person), longest first.
+    ending_tuple: the endings, for one `str.endswith` test per word.
     token_re: compiled tokenizer.
   """
 
@@ -189,10 +199,20 @@ class _ParseTable:
                          phrase in kinship))
     for phrase in getattr(lexicon, "negations", ()):
       self._add(phrase, (True, 0, False, False))
+    endings = getattr(lexicon, "endings", {})
+    self.endings = sorted(endings.items(), key=lambda kv: -len(kv[0]))
+    self.ending_tuple = tuple(endings)
     suffixes = sorted(getattr(lexicon, "negation_suffixes", ()))
     self.suffixes = frozenset("-" + s for s in suffixes)
     suffix_re = "".join(f"-{s}\\b|" for s in suffixes)
     self.token_re = re.compile(suffix_re + "[a-z0-9]+|" + _PUNCTUATION)
+
+  def ending_entry(self, word):
+    """Entry for a word not in the lexicon whose ending names a class."""
+    for ending, class_id in self.endings:
+      if word.endswith(ending) and len(word) - len(ending) >= _MIN_STEM:
+        return (False, class_id, False, False)
+    return None
 
   def _add(self, phrase, entry):
     self.entries[phrase[0] if len(phrase) == 1 else phrase] = entry
@@ -261,6 +281,7 @@ def _load_lexicon(paths):
   class_ids[NONE] = 0
   phrases, origin = {}, {}
   modifiers, kinship, negations, suffixes = [], [], {}, set()
+  endings = {}
 
   def add(phrase, class_id, where):
     if phrase in phrases and phrases[phrase] != class_id:
@@ -287,6 +308,18 @@ def _load_lexicon(paths):
             raise ValueError(f"{where}: a negation suffix is one word of "
                              f"letters, got {' '.join(p)!r}.")
           suffixes.add(p[0])
+      elif (name.endswith(" " + ENDING) and
+            name[:-len(ENDING) - 1] in class_ids and
+            class_ids[name[:-len(ENDING) - 1]]):
+        class_id = class_ids[name[:-len(ENDING) - 1]]
+        for p in entries:
+          if len(p) != 1:
+            raise ValueError(f"{where}: an ending is one word, got "
+                             f"{' '.join(p)!r}.")
+          if endings.get(p[0], class_id) != class_id:
+            raise ValueError(f"{where}: ending {p[0]!r} already names "
+                             f"{_class_name(endings[p[0]])!r}.")
+          endings[p[0]] = class_id
       elif name in class_ids:
         class_id = class_ids[name]
         if class_id:
@@ -299,7 +332,8 @@ def _load_lexicon(paths):
       else:
         raise ValueError(
             f"{where}: {name!r} is not a VOC object class; expected one of "
-            f"{list(classes.VOC_CLASSES[1:])} or a keyword {list(_KEYWORDS)}.")
+            f"{list(classes.VOC_CLASSES[1:])}, '<class> {ENDING}' or a "
+            f"keyword {list(_KEYWORDS)}.")
 
   def with_plurals(listed, keyword):
     out = set()
@@ -322,7 +356,7 @@ def _load_lexicon(paths):
           f"{_class_name(phrases[phrase])!r} ({origin[phrase]}).")
   return Lexicon(phrases, modifiers=with_plurals(modifiers, MODIFIER),
                  kinship=with_plurals(kinship, KINSHIP), negations=negations,
-                 negation_suffixes=suffixes, paths=paths)
+                 negation_suffixes=suffixes, endings=endings, paths=paths)
 
 
 def _table(lexicon):
@@ -397,12 +431,13 @@ def parse_caption(caption, lexicon=None):
   table = _table(lexicon)
   tokens = table.token_re.findall(_normalize(caption))
   entries, longest_at, suffixes = table.entries, table.longest, table.suffixes
+  ending_tuple = table.ending_tuple
   found = set()
   n = len(tokens)
   scope, budget, fresh = _OUT, 0, False
   # Class id of the last noun phrase matched (0: none phrase, None: no noun
   # yet), the antecedent of a possessive pronoun for kinship words.
-  last_noun = None
+  last_noun, last_end = None, -1
   i = 0
   while i < n:
     word = tokens[i]
@@ -411,6 +446,8 @@ def parse_caption(caption, lexicon=None):
       entry, end = _match(entries, tokens, i, n, longest)
     else:
       entry = None
+    if entry is None and ending_tuple and word.endswith(ending_tuple):
+      entry, end = table.ending_entry(word), i + 1
     if entry is None:
       # Not a lexicon phrase: only matters inside a negation scope.
       if scope:
@@ -448,12 +485,14 @@ def parse_caption(caption, lexicon=None):
       fresh = False
       i = end
       continue
-    if (is_kinship and last_noun is not None and i and
-        tokens[i - 1] in _POSSESSIVES):
-      # "an elephant and its mother": the kin of the last noun, same class.
+    if is_kinship and last_noun is not None and (
+        last_end == i or tokens[i - 1] in _POSSESSIVES):
+      # "an elephant and its mother", "an elephant calf": the kin of the
+      # last noun, same class.
       class_id = last_noun
     else:
       last_noun = class_id
+    last_end = end
     negated = scope != _OUT
     if end < n and tokens[end] in suffixes:
       negated = True
@@ -475,10 +514,19 @@ def tag_to_class_id(tag, lexicon=None):
 
   Returns:
     The class id (0 for "background"), or None if the name is unknown or a
-    `none` phrase of the lexicon ("hot dog" is not a tag of any class).
+    `none` phrase of the lexicon ("hot dog" is not a tag of any class). A
+    one-word tag that is not a phrase may name a class by its ending, as in
+    captions ("oarsman" -> person).
   """
   lexicon = load_lexicon() if lexicon is None else lexicon
   key = tag.strip().lower()
   if key == classes.VOC_CLASSES[0]:
     return 0
-  return lexicon.get(tuple(key.replace("_", " ").split())) or None
+  words = tuple(key.replace("_", " ").split())
+  if words in lexicon:
+    return lexicon[words] or None
+  if len(words) == 1 and isinstance(lexicon, Lexicon):
+    entry = lexicon.table.ending_entry(words[0])
+    if entry is not None:
+      return entry[1]
+  return None
