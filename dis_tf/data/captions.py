@@ -530,3 +530,88 @@ def tag_to_class_id(tag, lexicon=None):
     if entry is not None:
       return entry[1]
   return None
+
+
+def read_labelled_captions(path):
+  """Reads captions with expected tags (format of tests/data/captions_web.tsv).
+
+  The file is tab-separated with a header line `split style tags caption`;
+  lines starting with '#' are comments. `tags` is a comma-separated list of
+  VOC class names, "-" for none.
+
+  Args:
+    path: the file.
+
+  Returns:
+    A list of dicts with keys "split", "style", "caption", "tags" (sorted
+    class ids in 1..20) and "line" (line number).
+
+  Raises:
+    ValueError: naming the file and line, for a row without four fields or
+      an unknown class name.
+  """
+  class_ids = {name: i for i, name in enumerate(classes.VOC_CLASSES) if i}
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, raw in enumerate(f, start=1):
+      line = raw.rstrip("\n")
+      if not line.strip() or line.startswith("#") or line.startswith(
+          "split\t"):
+        continue
+      fields = line.split("\t")
+      if len(fields) != 4:
+        raise ValueError(f"{path}:{line_no}: expected 4 tab-separated fields "
+                         f"(split, style, tags, caption), got {len(fields)}.")
+      split, style, tags, caption = fields
+      names = [] if tags == "-" else tags.split(",")
+      unknown = [n for n in names if n not in class_ids]
+      if unknown:
+        raise ValueError(f"{path}:{line_no}: unknown class name(s) {unknown}.")
+      rows.append({"split": split, "style": style, "caption": caption,
+                   "tags": sorted(class_ids[n] for n in names),
+                   "line": line_no})
+  return rows
+
+
+def score_captions(examples, lexicon=None):
+  """Scores `parse_caption` against expected tags.
+
+  Args:
+    examples: iterable of (caption, expected class ids).
+    lexicon: as in `parse_caption`.
+
+  Returns:
+    A dict with "num", "exact" (captions whose tag set is exactly right),
+    "exact_rate", "micro_precision", "micro_recall", "per_class" (class name
+    -> dict with "support" (expected count), "tp", "fp", "fn", "precision"
+    and "recall"; precision is None for a class never predicted, recall
+    None for a class never expected) and "misses" (list of (caption,
+    expected ids, predicted ids)).
+  """
+  counts = {c: [0, 0, 0] for c in range(1, classes.NUM_VOC_CLASSES)}
+  num = exact = 0
+  misses = []
+  for caption, expected in examples:
+    want, got = set(expected), set(parse_caption(caption, lexicon))
+    num += 1
+    if want == got:
+      exact += 1
+    else:
+      misses.append((caption, sorted(want), sorted(got)))
+    for c in want & got:
+      counts[c][0] += 1
+    for c in got - want:
+      counts[c][1] += 1
+    for c in want - got:
+      counts[c][2] += 1
+  per_class = {}
+  for c, (tp, fp, fn) in counts.items():
+    per_class[classes.VOC_CLASSES[c]] = {
+        "support": tp + fn, "tp": tp, "fp": fp, "fn": fn,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None}
+  tp, fp, fn = (sum(v[k] for v in counts.values()) for k in range(3))
+  return {"num": num, "exact": exact, "exact_rate": exact / max(num, 1),
+          "micro_precision": tp / (tp + fp) if tp + fp else None,
+          "micro_recall": tp / (tp + fn) if tp + fn else None,
+          "per_class": per_class, "misses": misses}
