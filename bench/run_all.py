@@ -14,7 +14,8 @@ import sys
 
 import common
 
-SCRIPTS = ("latent", "train_step", "input_pipeline", "serving", "efficiency")
+SCRIPTS = ("latent", "train_step", "input_pipeline", "serving", "efficiency",
+           "captions")
 
 HEADER = """# Benchmarks
 
