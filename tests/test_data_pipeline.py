@@ -310,6 +310,17 @@ def test_eval_dataset_keeps_original_size(cfg):
         ref["tags"].numpy())
 
 
+def test_eval_dataset_slices_split_held_out_parts(cfg):
+  """"val[:1]" and "val[1:]" partition val, in the builder's order."""
+  names = lambda split: [ex["file_name"].numpy()[0]  # noqa: E731
+                         for ex in pipeline.eval_dataset(cfg, split)]
+  whole = names("val")
+  assert names("val[:1]") == whole[:1]
+  assert names("val[1:]") == whole[1:]
+  with pytest.raises(ValueError, match="bad slice"):
+    pipeline.eval_dataset(cfg, "val[10:]")
+
+
 def test_weak_eval_dataset(cfg):
   got = list(pipeline.weak_eval_dataset(cfg))
   assert len(got) == 7

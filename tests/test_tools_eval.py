@@ -49,6 +49,8 @@ def run_dir(tmp_path_factory):
   # A data_dir elsewhere than config.json's, to exercise --data_dir.
   config.data.data_dir = str(root / "unused")
   config.data.deterministic = True
+  # The preset's val[:100] / val[100:] do not fit a 4-image val split.
+  config.data.eval_split, config.data.select_split = "val", "val[:2]"
   keras.utils.set_random_seed(0)
   model = build_dis_model(config)
   model_dir = str(root / "run")
@@ -64,7 +66,7 @@ def test_helpfull_documents_every_flag(tool):
   flags_by_tool = {
       "evaluate.py": ["model_dir", "data_dir", "voc_dir", "split", "t_test",
                       "flip", "scales", "tag_threshold", "limit",
-                      "output_dir"],
+                      "output_dir", "select_t_test", "select_split"],
       "clean_tags.py": ["model_dir", "weak_dir", "data_dir", "output_dir",
                         "t_train", "tag_threshold", "limit", "use_truth"],
       "visualize.py": ["model_dir", "data_dir", "voc_dir", "split",
@@ -95,6 +97,32 @@ def test_evaluate_cli(run_dir):
   rows = list(csv.reader(open(os.path.join(out, "table3.csv"))))
   assert len(rows) == 3 and rows[0][-1] == "mIoU"
   assert os.path.exists(os.path.join(out, "table3.md"))
+
+
+def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir):
+  out = str(run_dir["root"] / "eval_select")
+  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
+              f"--data_dir={run_dir['data_dir']}", "--t_test=0,2",
+              "--select_t_test", "--select_split=val[:2]",
+              "--split=val[2:]", f"--output_dir={out}")
+  record = json.load(open(os.path.join(run_dir["model_dir"],
+                                       "t_test_selection.json")))
+  assert record["split"] == "val[:2]" and record["num_images"] == 2
+  best = max(record["mean_iou"].values())
+  assert record["t_test"] == min(int(t) for t, v in record["mean_iou"].items()
+                                 if v == best)
+  saved = config_lib.ExperimentConfig.load(run_dir["model_dir"])
+  assert saved.latent.t_test == record["t_test"]
+  # The stored config keeps its own data_dir (the flag is not baked in).
+  assert saved.data.data_dir == str(run_dir["root"] / "unused")
+  assert f"t_test = {record['t_test']}, chosen on val[:2]" in proc.stdout
+  results = json.load(open(os.path.join(out, "results.json")))
+  assert results["num_images"] == NUM_VAL - 2
+  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
+              f"--data_dir={run_dir['data_dir']}", "--t_test=0,2",
+              "--select_t_test", "--select_split=val", "--split=val",
+              check=False)
+  assert proc.returncode != 0 and "held out" in proc.stderr
 
 
 def test_evaluate_cli_names_bad_flag_values(run_dir):

@@ -8,12 +8,15 @@ Steps (each prints progress; a killed demo resumes where it stopped):
   2. prepare the two tfds datasets into --data_root/tfds;
   3. train stage 1 (phases a, b, c) and stage 2 with the `synthetic` preset
      into --workdir/model (tools/train.py does the same);
-  4. evaluate on the val split at t_test = 0, 10, 30 and print the
-     Table-3-style result (tools/evaluate.py);
+  4. choose t_test among 0, 10, 30 on the held-out selection split
+     (val[:100]) and store it in model/config.json, then evaluate every
+     t_test on the reported split (val[100:]) and print the Table-3-style
+     result (tools/evaluate.py --select_t_test does the same);
   5. draw figure grids of a few val images (tools/visualize.py);
   6. export a SavedModel for TensorFlow Serving into --workdir/export and run
      one val JPEG through its `serving_default` signature, loaded the way a
-     server loads it (export/export_saved_model.py).
+     server loads it (export/export_saved_model.py); the export serves the
+     chosen t_test.
 
 Outputs under --workdir (default runs/demo): model/ (config.json,
 model.keras, checkpoints, TensorBoard logs), model/eval_val/ (table3.md,
@@ -31,6 +34,7 @@ import tensorflow as tf
 
 from dis_tf import config as config_lib
 from dis_tf import evaluation
+from dis_tf import selection
 from dis_tf import training
 from dis_tf import visualization
 from dis_tf.classes import VOC_CLASSES, voc_palette
@@ -75,16 +79,23 @@ def main(argv):
   _step(f"3/6 training stage 1 (a, b, c) and stage 2 into {config.model_dir}")
   model = training.train(config, "all", verbose=2)
 
-  _step(f"4/6 evaluating on val at t_test = {t_tests}")
+  select_split, eval_split = config.data.select_split, config.data.eval_split
+  _step(f"4/6 choosing t_test on {select_split}, evaluating on {eval_split}")
+  t_test, scores, count = selection.select_t_test(
+      model, pipeline.eval_dataset(config, select_split), t_tests,
+      config.model.num_classes)
+  selection.record_selection(config, t_test, scores, select_split, count)
+  print(selection.describe(t_test, scores, select_split, count))
   results = evaluation.evaluate_model(
-      model, pipeline.eval_dataset(config, "val"), t_tests,
+      model, pipeline.eval_dataset(config, eval_split), t_tests,
       tag_threshold=config.latent.tag_threshold)
   eval_dir = os.path.join(config.model_dir, "eval_val")
   evaluation.write_reports(results, eval_dir)
   markdown, _ = evaluation.format_table3(results)
   print(markdown)
   print(evaluation.format_summary(results))
-  print(f"Reports written to {eval_dir}")
+  print(f"Reports written to {eval_dir} ({results['num_images']} images of "
+        f"{eval_split}); the export serves t_test = {t_test}.")
 
   _step("5/6 figures")
   examples = list(pipeline.eval_dataset(config, "val").take(4))

@@ -8,7 +8,12 @@ about 1 minute on 2 CPU cores; add ~x2 per extra flip / scale):
 
 The backbone runs once per image (per flip / scale variant) and every count
 of --t_test is scored in that pass (the latent loop continues from one count
-to the next). Writes to --output_dir (default MODEL_DIR/eval_SPLIT):
+to the next). With --select_t_test, the count served by default is first
+chosen among --t_test on the held-out --select_split (default
+config.data.select_split: val[:100] of the synthetic preset) and stored in
+MODEL_DIR/config.json (latent.t_test; the export reads it) with the scores
+behind it in MODEL_DIR/t_test_selection.json. Writes to --output_dir
+(default MODEL_DIR/eval_SPLIT):
 table3.md / table3.csv (per-class IoU, one row per setting, mIoU last),
 summary.md (pixel accuracy, mIoU, tag precision / recall / F1 / mAP) and
 results.json (everything, confusion matrices included).
@@ -20,8 +25,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
+import re
+
 from dis_tf import classes
+from dis_tf import config as config_lib
 from dis_tf import evaluation
+from dis_tf import selection
 from dis_tf.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -49,6 +58,13 @@ flags.DEFINE_float("tag_threshold", None,
                    "Threshold on sigmoid(v3) for predicted tags (default "
                    "config.latent.tag_threshold).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N images.")
+flags.DEFINE_boolean("select_t_test", False,
+                     "Choose the served t_test among --t_test on "
+                     "--select_split and store it in MODEL_DIR/config.json "
+                     "before evaluating.")
+flags.DEFINE_string("select_split", None,
+                    "Held-out split for --select_t_test (default "
+                    "config.data.select_split).")
 flags.DEFINE_string("output_dir", None,
                     "Report folder (default MODEL_DIR/eval_SPLIT).")
 
@@ -68,10 +84,27 @@ def main(argv):
       FLAGS.model_dir, data_dir=FLAGS.data_dir, voc_dir=FLAGS.voc_dir)
   split = FLAGS.split or config.data.eval_split
   t_tests = t_tests or [config.latent.t_test]
+  if FLAGS.select_t_test:
+    select_split = FLAGS.select_split or config.data.select_split
+    if not select_split:
+      raise app.UsageError("--select_t_test needs --select_split (the "
+                           "config has no data.select_split).")
+    if select_split == split:
+      raise app.UsageError(f"--select_split={select_split} is the evaluated "
+                           "split: the choice must be held out from it.")
+    chosen, scores, count = selection.select_t_test(
+        model, pipeline.eval_dataset(config, select_split), t_tests,
+        config.model.num_classes)
+    # The stored config keeps its own data paths; only t_test changes.
+    stored = config_lib.ExperimentConfig.load(FLAGS.model_dir)
+    stored.model_dir = FLAGS.model_dir
+    selection.record_selection(stored, chosen, scores, select_split, count)
+    print(selection.describe(chosen, scores, select_split, count))
   threshold = (config.latent.tag_threshold if FLAGS.tag_threshold is None
                else FLAGS.tag_threshold)
-  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir,
-                                                f"eval_{split}")
+  # "val[100:]" -> eval_val_100_ (no brackets or colons in folder names).
+  output_dir = FLAGS.output_dir or os.path.join(
+      FLAGS.model_dir, "eval_" + re.sub(r"[^A-Za-z0-9_.-]", "_", split))
   class_names = classes.VOC_CLASSES[:config.model.num_classes]
 
   dataset = pipeline.eval_dataset(config, split)
