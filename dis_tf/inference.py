@@ -43,18 +43,24 @@ UPDATES = ("both", "u1", "v1", "per_pixel")
 
 
 def block_scales(update, height, width, dtype=tf.float32):
-  """(s_u, s_v): the factors on the u1 and v1 gradients of one step.
+  """(s_u, s_map, s_tag): factors on the gradients of one latent step.
+
+  s_u scales u1's gradient; v1's gradient has two paths, through up(v1)
+  into u3 (scaled by s_map) and through v2 = avgpool(u1) + v1 into v3
+  (scaled by s_tag; non-zero only in training mode, where tags are given).
 
   * "both": the paper (Sec. 2.1): plain gradient descent on (u1, v1).
   * "u1": v1 frozen; "v1": u1 frozen (diagnosis: which block helps).
-  * "per_pixel": both move, v1's gradient divided by h * w. A departure from
-    the paper: up(v1) adds v1 to every one of the h * w positions of u2, so
-    the gradient of v1 is a sum of h * w per-position terms and, with one
-    step size for both blocks, a v1 step shifts every pixel's class scores
-    by about h * w times what a u1 step moves one pixel (v1 carries ~92% of
-    the squared gradient norm on a trained model; RESULTS.md, diagnosis).
+  * "per_pixel": both move, the u3 path of v1's gradient divided by h * w.
+    A departure from the paper: up(v1) adds v1 to every one of the h * w
+    positions of u2, so that path's gradient is a sum of h * w per-position
+    terms and, with one step size for both blocks, a v1 step shifts every
+    pixel's class scores by about h * w times what a u1 step moves one
+    pixel (v1 carries ~90% of the squared step norm of trained models, and
+    steps of 0.3 already raise the objective; RESULTS.md, diagnosis).
     Dividing by h * w makes v1 move by the per-pixel mean of what the
-    pixels ask for (a diagonal preconditioner).
+    pixels ask for; the tag path (one term per image) keeps its scale. In
+    test mode (no tags) this is a diagonal preconditioner of the step.
 
   Args:
     update: one of `UPDATES`.
@@ -63,22 +69,22 @@ def block_scales(update, height, width, dtype=tf.float32):
     dtype: dtype of the factors.
 
   Returns:
-    Two scalars (Python floats, or a tensor for "per_pixel").
+    Three scalars (Python floats, or a tensor for "per_pixel").
   """
   if update == "both":
-    return 1.0, 1.0
+    return 1.0, 1.0, 1.0
   if update == "u1":
-    return 1.0, 0.0
+    return 1.0, 0.0, 0.0
   if update == "v1":
-    return 0.0, 1.0
+    return 0.0, 1.0, 1.0
   if update == "per_pixel":
-    return 1.0, 1.0 / tf.cast(height * width, dtype)
+    return 1.0, 1.0 / tf.cast(height * width, dtype), 1.0
   raise ValueError(f"Unknown latent update {update!r}; expected one of "
                    f"{UPDATES}.")
 
 
 def latent_objective(heads, u1, v1, image_target, tags=None,
-                     image_weight=1.0, tag_weight=1.0):
+                     image_weight=1.0, tag_weight=1.0, v1_tag=None):
   """Per-example latent objective.
 
   Eq. (1) uses the same L^img and L^tag in its two parts, so the objective
@@ -104,6 +110,8 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
     tags: optional [B, C] multi-hot target tags (training mode).
     image_weight: weight of the image term.
     tag_weight: weight of the tag term.
+    v1_tag: optional v1 seen by subnet-3 (default `v1`); a separate tensor
+      separates the two paths of v1's gradient (`block_scales`).
 
   Returns:
     A [B] float32 tensor.
@@ -114,7 +122,8 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
       tf.math.squared_difference(z3, image_target), axis=[1, 2, 3]
   )
   if tags is not None:
-    loss += _tag_term(z3, heads.subnet3(u1, v1), tags, tag_weight)
+    loss += _tag_term(z3, heads.subnet3(u1, v1 if v1_tag is None else v1_tag),
+                      tags, tag_weight)
   return loss
 
 
@@ -270,18 +279,22 @@ def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
   """The reference: gradient tape on (u1, v1) through subnet-1/3."""
   dtype = u1.dtype
   shape = tf.shape(u1)
-  s_u, s_v = block_scales(update, shape[1], shape[2], dtype)
+  s_u, s_map, s_tag = block_scales(update, shape[1], shape[2], dtype)
 
-  def objective(u1, v1):
+  def objective(u1, v1, v1_tag=None):
     return latent_objective(heads, u1, v1, image_target, tags,
-                            image_weight, tag_weight)
+                            image_weight, tag_weight, v1_tag)
 
   def body(i, u1, v1, current, eta):
+    # v1 twice: the up(v1) -> u3 and the v1 -> v3 paths of its gradient.
+    v1_tag = tf.identity(v1)
     with tf.GradientTape() as tape:
-      tape.watch([u1, v1])
-      total = tf.reduce_sum(objective(u1, v1))
-    grad_u1, grad_v1 = tape.gradient(total, [u1, v1])
-    grad_u1, grad_v1 = s_u * grad_u1, s_v * grad_v1
+      tape.watch([u1, v1, v1_tag])
+      total = tf.reduce_sum(objective(u1, v1, v1_tag))
+    grad_u1, grad_map, grad_tag = tape.gradient(
+        total, [u1, v1, v1_tag],
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grad_u1, grad_v1 = s_u * grad_u1, s_map * grad_map + s_tag * grad_tag
     scale = eta * _clip_scale(
         _per_example_sq_norm(grad_u1) + _per_example_sq_norm(grad_v1),
         clip_norm, shape[0], dtype)
@@ -328,7 +341,7 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   v3 = heads.subnet3(u1, v1)
   dtype = u3.dtype
   shape = tf.shape(u3)
-  s_u, s_v = block_scales(update, shape[1], shape[2], dtype)
+  s_u, s_map, s_tag = block_scales(update, shape[1], shape[2], dtype)
 
   def value_and_grad(u3, v3):
     with tf.GradientTape() as tape:
@@ -364,15 +377,18 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   def body(i, u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v, eta):
     move_u, move_v = op.apply(grad_u3, grad_v3)
     if update != "both":
-      # s_u A_u A_u^T g + s_v A_v A_v^T g (see `block_scales`).
+      # s_u A_u A_u^T g + A_v A_v^T g', g' = (s_map gu, s_tag gv): v1's
+      # step is A_v^T g' (see `block_scales`); A_u A_u^T = A A^T - A_v A_v^T.
       part_u, part_v = gram_lib.apply_v1_part(op, grad_u3, grad_v3)
+      scaled_u, scaled_v = s_map * grad_u3, s_tag * grad_v3
+      v1_u, v1_v = gram_lib.apply_v1_part(op, scaled_u, scaled_v)
       sq_norm = (
           s_u * s_u * (tf.reduce_sum(grad_u3 * (move_u - part_u), [1, 2, 3])
                        + tf.reduce_sum(grad_v3 * (move_v - part_v), [1]))
-          + s_v * s_v * (tf.reduce_sum(grad_u3 * part_u, [1, 2, 3])
-                         + tf.reduce_sum(grad_v3 * part_v, [1])))
-      move_u = s_u * (move_u - part_u) + s_v * part_u
-      move_v = s_u * (move_v - part_v) + s_v * part_v
+          + tf.reduce_sum(scaled_u * v1_u, [1, 2, 3])
+          + tf.reduce_sum(scaled_v * v1_v, [1]))
+      move_u = s_u * (move_u - part_u) + v1_u
+      move_v = s_u * (move_v - part_v) + v1_v
     else:
       # ||A^T g||^2 = <g, A A^T g>: the direct path's joint (u1, v1) norm.
       sq_norm = (tf.reduce_sum(grad_u3 * move_u, axis=[1, 2, 3])
@@ -420,7 +436,10 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   features = None
   if return_features:
     # One adjoint application of the accumulated updates.
-    # The steps moved (u1, v1) by -(s_u A_u^T, s_v A_v^T)(sum_k c_k g_k).
-    du1, dv1 = op.adjoint(tf.cast(acc_u, u1.dtype), tf.cast(acc_v, v1.dtype))
-    features = (u1 - s_u * du1, v1 - s_v * dv1)
+    # The steps moved u1 by -s_u A_u^T(sum_k c_k g_k) and v1 by
+    # -A_v^T(sum_k c_k g'_k), g' = (s_map gu, s_tag gv).
+    acc_u, acc_v = tf.cast(acc_u, u1.dtype), tf.cast(acc_v, v1.dtype)
+    du1, _ = op.adjoint(acc_u, acc_v)
+    _, dv1 = op.adjoint(s_map * acc_u, s_tag * acc_v)
+    features = (u1 - s_u * du1, v1 - dv1)
   return u3, v3, objective, features

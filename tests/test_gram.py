@@ -108,8 +108,10 @@ def test_gram_and_direct_agree_tiny_head(with_tags, step_size):
 
 @pytest.mark.parametrize("update", ["u1", "v1", "per_pixel"])
 @pytest.mark.parametrize("monotone", [False, True])
+@pytest.mark.parametrize("with_tags", [False, True])
 def test_gram_and_direct_agree_with_block_scales_and_monotone(update,
-                                                             monotone):
+                                                             monotone,
+                                                             with_tags):
   # In float64: with "per_pixel" the gram path forms the u1 part as the
   # full operator minus the v1 part, which costs float32 a few 1e-3 of
   # relative rounding here; in float64 both paths agree to rounding.
@@ -118,10 +120,11 @@ def test_gram_and_direct_agree_with_block_scales_and_monotone(update,
     heads = _heads(16)
   finally:
     keras.config.set_dtype_policy("float32")
-  u1, v1, target, _ = _features((2, 5, 7, 16))
+  u1, v1, target, tags = _features((2, 5, 7, 16))
   _assert_paths_agree(heads, tf.cast(u1, tf.float64), tf.cast(v1, tf.float64),
-                      target.astype(np.float64), None, 0.5, rtol=1e-9,
-                      update=update, monotone=monotone)
+                      target.astype(np.float64),
+                      tags.astype(np.float64) if with_tags else None, 0.5,
+                      rtol=1e-9, update=update, monotone=monotone)
 
 
 def test_v1_part_of_the_gram_operator_in_float64():
@@ -165,10 +168,10 @@ def test_frozen_blocks_do_not_move(method):
   assert np.abs(only_v1["v1"] - v1).max() > 1e-3
 
 
-def test_per_pixel_scales_the_v1_step_by_the_map_size():
-  scale_u, scale_v = inference.block_scales("per_pixel", 5, 7)
-  assert scale_u == 1.0
-  np.testing.assert_allclose(float(scale_v), 1.0 / 35)
+def test_per_pixel_scales_the_u3_path_of_v1_by_the_map_size():
+  scale_u, scale_map, scale_tag = inference.block_scales("per_pixel", 5, 7)
+  assert scale_u == 1.0 and scale_tag == 1.0
+  np.testing.assert_allclose(float(scale_map), 1.0 / 35)
   with pytest.raises(ValueError, match="latent update"):
     inference.block_scales("sideways", 5, 7)
 
