@@ -1,6 +1,6 @@
 """Ops per latent step, counted from the traced graph (deterministic).
 
-  python bench/latent_ops.py
+  python bench/latent_ops.py [--time --baseline=REV] [--repeats=15]
 
 Traces `dis_tf.inference.latent_inference` (method="gram") for
   - the tiny (synthetic) preset's stage-2 call: batch 8, 12x12 features,
@@ -13,10 +13,20 @@ of the loop frame after Grappler (what the runtime executes: dead gradient
 ops pruned, control flow lowered, one Merge / Switch / NextIteration per
 loop variable and iteration). Random weights: the graph does not depend on
 them. `count_step_ops` is reused by tests/test_gram.py.
+
+With --time, the latent step of this tree and of the git revision
+--baseline (its dis_tf/inference.py and dis_tf/modeling/gram.py, loaded
+side by side in this process) are timed on the same shapes: each
+configuration is a traced `latent_inference` run with t = 0 and t = 30, all
+runs interleaved round by round, and a step costs (median t=30 - median
+t=0) / 30.
 """
 
+import argparse
 import collections
+import subprocess
 import sys
+import types
 
 import common  # pylint: disable=unused-import  (sets sys.path)
 
@@ -198,8 +208,63 @@ def latent_step_ops(batch, height, width, depth, with_tags, grappler=False,
   return count(run, tf.constant(1))
 
 
+def module_at(revision, path, name):
+  """The module `path` (repository-relative) as of git `revision`."""
+  source = subprocess.run(["git", "show", f"{revision}:{path}"], check=True,
+                          capture_output=True, text=True,
+                          cwd=common.ROOT).stdout
+  module = types.ModuleType(name)
+  module.__file__ = f"{revision}:{path}"
+  exec(compile(source, module.__file__, "exec"), module.__dict__)  # pylint: disable=exec-used
+  return module
+
+
+def baseline_inference(revision):
+  """`dis_tf.inference` and its Gram operator as of `revision`."""
+  old_gram = module_at(revision, "dis_tf/modeling/gram.py", "baseline_gram")
+  old = module_at(revision, "dis_tf/inference.py", "baseline_inference")
+  old.gram_lib = old_gram
+  return old
+
+
+def time_steps(implementations, repeats, steps=30):
+  """{(shape name, implementation): ms per latent step}, interleaved."""
+  fns = {}
+  for name, b, hh, ww, d, with_tags in SHAPES:
+    h = heads(d)
+    u1, v1, target, tags = inputs(b, hh, ww, d, with_tags)
+    for label, module in implementations.items():
+      run = tf.function(
+          lambda s, m=module, h=h, u1=u1, v1=v1, target=target, tags=tags:
+          m.latent_inference(h, u1, v1, target, tags=tags, steps=s)["u3"])
+      for t in (0, steps):
+        fns[(name, label, t)] = (
+            lambda run=run, t=t: run(tf.constant(t)).numpy())
+  times = common.interleaved(fns, repeats=repeats, warmup=2)
+  return {(name, label): 1000 * (times[(name, label, steps)]
+                                 - times[(name, label, 0)]) / steps
+          for name, label, t in times if t == 0}
+
+
 def main(argv):
-  del argv
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--time", action="store_true")
+  parser.add_argument("--baseline", default="23947fd")
+  parser.add_argument("--repeats", type=int, default=15)
+  args = parser.parse_args(argv)
+  if args.time:
+    impls = {f"baseline {args.baseline}": baseline_inference(args.baseline),
+             "this tree": inference}
+    per_step = time_steps(impls, args.repeats)
+    labels = list(impls)
+    rows = []
+    for name, *_ in SHAPES:
+      before, after = (per_step[(name, label)] for label in labels)
+      rows.append([name, before, after, before / after])
+    print(f"Machine: {common.machine()}")
+    print(common.table(["shape", f"ms per step, {labels[0]}",
+                        f"ms per step, {labels[1]}", "speed-up"], rows))
+    return
   rows = []
   for name, b, hh, ww, d, with_tags in SHAPES:
     counts = latent_step_ops(b, hh, ww, d, with_tags)

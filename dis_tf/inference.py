@@ -31,6 +31,7 @@ Two exact implementations of the same gradient descent sit behind it:
   have to use the direct path.)
 """
 
+import numpy as np
 import tensorflow as tf
 
 from dis_tf import losses
@@ -202,6 +203,18 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   return outputs
 
 
+def _finite_rows(x):
+  """[B] whether each row of the [B, N] float `x` is all finite.
+
+  One multiply and one sum (a boolean `reduce_all` costs several times
+  more): x * tiny (the smallest normal number) is finite iff x is, and at
+  most 4 in magnitude, so the row sum is finite iff every entry is. The
+  factor is not 0, which Grappler would fold away.
+  """
+  tiny = np.finfo(x.dtype.as_numpy_dtype).tiny
+  return tf.math.is_finite(tf.reduce_sum(x * tiny, axis=1))
+
+
 def _clip_scale(sq_norm, clip_norm, batch_size, dtype):
   if clip_norm is None:
     return tf.ones([batch_size], dtype)
@@ -295,33 +308,40 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   acc_u = tf.zeros_like(u3) if return_features else tf.zeros([0], dtype)
   acc_v = tf.zeros_like(v3) if return_features else tf.zeros([0], dtype)
 
+  # Loop invariants of the step, built once here rather than every step:
+  # the shape-dependent part of A A^T, the clip constants, a reshape shape.
+  apply = op.applier(tf.shape(u3))
+  if clip_norm is not None:
+    clip_norm = tf.cast(clip_norm, dtype)
+    clipped_step = step_size * clip_norm
+  flat = ([u3.shape[0], -1] if u3.shape[0] is not None
+          else tf.stack([tf.shape(u3)[0], -1]))
+
   def body(i, u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v):
-    move_u, move_v = op.apply(grad_u3, grad_v3)
+    move_u, move_v = apply(grad_u3, grad_v3)
     # ||A^T g||^2 = <g, A A^T g>: the direct path's joint (u1, v1) norm.
     coef = step_size
     if clip_norm is not None:
       sq_norm = (tf.reduce_sum(grad_u3 * move_u, axis=[1, 2, 3])
                  + tf.reduce_sum(grad_v3 * move_v, axis=[1]))
-      coef *= _clip_scale(tf.maximum(sq_norm, 0.0), clip_norm, None, dtype)
-      coef_u, coef_v = coef[:, None, None, None], coef[:, None]
+      # step_size * _clip_scale(...), in four ops.
+      coef = clipped_step / tf.maximum(tf.sqrt(tf.maximum(sq_norm, 0.0)),
+                                       clip_norm)
+      coef_u, coef_v = tf.reshape(coef, [-1, 1, 1, 1]), coef[:, None]
     else:
       coef_u = coef_v = coef
     new_u3 = u3 - coef_u * move_u
     new_v3 = v3 - coef_v * move_v
     new_objective, new_grad_u3, new_grad_v3 = value_and_grad(new_u3, new_v3)
-    # Reject, per example, a step that overflowed (absurd step sizes).
-    finite = tf.logical_and(
-        tf.math.is_finite(new_objective),
-        tf.logical_and(
-            tf.reduce_all(tf.math.is_finite(new_u3), axis=[1, 2, 3]),
-            tf.reduce_all(tf.math.is_finite(new_v3), axis=[1])))
+    # Reject, per example, a step that overflowed (absurd step sizes): one
+    # finiteness check over everything the step produced.
+    produced = [tf.reshape(new_u3, flat), new_v3, new_objective[:, None]]
     if return_features:
       new_acc_u = acc_u + coef_u * grad_u3
       new_acc_v = acc_v + coef_v * grad_v3
-      finite = tf.logical_and(finite, tf.logical_and(
-          tf.reduce_all(tf.math.is_finite(new_acc_u), axis=[1, 2, 3]),
-          tf.reduce_all(tf.math.is_finite(new_acc_v), axis=[1])))
-    keep_u, keep_v = finite[:, None, None, None], finite[:, None]
+      produced += [tf.reshape(new_acc_u, flat), new_acc_v]
+    finite = _finite_rows(tf.concat(produced, 1))
+    keep_u, keep_v = tf.reshape(finite, [-1, 1, 1, 1]), finite[:, None]
     if return_features:
       acc_u = tf.where(keep_u, new_acc_u, acc_u)
       acc_v = tf.where(keep_v, new_acc_v, acc_v)
