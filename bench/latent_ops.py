@@ -1,6 +1,7 @@
 """Ops per latent step, counted from the traced graph (deterministic).
 
-  python bench/latent_ops.py [--time --baseline=REV] [--repeats=15]
+  python bench/latent_ops.py [--time [--baseline=REV] [--repeats=15]
+                              [--steps=30] [--jit]]
 
 Traces `dis_tf.inference.latent_inference` (method="gram") for
   - the tiny (synthetic) preset's stage-2 call: batch 8, 12x12 features,
@@ -19,7 +20,9 @@ With --time, the latent step of this tree and of the git revision
 side by side in this process) are timed on the same shapes: each
 configuration is a traced `latent_inference` run with t = 0 and t = 30, all
 runs interleaved round by round, and a step costs (median t=30 - median
-t=0) / 30.
+t=0) / 30. --jit adds this tree with the step body (the while-loop body
+function) compiled by XLA (`tf.function(jit_compile=True)`), the loop itself
+left to TensorFlow.
 """
 
 import argparse
@@ -227,8 +230,33 @@ def baseline_inference(revision):
   return old
 
 
+class _JitStepTF:
+  """`tf` for a copy of dis_tf.inference whose latent-loop body (the step)
+  is `tf.function(jit_compile=True)`: XLA on the step alone."""
+
+  def __getattr__(self, name):
+    return getattr(tf, name)
+
+  @staticmethod
+  def while_loop(cond, body, loop_vars, **kwargs):
+    return tf.while_loop(cond, tf.function(body, jit_compile=True),
+                         loop_vars, **kwargs)
+
+
+def jit_step_inference():
+  """dis_tf.inference of this tree with the latent step XLA-compiled."""
+  module = types.ModuleType("jit_step_inference")
+  module.__file__ = inference.__file__
+  with open(inference.__file__) as f:
+    exec(compile(f.read(), module.__file__, "exec"), module.__dict__)  # pylint: disable=exec-used
+  module.tf = _JitStepTF()
+  return module
+
+
 def time_steps(implementations, repeats, steps=30):
-  """{(shape name, implementation): ms per latent step}, interleaved."""
+  """Per latent step, interleaved: {(shape name, implementation): ms} and
+  {shape name: median over rounds of the per-round step-time ratio of the
+  first implementation to each other one}."""
   fns = {}
   for name, b, hh, ww, d, with_tags in SHAPES:
     h = heads(d)
@@ -240,10 +268,20 @@ def time_steps(implementations, repeats, steps=30):
       for t in (0, steps):
         fns[(name, label, t)] = (
             lambda run=run, t=t: run(tf.constant(t)).numpy())
-  times = common.interleaved(fns, repeats=repeats, warmup=2)
-  return {(name, label): 1000 * (times[(name, label, steps)]
-                                 - times[(name, label, 0)]) / steps
-          for name, label, t in times if t == 0}
+  stats = common.interleaved_stats(fns, repeats=repeats, warmup=2)
+  per_step, ratios = {}, {}
+  labels = list(implementations)
+  for name, *_ in SHAPES:
+    rounds = {}
+    for label in labels:
+      median = lambda t: stats[(name, label, t)][0]  # noqa: E731
+      per_step[(name, label)] = 1000 * (median(steps) - median(0)) / steps
+      rounds[label] = [(a - b) / steps for a, b in zip(
+          stats[(name, label, steps)][2], stats[(name, label, 0)][2])]
+    for label in labels[1:]:
+      ratios[(name, label)] = float(np.median(
+          [a / b for a, b in zip(rounds[labels[0]], rounds[label])]))
+  return per_step, ratios
 
 
 def main(argv):
@@ -251,19 +289,30 @@ def main(argv):
   parser.add_argument("--time", action="store_true")
   parser.add_argument("--baseline", default="23947fd")
   parser.add_argument("--repeats", type=int, default=15)
+  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--jit", action="store_true",
+                      help="also time the step body under XLA")
   args = parser.parse_args(argv)
   if args.time:
     impls = {f"baseline {args.baseline}": baseline_inference(args.baseline),
              "this tree": inference}
-    per_step = time_steps(impls, args.repeats)
+    if args.jit:
+      impls["this tree, XLA step"] = jit_step_inference()
+    per_step, ratios = time_steps(impls, args.repeats, args.steps)
     labels = list(impls)
     rows = []
     for name, *_ in SHAPES:
-      before, after = (per_step[(name, label)] for label in labels)
-      rows.append([name, before, after, before / after])
+      before = per_step[(name, labels[0])]
+      for label in labels[1:]:
+        after = per_step[(name, label)]
+        rows.append([name, label, before, after, before / after,
+                     ratios[(name, label)]])
     print(f"Machine: {common.machine()}")
-    print(common.table(["shape", f"ms per step, {labels[0]}",
-                        f"ms per step, {labels[1]}", "speed-up"], rows))
+    print(f"t = 0 and t = {args.steps}, {args.repeats} interleaved rounds.")
+    print(common.table(
+        ["shape", "implementation", f"ms per step, {labels[0]}",
+         "ms per step", "speed-up (medians)",
+         "speed-up (median of per-round ratios)"], rows))
     return
   rows = []
   for name, b, hh, ww, d, with_tags in SHAPES:

@@ -215,6 +215,16 @@ def _finite_rows(x):
   return tf.math.is_finite(tf.reduce_sum(x * tiny, axis=1))
 
 
+def _select_rows(condition, x, y):
+  """x where the [B] `condition` holds, else y, per example (row).
+
+  The `Select` op with a vector condition copies whole rows; `tf.where`
+  broadcasting a [B, 1, 1, 1] condition over a map costs several times more
+  (e.g. 27 vs 5 us on an 8x12x12x21 map).
+  """
+  return tf.raw_ops.Select(condition=condition, x=x, y=y)
+
+
 def _clip_scale(sq_norm, clip_norm, batch_size, dtype):
   if clip_norm is None:
     return tf.ones([batch_size], dtype)
@@ -341,15 +351,12 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
       new_acc_v = acc_v + coef_v * grad_v3
       produced += [tf.reshape(new_acc_u, flat), new_acc_v]
     finite = _finite_rows(tf.concat(produced, 1))
-    keep_u, keep_v = tf.reshape(finite, [-1, 1, 1, 1]), finite[:, None]
+    keep = lambda new, old: _select_rows(finite, new, old)  # noqa: E731
     if return_features:
-      acc_u = tf.where(keep_u, new_acc_u, acc_u)
-      acc_v = tf.where(keep_v, new_acc_v, acc_v)
-    return (i + 1,
-            tf.where(keep_u, new_u3, u3), tf.where(keep_v, new_v3, v3),
-            tf.where(finite, new_objective, objective),
-            tf.where(keep_u, new_grad_u3, grad_u3),
-            tf.where(keep_v, new_grad_v3, grad_v3),
+      acc_u, acc_v = keep(new_acc_u, acc_u), keep(new_acc_v, acc_v)
+    return (i + 1, keep(new_u3, u3), keep(new_v3, v3),
+            keep(new_objective, objective),
+            keep(new_grad_u3, grad_u3), keep(new_grad_v3, grad_v3),
             acc_u, acc_v)
 
   _, u3, v3, objective, _, _, acc_u, acc_v = tf.while_loop(
