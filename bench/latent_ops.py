@@ -13,14 +13,15 @@ function bodies, e.g. a jit-compiled step, counted through), and the nodes
 of the loop frame after Grappler (what the runtime executes: dead gradient
 ops pruned, control flow lowered, one Merge / Switch / NextIteration per
 loop variable and iteration). Random weights: the graph does not depend on
-them. `count_step_ops` is reused by tests/test_gram.py.
+them. tests/test_gram.py pins the counts with `latent_step_ops`.
 
 With --time, the latent step of this tree and of the git revision
 --baseline (its dis_tf/inference.py and dis_tf/modeling/gram.py, loaded
 side by side in this process) are timed on the same shapes: each
-configuration is a traced `latent_inference` run with t = 0 and t = 30, all
-runs interleaved round by round, and a step costs (median t=30 - median
-t=0) / 30. --jit adds this tree with the step body (the while-loop body
+configuration is a traced `latent_inference` run with t = 0 and t = --steps,
+all runs interleaved round by round; a step costs (median at t - median at
+0) / t, and also (fastest at t - fastest at 0) / t, and the speed-up is
+also given as the median of the per-round ratios. --jit adds this tree with the step body (the while-loop body
 function) compiled by XLA (`tf.function(jit_compile=True)`), the loop itself
 left to TensorFlow.
 """
@@ -84,9 +85,8 @@ def inputs(batch, height, width, depth, with_tags, num_classes=21, seed=0):
   return u1, v1, target, tags
 
 
-def _function_graphs(graph):
-  """{name: FuncGraph-like} of every function reachable from `graph`."""
-  found = {}
+def _function_lookup(graph):
+  """name -> function (graph or definition) of `graph` and its outers."""
   library = {}
   outer = graph
   while outer is not None:
@@ -103,9 +103,8 @@ def _function_graphs(graph):
   return lookup
 
 
-def _body_ops(graph, fn_name, lookup, seen=None):
+def _body_ops(graph, fn_name, lookup):
   """Op types of function `fn_name`, nested function calls expanded."""
-  seen = set() if seen is None else seen
   fn = lookup(fn_name)
   fn_graph = getattr(fn, "graph", None)
   if fn_graph is None:          # An AtomicFunction / definition.
@@ -125,7 +124,7 @@ def _body_ops(graph, fn_name, lookup, seen=None):
                               "StatelessWhile"):
       counts[op_type] += 1
       for name in nested:
-        counts.update(_body_ops(graph, name, lookup, seen))
+        counts.update(_body_ops(graph, name, lookup))
     else:
       counts[op_type] += 1
   return counts
@@ -140,7 +139,7 @@ def count_step_ops(fn, *args):
   """
   concrete = tf.function(fn).get_concrete_function(*args)
   graph = concrete.graph
-  lookup = _function_graphs(graph)
+  lookup = _function_lookup(graph)
   bodies = []
 
   def scan(g):
