@@ -123,9 +123,10 @@ def main(argv):
           model, u3, v3, target))
     return tape.gradient(loss, u3)
 
-  apply = tf.function(op.apply)
+  # As the loop applies it: the shape-dependent part built once.
+  apply = tf.function(op.applier(gu.shape))
   build = tf.function(lambda: gram_lib.GramOperator.from_heads(
-      model).tap_gram)
+      model).fields())
   direct_grad = tf.function(lambda u1, v1: _direct_grad(model, u1, v1,
                                                         target))
   parts = common.interleaved({

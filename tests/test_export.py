@@ -30,6 +30,7 @@ from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.modeling import gram as gram_lib
+from dis_tf.modeling.dis_model import DISModel
 from dis_tf.modeling.dis_model import build_dis_model
 from export import client as client_lib
 from export import export_saved_model as export_lib
@@ -348,7 +349,12 @@ def test_each_variable_saved_once(exported):
 
 def test_gram_kernels_built_at_export_not_per_request(exported):
   """Requests apply the stored Gram kernels; they never rebuild them."""
-  model = exported["model"]
+  # The paper's step moves (u3, v3) by the stored A A^T alone (the
+  # per-pixel step also applies the v1 part from the subnet weights, so
+  # zeroing the stored kernels would not stop it).
+  model = DISModel.from_config(dict(exported["model"].get_config(),
+                                    latent_update="both"))
+  model.set_weights(exported["model"].get_weights())
   module = export_lib.build_serving_module(model, T_TEST, SIZE)
   reference = gram_lib.GramOperator.from_heads(model)
   assert len(module.gram_fields) == len(gram_lib.GramOperator.FIELDS)
