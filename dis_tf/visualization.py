@@ -17,6 +17,7 @@ import numpy as np
 
 from dis_tf import classes
 from dis_tf import evaluation
+from dis_tf import flags as dis_flags
 from dis_tf import image_ops
 
 
@@ -48,7 +49,7 @@ def figure_row(model, example, t_tests, compiled=True):
     "labelmaps" {t: int [H, W]} (t = 0 first), "ground_truth" int [H, W] or
     None, and "t_max".
   """
-  t_tests = evaluation.parse_t_tests([0] + list(t_tests), "t_tests")
+  t_tests = dis_flags.parse_t_tests([0] + list(t_tests), "t_tests")
   out = evaluation.predict(model, example["image"], t_tests,
                            with_reconstruction=True, compiled=compiled)
   t_max = t_tests[-1]
