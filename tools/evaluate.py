@@ -12,6 +12,11 @@ to the next). Writes to --output_dir (default MODEL_DIR/eval_SPLIT):
 table3.md / table3.csv (per-class IoU, one row per setting, mIoU last),
 summary.md (pixel accuracy, mIoU, tag precision / recall / F1 / mAP) and
 results.json (everything, confusion matrices included).
+
+Any field of the run's configuration can be overridden by its flag (see
+--helpfull), e.g. --latent.step_size=0.2 or --data.skip_bad_files; --split
+and --tag_threshold are short names of --data.eval_split and
+--latent.tag_threshold.
 """
 
 import os
@@ -22,32 +27,24 @@ from absl import logging
 
 from dis_tf import classes
 from dis_tf import evaluation
+from dis_tf import flags as dis_flags
+from dis_tf import model_dir as model_dir_lib
+from dis_tf import reports
 from dis_tf.data import pipeline
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None,
-                    "Training directory with config.json and model.keras.")
-flags.DEFINE_string("data_dir", None,
-                    "tensorflow-datasets data dir (overrides "
-                    "config.data.data_dir).")
-flags.DEFINE_string("voc_dir", None,
-                    "Folder holding VOCdevkit/VOC2012 (overrides "
-                    "config.data.voc_dir).")
-flags.DEFINE_string("split", None,
-                    "VOC split to evaluate (default config.data.eval_split).")
-flags.DEFINE_list("t_test", None,
-                  "Latent step counts to score, e.g. 0,10,30 (default "
-                  "config.latent.t_test).")
+dis_flags.define_config_flags(aliases={
+    "split": "data.eval_split", "tag_threshold": "latent.tag_threshold"})
+dis_flags.define_t_test(None, "Latent step counts to score, e.g. 0,10,30 "
+                        "(default config latent.t_test).")
+dis_flags.define_scales("1.0", "Input scales whose upsampled probabilities "
+                        "are averaged (DeepLab multi-scale testing), e.g. "
+                        "0.75,1,1.25.")
+flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_boolean("flip", False,
                      "Average the probabilities with those of the flipped "
                      "image.")
-flags.DEFINE_list("scales", ["1.0"],
-                  "Input scales whose upsampled probabilities are averaged "
-                  "(DeepLab multi-scale testing), e.g. 0.75,1,1.25.")
-flags.DEFINE_float("tag_threshold", None,
-                   "Threshold on sigmoid(v3) for predicted tags (default "
-                   "config.latent.tag_threshold).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N images.")
 flags.DEFINE_string("output_dir", None,
                     "Report folder (default MODEL_DIR/eval_SPLIT).")
@@ -60,37 +57,34 @@ def main(argv):
     raise app.UsageError("--model_dir is required.")
   if FLAGS.limit is not None and FLAGS.limit < 1:
     raise app.UsageError(f"--limit={FLAGS.limit} must be >= 1.")
-  # Flag values are checked before the (possibly slow) model load.
-  t_tests = (evaluation.parse_t_tests(FLAGS.t_test, "--t_test")
-             if FLAGS.t_test else None)
-  scales = evaluation.parse_scales(FLAGS.scales, "--scales")
-  config, model = evaluation.load_model_dir(
-      FLAGS.model_dir, data_dir=FLAGS.data_dir, voc_dir=FLAGS.voc_dir)
-  split = FLAGS.split or config.data.eval_split
-  t_tests = t_tests or [config.latent.t_test]
-  threshold = (config.latent.tag_threshold if FLAGS.tag_threshold is None
-               else FLAGS.tag_threshold)
+  config = model_dir_lib.load_config(FLAGS.model_dir,
+                                     dis_flags.config_overrides())
+  if dis_flags.print_config_and_exit(config):
+    return
+  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
+  split = config.data.eval_split
+  t_tests = FLAGS.t_test or [config.latent.t_test]
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir,
                                                 f"eval_{split}")
   class_names = classes.VOC_CLASSES[:config.model.num_classes]
 
   dataset = pipeline.eval_dataset(config, split)
   logging.info("Evaluating %s on split %r, t_test=%s flip=%s scales=%s",
-               FLAGS.model_dir, split, t_tests, FLAGS.flip, scales)
+               FLAGS.model_dir, split, t_tests, FLAGS.flip, FLAGS.scales)
   results = evaluation.evaluate_model(
-      model, dataset, t_tests, flip=FLAGS.flip, scales=scales,
-      num_classes=config.model.num_classes, tag_threshold=threshold,
-      limit=FLAGS.limit)
+      model, dataset, t_tests, flip=FLAGS.flip, scales=FLAGS.scales,
+      num_classes=config.model.num_classes,
+      tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit)
   if results["num_images"] == 0:
     raise ValueError(f"--split={split}: no images to evaluate.")
-  paths = evaluation.write_reports(
+  paths = reports.write_reports(
       results, output_dir, class_names,
       extra={"model_dir": os.path.abspath(FLAGS.model_dir), "split": split})
-  markdown, _ = evaluation.format_table3(results, class_names)
+  markdown, _ = reports.format_table3(results, class_names)
   print(f"{results['num_images']} images of split {split!r} in "
         f"{results['seconds']:.1f} s\n")
   print(markdown)
-  print(evaluation.format_summary(results))
+  print(reports.format_summary(results))
   for name, path in paths.items():
     print(f"{name}: {path}")
 
