@@ -27,6 +27,8 @@ import numpy as np
 from dis_tf import atomic
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
+from dis_tf import reports
+from dis_tf import tag_cleaning
 from dis_tf import training
 from dis_tf.classes import VOC_CLASSES
 from dis_tf.data import pipeline
@@ -216,7 +218,7 @@ def weak_scores(models, config, seed_dir, t_trains, limit):
          "stage1_tags": {}, "tags": {}}
 
   def clean(model, name, t_train):
-    return evaluation.clean_tags(
+    return tag_cleaning.clean_tags(
         model, pipeline.weak_eval_dataset(config),
         os.path.join(seed_dir, "weak", name), t_train,
         tag_threshold=config.latent.tag_threshold, truth=truth, limit=limit,
@@ -410,8 +412,29 @@ def plot_curves(rows, plan, path):
   plt.close(figure)
 
 
+def results_paths(output, results_dir=None):
+  """(JSON, plot) paths of the results page `output`.
+
+  Args:
+    output: path of the Markdown page (e.g. RESULTS.md).
+    results_dir: where the JSON and the plot go; None: `docs/results/`
+      next to the page (the repository's RESULTS.md keeps them in
+      docs/results/).
+
+  Returns:
+    (`<results_dir>/<stem>.json`, `<results_dir>/<stem>_miou_vs_t_test.png`),
+    stem the page's lower-case name ("results").
+  """
+  if results_dir is None:
+    results_dir = os.path.join(os.path.dirname(os.path.abspath(output)),
+                               "docs", "results")
+  stem = os.path.splitext(os.path.basename(output))[0].lower()
+  return (os.path.join(results_dir, f"{stem}.json"),
+          os.path.join(results_dir, f"{stem}_miou_vs_t_test.png"))
+
+
 def write_results(seed_results, plan, output, command, generator_params,
-                  rendered_by=None):
+                  rendered_by=None, results_dir=None):
   """Writes the results page (Markdown), its plot and a JSON of everything.
 
   Args:
@@ -422,21 +445,22 @@ def write_results(seed_results, plan, output, command, generator_params,
     generator_params: the synthetic generator's parameters.
     rendered_by: the command that re-rendered the page from a saved JSON
       (None when the page comes straight from the run).
+    results_dir: where the JSON and the plot go (see `results_paths`).
   """
   rows = miou_table(seed_results, plan)
   directory = os.path.dirname(os.path.abspath(output))
+  json_path, plot = results_paths(output, results_dir)
   os.makedirs(directory, exist_ok=True)
-  stem = os.path.splitext(os.path.basename(output))[0].lower()
+  os.makedirs(os.path.dirname(plot), exist_ok=True)
   # The numbers first: a page that fails to render can be re-rendered from
   # them with --from_json.
   atomic.write_text(
-      os.path.join(directory, f"{stem}.json"),
+      json_path,
       json.dumps({"plan": dataclasses.asdict(plan), "seeds": seed_results,
                   "command": command, "generator": generator_params},
                  indent=1))
-  plot = os.path.join(directory, f"{stem}_miou_vs_t_test.png")
   plot_curves(rows, plan, plot)
-  short = [evaluation._short(c) for c in VOC_CLASSES[1:]]  # pylint: disable=protected-access
+  short = [reports.short_name(c) for c in VOC_CLASSES[1:]]
   header = "| setting | t_test | " + " | ".join(short) + " | mIoU |"
   lines = [header, "|---|---:|" + "---:|" * (len(short) + 1)]
   for name in setting_names(plan) + ["ensemble"]:
@@ -493,7 +517,7 @@ t_train settings.
 
 {chr(10).join(lines)}
 
-![mIoU vs t_test]({os.path.basename(plot)})
+![mIoU vs t_test]({os.path.relpath(plot, directory)})
 
 ## Pseudo labels of the weak training images vs t_train
 Training-mode latent inference with the stage-1 model, scored against the
