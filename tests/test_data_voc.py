@@ -316,3 +316,9 @@ def test_xml_errors(tmp_path):
   with open(xml, "w") as f:
     f.write("<annotation><filename>x.jpg</filename></annotation>")
   _expect_build_error(out, tmp_path, rf"{name}.xml: no <object>.*empty tag")
+
+
+def test_builder_uses_tfds_own_code_path():
+  """tfds' `code_path` (it needs importlib_resources, which requirements.txt
+  pins) finds the builder's module: no override is needed."""
+  assert os.path.basename(str(voc.Voc2012Segmentation.code_path)) == "voc.py"

@@ -199,3 +199,8 @@ def test_builder_helper_and_truth(tmp_path):
     web_tags.web_tags_builder(str(tmp_path), str(tmp_path / "tfds"))
   with pytest.raises(FileNotFoundError, match="no evaluation truth"):
     web_tags.load_weak_truth(str(tmp_path))
+
+
+def test_builder_uses_tfds_own_code_path():
+  """tfds' `code_path` finds the builder's module (see test_data_voc)."""
+  assert os.path.basename(str(web_tags.WebTags.code_path)) == "web_tags.py"

@@ -25,16 +25,12 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
-from dis_tf import config as config_lib
-from dis_tf import model_dir as model_dir_lib
-from dis_tf.modeling.dis_model import build_dis_model
-from export import export_saved_model as export_lib
+from dis_tf.serving import export_lib
 
 SIZE = 64
 T_TEST = 2
@@ -186,18 +182,12 @@ _SERVER = textwrap.dedent(r'''
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, tiny_run):
   root = tmp_path_factory.mktemp("serving")
-  keras.utils.set_random_seed(0)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 8
-  config.data.crop_size = SIZE
-  model = build_dis_model(config)
   run_dir = str(root / "run")
-  config.save(run_dir)
-  model_dir_lib.save_model(model, run_dir)
-  path = export_lib.export_from_model_dir(run_dir, str(root / "models"),
-                                          t_test=T_TEST)
+  tiny_run(run_dir, crop_size=SIZE)
+  path = export_lib.export_from_model_dir(
+      run_dir, str(root / "models"), overrides={"latent.t_test": T_TEST})
   requests = _requests()
   requests_file = str(root / "requests.npz")
   np.savez(requests_file, requests=np.array(
