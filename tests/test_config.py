@@ -41,7 +41,8 @@ def test_every_field_is_overridable_with_its_type():
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"latent.t_tset": 1}, r"Unknown config key 'latent.t_tset'.*latent.t_test"),
+    ({"latent.t_tset": 1},
+     r"Unknown config key 'latent.t_tset'.*latent.t_test"),
     ({"latnet.t_test": 1}, r"Unknown config key 'latnet.t_test'"),
     ({"train.batch_size": "8"}, r"train.batch_size='8': expected an integer"),
     ({"train.batch_size": 2.5}, r"expected an integer"),

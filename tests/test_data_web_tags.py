@@ -49,7 +49,7 @@ def _write(weak_dir, records):
 
 
 def _records(weak_dir):
-  return [json.loads(l) for l in open(
+  return [json.loads(line) for line in open(
       os.path.join(weak_dir, "annotations.jsonl"))]
 
 

@@ -20,7 +20,7 @@ def model(tiny_model):
 
 def _numpy_miou(labels, predictions, num_classes):
   """Independent mIoU: per-class |A and B| / |A or B| over valid pixels."""
-  labels = np.concatenate([l.reshape(-1) for l in labels])
+  labels = np.concatenate([label.reshape(-1) for label in labels])
   predictions = np.concatenate([p.reshape(-1) for p in predictions])
   valid = labels != 255
   labels, predictions = labels[valid], predictions[valid]
@@ -47,7 +47,7 @@ def test_miou_matches_independent_numpy(model, eval_examples):
     assert row["mean_iou"] == pytest.approx(miou, abs=1e-9)
     assert row["pixel_accuracy"] == pytest.approx(accuracy, abs=1e-9)
     # Every valid pixel counted once, ignored pixels never.
-    valid = sum(int(np.sum(l != 255)) for l in labels)
+    valid = sum(int(np.sum(label != 255)) for label in labels)
     assert row["confusion_matrix"].sum() == valid
 
 

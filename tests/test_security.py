@@ -122,7 +122,7 @@ def test_keras_file_with_lambda_is_refused_and_never_runs(tmp_path):
   config.save(str(run_dir))
 
   # Serialised as Python bytecode; it would run if the file were trusted.
-  payload = lambda x, p=str(marker): (open(p, "w").close(), x)[1]  # noqa: E731
+  payload = lambda x, p=str(marker): (open(p, "w").close(), x)[1]
   inputs = keras.Input((4,))
   model = keras.Model(inputs, keras.layers.Lambda(payload)(inputs))
   marker.unlink()  # Building the model above ran it once here.
@@ -339,8 +339,9 @@ def test_serving_opens_no_file(exported, tmp_path):
   if not strace:
     pytest.skip("strace unavailable: only the deleted-copy check ran")
   lines = open(trace).read().splitlines()
-  begin = next(i for i, l in enumerate(lines) if "__serving_begins__" in l)
-  end = next(i for i, l in enumerate(lines) if "__serving_ends__" in l)
+  begin = next(i for i, line in enumerate(lines)
+               if "__serving_begins__" in line)
+  end = next(i for i, line in enumerate(lines) if "__serving_ends__" in line)
   opened = []
   for line in lines[begin + 1:end]:
     match = re.search(r'(open|openat|openat2|stat|newfstatat|access|'

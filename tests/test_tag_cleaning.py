@@ -33,8 +33,8 @@ def test_clean_tags_writes_palette_pngs_and_jsonl(model, eval_examples,
   assert report["num_images"] == 3 and report["num_matched"] == 2
   assert set(report["before"]) == {"precision", "recall", "f1"}
   assert "labelmap" in report
-  lines = [json.loads(l) for l in open(report["jsonl"])]
-  assert [l["file_name"] for l in lines] == ["images/a.jpg",
+  lines = [json.loads(line) for line in open(report["jsonl"])]
+  assert [line["file_name"] for line in lines] == ["images/a.jpg",
                                              "images/sub/b.png",
                                              "../escape.jpg"]
   for line, ex in zip(lines, examples):

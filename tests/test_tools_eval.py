@@ -90,7 +90,7 @@ def test_clean_tags_cli(run_dir, run_tool):
   assert report["num_images"] == 3 and report["num_matched"] == 3
   for key in ("before", "after"):
     assert set(report[key]) == {"precision", "recall", "f1"}
-  lines = [json.loads(l) for l in open(os.path.join(out,
+  lines = [json.loads(line) for line in open(os.path.join(out,
                                                     "cleaned_tags.jsonl"))]
   assert len(lines) == 3
   for line in lines:
