@@ -14,7 +14,7 @@ import argparse
 import sys
 import tempfile
 
-import common  # pylint: disable=unused-import
+import common  # Puts the checkout on sys.path.
 
 import numpy as np
 import tensorflow as tf

@@ -114,8 +114,10 @@ def run_seed(base_config, workdir, seed, plan):
 
   print(f"[seed {seed}] scoring val", flush=True)
   scores = score_models(models, pipeline.eval_dataset(config, "val"),
-                        plan.t_tests, [f"DIS t_train={t}" for t in plan.t_trains],
-                        limit=plan.eval_limit, num_classes=config.model.num_classes)
+                        plan.t_tests,
+                        [f"DIS t_train={t}" for t in plan.t_trains],
+                        limit=plan.eval_limit,
+                        num_classes=config.model.num_classes)
   print(f"[seed {seed}] pseudo labels and tag cleaning on weak images",
         flush=True)
   weak = weak_scores(models, config, seed_dir, (0,) + tuple(plan.t_trains),
@@ -274,6 +276,7 @@ def miou_table(seed_results, plan):
     for t in plan.t_tests:
       per_seed = [np.asarray(r["val"][name][str(t)], dtype=np.float64)
                   for r in seed_results]
+      # Element-wise: JSON null (None) cells are classes absent from a split.
       per_seed = [np.where(v == None, np.nan, v).astype(np.float64)  # noqa: E711
                   for v in per_seed]
       mious = [float(np.nanmean(v)) for v in per_seed]
@@ -297,7 +300,7 @@ def claims(rows, seed_results, plan):
   """The paper's claims (1)-(5) on these numbers, and (6) on the pseudo
   labels; returns text."""
   t_max = max(plan.t_tests)
-  pct = lambda x: 100.0 * x  # noqa: E731
+  pct = lambda x: 100.0 * x
   t0 = min(plan.t_tests)
 
   def best_over_t_test(name):
@@ -330,23 +333,26 @@ def claims(rows, seed_results, plan):
       f"at t_test={t0}: {pct(setup10):.1f} vs {pct(base0):.1f}; "
       f"{paired(('setup1 (t_train=0)', setup1_t), ('baseline', base_t))}): "
       f"{'holds' if setup1 > base else 'does not hold'}.")
+  best_vs_setup1 = paired((f"DIS t_train={best_key[0]}", best_key[1]),
+                          ("setup1 (t_train=0)", setup1_t))
+  targets_met = best - setup1 >= 0.02 and best - base >= 0.05
   lines.append(
       f"2. Best DIS setting (t_train={best_key[0]}, t_test={best_key[1]}) "
-      f"{pct(best):.1f} vs setup 1 {pct(setup1):.1f} ({pct(best - setup1):+.1f}) "
+      f"{pct(best):.1f} vs setup 1 {pct(setup1):.1f} "
+      f"({pct(best - setup1):+.1f}) "
       f"and vs baseline ({pct(best - base):+.1f}); at t_test={t0}: best DIS "
       f"{pct(best0):.1f} vs setup 1 {pct(setup10):.1f} vs baseline "
-      f"{pct(base0):.1f}. Best DIS vs setup 1, "
-      f"{paired((f'DIS t_train={best_key[0]}', best_key[1]), ('setup1 (t_train=0)', setup1_t))}. "
+      f"{pct(base0):.1f}. Best DIS vs setup 1, {best_vs_setup1}. "
       f"Targets +2 over setup 1 and +5 over baseline: "
-      f"{'met' if best - setup1 >= 0.02 and best - base >= 0.05 else 'not met'}.")
+      f"{'met' if targets_met else 'not met'}.")
   monotone = []
   for t_train in plan.t_trains:
     values = [dis[(t_train, t)] for t in sorted(plan.t_tests)]
     ok = all(b[0] >= a[0] - max(a[1], b[1])
              for a, b in zip(values, values[1:]))
+    trend = " (non-decreasing within one std)" if ok else " (decreases)"
     monotone.append(f"t_train={t_train}: " + " -> ".join(
-        f"{pct(v[0]):.1f}" for v in values) + (" (non-decreasing within one "
-                                               "std)" if ok else " (decreases)"))
+        f"{pct(v[0]):.1f}" for v in values) + trend)
   lines.append("3. mIoU vs t_test per t_train: " + "; ".join(monotone) + ".")
   t_last = max(plan.t_tests)
   lines.append(
@@ -377,7 +383,7 @@ def claims(rows, seed_results, plan):
   weak = [r["weak"] for r in seed_results]
   ts = [t for t in weak[0]["pseudo_label_miou"] if t != "0"]
   if ts:
-    mean = lambda key, t: pct(np.mean([w[key][t] for w in weak]))  # noqa: E731
+    mean = lambda key, t: pct(np.mean([w[key][t] for w in weak]))
     lines.append(
         "6. Pseudo labels of the weak images (stage-1 model): given-tag "
         f"refinement (t_train=0) {mean('pseudo_label_miou', '0'):.1f}; "
@@ -394,9 +400,11 @@ def claims(rows, seed_results, plan):
 
 def plot_curves(rows, plan, path):
   """mIoU vs t_test, one line per t_train setting (PNG)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  # Imported here: selecting the Agg backend is a process-wide side effect,
+  # taken only when a plot is drawn.
+  import matplotlib
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import pyplot as plt
   figure, axis = plt.subplots(figsize=(5, 3.5), dpi=100)
   ts = sorted(plan.t_tests)
   for name in setting_names(plan) + ["ensemble"]:
@@ -497,13 +505,19 @@ def write_results(seed_results, plan, output, command, generator_params,
                                     for r in seed_results]))
     tags.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
   minutes = sum(r["seconds"] for r in seed_results) / 60
+  rerendered = "" if rendered_by is None else (
+      "\n* Page re-rendered from that run's JSON (no training or scoring) "
+      f"by: `{rendered_by}`")
+  seeds = [r["seed"] for r in seed_results]
+  images = (f"Val images scored: {plan.eval_limit or 'all'}; weak images "
+            f"for pseudo labels / tags: {plan.weak_limit}")
   page = f"""# Results: the Table-3 ablation on the synthetic benchmark
 
 Written by `tools/ablation.py`; no number on this page is typed by hand.
 
-* Command: `{command}`{"" if rendered_by is None else chr(10) + "* Page re-rendered from that run's JSON (no training or scoring) by: `" + rendered_by + "`"}
-* Seeds: {[r["seed"] for r in seed_results]}; t_train: {list(plan.t_trains)}; t_test: {list(plan.t_tests)}
-* Val images scored: {plan.eval_limit or "all"}; weak images for pseudo labels / tags: {plan.weak_limit}
+* Command: `{command}`{rerendered}
+* Seeds: {seeds}; t_train: {list(plan.t_trains)}; t_test: {list(plan.t_tests)}
+* {images}
 * Generator parameters: `{json.dumps(generator_params, sort_keys=True)}`
 * Training and scoring time: {minutes:.1f} min on this machine
 

@@ -255,7 +255,8 @@ def _section_from_dict(section_cls, values, name):
   known = {f.name for f in dataclasses.fields(section_cls)}
   unknown = set(values) - known
   if unknown:
-    raise ValueError(f"Unknown keys in config section '{name}': {sorted(unknown)}")
+    raise ValueError(f"Unknown keys in config section '{name}': "
+                     f"{sorted(unknown)}")
   return section_cls(**values)
 
 

@@ -22,10 +22,12 @@ value the same way.
 
 import json
 
+from absl import app
 from absl import flags
 import numpy as np
 
 from dis_tf import config as config_lib
+from dis_tf import model_dir as model_dir_lib
 
 FLAGS = flags.FLAGS
 
@@ -118,6 +120,27 @@ def print_config_and_exit(config):
     return False
   print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
   return True
+
+
+def run_config(argv):
+  """The start of every tool that reads a training run (--model_dir).
+
+  Args:
+    argv: the tool's positional arguments (`main`'s argv; none allowed).
+
+  Returns:
+    The run's config.json with the command line's overrides, or None when
+    --print_config printed it (the tool then returns).
+
+  Raises:
+    app.UsageError: positional arguments, or no --model_dir.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.model_dir:
+    raise app.UsageError("--model_dir is required.")
+  config = model_dir_lib.load_config(FLAGS.model_dir, config_overrides())
+  return None if print_config_and_exit(config) else config
 
 
 # ------------------------------------------------------- step counts, scales

@@ -67,7 +67,8 @@ def format_table3(results, class_names=classes.VOC_CLASSES,
   """
   rows = _settings_of(results)
   first = 0 if include_background else 1
-  headers = ["setting"] + [short_name(n) for n in class_names[first:]] + ["mIoU"]
+  headers = (["setting"] + [short_name(n) for n in class_names[first:]]
+             + ["mIoU"])
   factor = 100.0 if percent else 1.0
 
   def cell(value, empty):

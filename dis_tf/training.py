@@ -28,7 +28,8 @@ from dis_tf import model_dir as model_dir_lib
 from dis_tf.data import pipeline
 from dis_tf.modeling.dis_model import build_dis_model
 
-STAGES = {"full": ("a", "b", "c"), "semi": ("semi",), "all": ("a", "b", "c", "semi")}
+STAGES = {"full": ("a", "b", "c"), "semi": ("semi",),
+          "all": ("a", "b", "c", "semi")}
 
 
 def make_strategy(name):
@@ -57,7 +58,8 @@ def make_strategy(name):
 def phase_settings(train_config, phase):
   """(steps, learning rate) of a phase."""
   key = "semi" if phase == "semi" else f"phase_{phase}"
-  return getattr(train_config, f"{key}_steps"), getattr(train_config, f"{key}_lr")
+  return (getattr(train_config, f"{key}_steps"),
+          getattr(train_config, f"{key}_lr"))
 
 
 def make_optimizer(train_config, learning_rate, steps):
@@ -80,7 +82,8 @@ def make_optimizer(train_config, learning_rate, steps):
                                 weight_decay=decay)
   if train_config.optimizer == "adam":
     return keras.optimizers.Adam(schedule, weight_decay=decay)
-  raise ValueError(f"optimizer={train_config.optimizer!r}: expected sgd or adam.")
+  raise ValueError(f"optimizer={train_config.optimizer!r}: expected sgd or "
+                   "adam.")
 
 
 def _phase_weights_path(model_dir, phase):

@@ -86,9 +86,9 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
     The path written.
   """
   # Imported here so that importing dis_tf never initialises matplotlib.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from matplotlib.patches import Patch
 
   if not rows:
     raise ValueError("No rows to draw (no image was selected).")

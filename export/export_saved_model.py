@@ -23,7 +23,6 @@ from absl import app
 from absl import flags
 
 from dis_tf import flags as dis_flags
-from dis_tf import model_dir as model_dir_lib
 from dis_tf.serving import export_lib
 
 FLAGS = flags.FLAGS
@@ -43,14 +42,11 @@ flags.DEFINE_string("model_name", "dis",
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  overrides = dis_flags.config_overrides()
-  if dis_flags.print_config_and_exit(
-      model_dir_lib.load_config(FLAGS.model_dir, overrides)):
+  if dis_flags.run_config(argv) is None:
     return
   path = export_lib.export_from_model_dir(
-      FLAGS.model_dir, FLAGS.export_dir, overrides=overrides,
+      FLAGS.model_dir, FLAGS.export_dir,
+      overrides=dis_flags.config_overrides(),
       input_size=FLAGS.input_size, version=FLAGS.version,
       model_name=FLAGS.model_name)
   print(f"Exported SavedModel to {path}")

@@ -11,6 +11,9 @@ Fixtures:
   dataset_fn     training batches without files (`training.train`'s
                  `dataset_fn`).
   eval_examples  factory: evaluation examples without files.
+  backbone_calls counts the backbone calls of a model.
+  prepare_tfds   prepares a builder from a manual dir; `tfds_examples` reads
+                 a split back.
   mini_benchmark a generated synthetic benchmark (VOC tree + web_tags
                  folder) with both tfds datasets prepared; session-wide,
                  read-only.
@@ -21,10 +24,12 @@ Fixtures:
                  environment, for tests that start tools themselves.
 """
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
+from unittest import mock
 
 # Before TensorFlow is imported (it reads this when it loads).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -33,6 +38,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from dis_tf import config as config_lib
 from dis_tf import image_ops
@@ -108,6 +114,25 @@ def tiny_run():
   return make
 
 
+@pytest.fixture(scope="session")
+def backbone_calls():
+  """`with backbone_calls(model) as calls:` records each call of
+  `model.backbone` in the list `calls` (the one-backbone-pass checks)."""
+
+  @contextlib.contextmanager
+  def count(model):
+    calls = []
+    original = model.backbone.call
+
+    def counting_call(*args, **kwargs):
+      calls.append(1)
+      return original(*args, **kwargs)
+
+    with mock.patch.object(model.backbone, "call", counting_call):
+      yield calls
+  return count
+
+
 def _dataset_fn(config, stage):
   rng = np.random.RandomState(0)
   size, batch = config.data.crop_size, config.train.batch_size
@@ -156,6 +181,31 @@ def eval_examples():
   dicts as the eval pipeline emits them ("image", "mask", "tags",
   "file_name"), random images of the given sizes."""
   return _eval_examples
+
+
+@pytest.fixture(scope="session")
+def prepare_tfds():
+  """`prepare_tfds(builder_cls, config_cls, manual_dir, data_dir,
+  skip=False)`: a dis_tf tfds builder prepared the tfds way (default config,
+  the folder as the download config's manual_dir; `skip`: a config with
+  skip_bad_files)."""
+
+  def prepare(builder_cls, config_cls, manual_dir, data_dir, skip=False):
+    builder = builder_cls(
+        data_dir=str(data_dir),
+        config=config_cls(name="skip", skip_bad_files=True) if skip else None)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+  return prepare
+
+
+@pytest.fixture(scope="session")
+def tfds_examples():
+  """`tfds_examples(builder, split="train")`: {file name: NumPy example}."""
+  return lambda builder, split="train": {
+      ex["file_name"].decode(): ex
+      for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
 MINI_BENCHMARK = dict(num_train=8, num_val=4, num_weak=8, num_tags_only=2,
@@ -236,7 +286,7 @@ def source_hash():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, mini_benchmark):
   """A finished `tools/train.py --stage=all --deterministic` run of 4 steps
-  per phase on the mini benchmark.
+  per phase on the mini benchmark (the reliability tests' reference run).
 
   Returns:
     {"model_dir", "flags" (its command line, without --model_dir),
@@ -244,9 +294,10 @@ def trained_run(tmp_path_factory, mini_benchmark):
   """
   model_dir = str(tmp_path_factory.mktemp("trained_run") / "run")
   flags = mini_benchmark["flags"] + [
-      "--backbone=tiny", "--crop_size=32", "--batch_size=2",
-      "--phase_a_steps=4", "--phase_b_steps=4", "--phase_c_steps=4",
-      "--semi_steps=4", "--steps_per_epoch=2", "--t_train=2", "--stage=all",
+      "--preset=synthetic", "--stage=all", "--backbone=tiny",
+      "--crop_size=48", "--batch_size=2", "--phase_a_steps=4",
+      "--phase_b_steps=4", "--phase_c_steps=4", "--semi_steps=4",
+      "--steps_per_epoch=2", "--t_train=2", "--tag_weight=0.5",
       "--deterministic"]
   source = _source_hash()
   _run_tool("tools/train.py", f"--model_dir={model_dir}", *flags)

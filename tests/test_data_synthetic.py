@@ -89,7 +89,7 @@ def test_noisy_tags_rates():
 
 
 def test_captions_round_trip():
-  synonyms = synthetic._synonyms_by_class()  # pylint: disable=protected-access
+  synonyms = synthetic._synonyms_by_class()
   for i in range(500):
     rng = np.random.default_rng(i)
     tags = sorted(rng.choice(np.arange(1, 21), size=rng.integers(1, 5),

@@ -1,7 +1,5 @@
 """DISModel: latent inference, the training phases, stage 2, serialisation."""
 
-from unittest import mock
-
 import keras
 import numpy as np
 import pytest
@@ -121,16 +119,9 @@ def test_steps_zero_equals_forward_pass(tiny_model):
   np.testing.assert_array_equal(result["v3"], out["tag_logits"])
 
 
-def test_infer_runs_the_backbone_once(tiny_model):
+def test_infer_runs_the_backbone_once(tiny_model, backbone_calls):
   model = tiny_model()
-  calls = []
-  original = model.backbone.call
-
-  def counting_call(*args, **kwargs):
-    calls.append(1)
-    return original(*args, **kwargs)
-
-  with mock.patch.object(model.backbone, "call", counting_call):
+  with backbone_calls(model) as calls:
     model.infer(_batch()["image"], steps=7)
   assert len(calls) == 1
 
@@ -216,20 +207,14 @@ def test_resnet_phases_keep_batchnorm_frozen():
   assert any("conv5_block3_3_conv" in v.path for v in model.trainable_variables)
 
 
-def test_stage2_step_on_mixed_batch_and_backbone_once_per_step(tiny_model):
+def test_stage2_step_on_mixed_batch_and_backbone_once_per_step(
+    tiny_model, backbone_calls):
   model = tiny_model(t_train=3)
   model.set_phase("semi")
   model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
   batch = _batch(weak=[True, False, True, False])
-  calls = []
-  original = model.backbone.call
-
-  def counting_call(*args, **kwargs):
-    calls.append(1)
-    return original(*args, **kwargs)
-
   before = _weights(model)
-  with mock.patch.object(model.backbone, "call", counting_call):
+  with backbone_calls(model) as calls:
     logs = model.train_on_batch(batch, return_dict=True)
   assert len(calls) == 1
   assert all(np.isfinite(v) for v in logs.values())

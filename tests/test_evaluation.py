@@ -1,7 +1,6 @@
 """dis_tf.evaluation: predictions at several t_test, scores over a split."""
 
 import gc
-from unittest import mock
 import weakref
 
 import numpy as np
@@ -51,16 +50,10 @@ def test_miou_matches_independent_numpy(model, eval_examples):
     assert row["confusion_matrix"].sum() == valid
 
 
-def test_one_backbone_call_per_image_for_all_t(model, eval_examples):
+def test_one_backbone_call_per_image_for_all_t(model, eval_examples,
+                                               backbone_calls):
   examples = eval_examples()
-  calls = []
-  original = model.backbone.call
-
-  def counting_call(*args, **kwargs):
-    calls.append(1)
-    return original(*args, **kwargs)
-
-  with mock.patch.object(model.backbone, "call", counting_call):
+  with backbone_calls(model) as calls:
     evaluation.evaluate_model(model, examples, [0, 2, 5])
   assert len(calls) == len(examples)
 
@@ -104,17 +97,11 @@ def test_compiled_and_eager_agree(model, eval_examples):
 @pytest.mark.parametrize("flip,scales", [(True, (1.0,)),
                                          (False, (0.5, 1.0)),
                                          (True, (0.75, 1.25))])
-def test_flip_and_scales_give_valid_probabilities(model, eval_examples, flip,
+def test_flip_and_scales_give_valid_probabilities(model, eval_examples,
+                                                  backbone_calls, flip,
                                                   scales):
   image = eval_examples()[1]["image"]
-  calls = []
-  original = model.backbone.call
-
-  def counting_call(*args, **kwargs):
-    calls.append(1)
-    return original(*args, **kwargs)
-
-  with mock.patch.object(model.backbone, "call", counting_call):
+  with backbone_calls(model) as calls:
     out = evaluation.predict(model, image, [0, 3], flip=flip, scales=scales)
   assert len(calls) == len(scales) * (2 if flip else 1)
   for t in (0, 3):

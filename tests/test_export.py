@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -298,7 +300,6 @@ _FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 def _graph_ops(saved_model_dir):
   """(op types, attribute names) of the graph and its function library."""
-  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   proto = saved_model_pb2.SavedModel()
   with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
     proto.ParseFromString(f.read())
@@ -318,7 +319,6 @@ def _graph_ops(saved_model_dir):
 
 
 def test_only_core_servable_ops(exported):
-  from tensorflow.python.framework import op_def_registry  # pylint: disable=g-import-not-at-top
   ops, attrs, functions = _graph_ops(exported["path"])
   # The while loop, its gradient tape and map_fn bodies are in the library.
   assert "While" in ops or "StatelessWhile" in ops
@@ -413,7 +413,7 @@ class _FakeRestHandler(http.server.BaseHTTPRequestHandler):
 
   loaded = None
 
-  def do_POST(self):  # pylint: disable=invalid-name
+  def do_POST(self):
     assert self.path == "/v1/models/dis:predict", self.path
     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
     def b64(values):
@@ -478,7 +478,7 @@ def test_client_grpc(exported, tmp_path):
 
   class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-    def Predict(self, request, context):  # pylint: disable=invalid-name
+    def Predict(self, request, context):
       assert request.model_spec.name == "dis"
       inputs = {k: tf.constant(tf.make_ndarray(v))
                 for k, v in request.inputs.items()}

@@ -21,9 +21,12 @@ image; the rest is the fixed network at the input size.
 import io
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -55,9 +58,6 @@ def _gradient(h, w):
 
 def _bomb_png(side):
   """A valid PNG header claiming side x side pixels, with a few KB of data."""
-  import struct  # pylint: disable=g-import-not-at-top
-  import zlib  # pylint: disable=g-import-not-at-top
-
   def chunk(kind, data):
     body = kind + data
     return (struct.pack(">I", len(data)) + body
@@ -210,7 +210,6 @@ def served(tmp_path_factory, tiny_run):
 
 @pytest.mark.parametrize("name", list(_requests()))
 def test_each_input_is_a_result_or_a_named_invalid_argument(served, name):
-  import re  # pylint: disable=g-import-not-at-top
   entry = served["results"]["requests"][name][0]
   expected = served["expected"][name]
   assert "other_error" not in entry, entry

@@ -114,6 +114,19 @@ def _read_h5_fully(path):
                  else None)
 
 
+def _read_committed_states(model_dir):
+  """Reads fully the weights each backup's state.json names; their paths."""
+  found = []
+  for state_path in glob.glob(os.path.join(model_dir, "backup", "*",
+                                           "state.json")):
+    with open(state_path) as f:
+      state = json.load(f)
+    _read_h5_fully(os.path.join(os.path.dirname(state_path),
+                                state["weights"]))
+    found.append(os.path.relpath(state_path, model_dir))
+  return found
+
+
 def _assert_no_corrupt_checkpoint(model_dir):
   """Every file a rerun would read is complete; returns what was found."""
   found = []
@@ -122,13 +135,7 @@ def _assert_no_corrupt_checkpoint(model_dir):
       continue  # A temp file: never read, replaced by the next write.
     _read_h5_fully(path)
     found.append(os.path.basename(path))
-  for state_path in glob.glob(os.path.join(model_dir, "backup", "*",
-                                           "state.json")):
-    with open(state_path) as f:
-      state = json.load(f)
-    _read_h5_fully(os.path.join(os.path.dirname(state_path),
-                                state["weights"]))
-    found.append(os.path.relpath(state_path, model_dir))
+  found += _read_committed_states(model_dir)
   for path in glob.glob(os.path.join(model_dir, "backup", "*", "*.h5")):
     assert "latest.weights.h5" not in path  # Keras' in-place format unused.
   if os.path.exists(model_dir_lib.model_path(model_dir)):
@@ -265,12 +272,7 @@ def test_full_disk_fails_at_the_write_and_keeps_last_good(
     for path in files:
       if path.endswith(".h5"):
         _read_h5_fully(path)  # What is there is complete.
-    for state_path in glob.glob(os.path.join(model_dir, "backup", "*",
-                                             "state.json")):
-      with open(state_path) as f:
-        state = json.load(f)
-      _read_h5_fully(os.path.join(os.path.dirname(state_path),
-                                  state["weights"]))
+    _read_committed_states(model_dir)
   finally:
     _umount(mount)
 

@@ -27,6 +27,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from tensorflow.core.protobuf import saved_model_pb2
 
 from dis_tf import config as config_lib
 from dis_tf import model_dir as model_dir_lib
@@ -262,7 +263,6 @@ def _reachable_ops(meta_graph, function_names):
 
 
 def test_serving_graph_has_no_file_ops_and_no_assets(exported):
-  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   proto = saved_model_pb2.SavedModel()
   with open(os.path.join(exported["path"], "saved_model.pb"), "rb") as f:
     proto.ParseFromString(f.read())

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,23 +16,21 @@ def train(run_tool):
                                              check=check)
 
 
-def test_synthetic_preset_all_stages(mini_benchmark, tmp_path, train):
-  model_dir = str(tmp_path / "run")
-  train("--preset=synthetic", f"--model_dir={model_dir}", "--stage=all",
-        *mini_benchmark["flags"], "--crop_size=48", "--batch_size=2",
-        "--phase_a_steps=2", "--phase_b_steps=2", "--phase_c_steps=2",
-        "--semi_steps=2", "--steps_per_epoch=2", "--t_train=2",
-        "--tag_weight=0.5")
+def test_synthetic_preset_all_stages(trained_run, tmp_path, train):
+  # The session's trained run: tools/train.py --preset=synthetic
+  # --stage=all --crop_size=48 --t_train=2 --tag_weight=0.5 ...
+  model_dir = trained_run["model_dir"]
   config = json.load(open(os.path.join(model_dir, "config.json")))
   assert config["data"]["crop_size"] == 48
   assert config["loss"]["tag_weight"] == 0.5
   assert config["latent"]["t_train"] == 2
   _, model = model_dir_lib.load(model_dir)
   assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
-  # A second run finds every phase finished and only rewrites model.keras.
-  again = train("--preset=synthetic", f"--model_dir={model_dir}",
-                "--stage=all", *mini_benchmark["flags"], "--crop_size=48",
-                "--batch_size=2")
+  # A second run finds every phase finished and only rewrites model.keras
+  # (in a copy: the session's run stays as it is).
+  copy = str(tmp_path / "run")
+  shutil.copytree(model_dir, copy)
+  again = train(f"--model_dir={copy}", *trained_run["flags"])
   assert "== phase" not in again.stdout
 
 

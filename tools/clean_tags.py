@@ -46,22 +46,16 @@ dis_flags.define_config_flags(aliases={
 flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_string("output_dir", None,
                     "Output folder (default MODEL_DIR/clean_tags).")
-flags.DEFINE_integer("limit", None, "Process only the first N images.")
+flags.DEFINE_integer("limit", None, "Process only the first N images.",
+                     lower_bound=1)
 flags.DEFINE_boolean("use_truth", True,
                      "Score against WEAK_DIR/truth/truth.jsonl when it "
                      "exists (synthetic benchmark).")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
-  if FLAGS.limit is not None and FLAGS.limit < 1:
-    raise app.UsageError(f"--limit={FLAGS.limit} must be >= 1.")
-  config = model_dir_lib.load_config(FLAGS.model_dir,
-                                     dis_flags.config_overrides())
-  if dis_flags.print_config_and_exit(config):
+  config = dis_flags.run_config(argv)
+  if config is None:
     return
   t_train = config.latent.t_train
   if t_train < 0:

@@ -1,6 +1,6 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
-  python tools/demo.py            # about 10 minutes on 2 CPU cores
+  python tools/demo.py            # about 7 minutes on 2 CPU cores
 
 Steps (each prints progress; a killed demo resumes where it stopped):
   1. generate the synthetic benchmark into --data_root unless it is there
@@ -106,7 +106,8 @@ def main(argv):
 def serve_one_image(version_dir, config, output_png):
   """Runs one val JPEG through the exported `serving_default` signature."""
   voc_root = os.path.join(config.data.voc_dir, "VOCdevkit", "VOC2012")
-  with open(os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")) as f:
+  val_list = os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")
+  with open(val_list) as f:
     name = f.readline().strip()
   with open(os.path.join(voc_root, "JPEGImages", name + ".jpg"), "rb") as f:
     jpeg = f.read()

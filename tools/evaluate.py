@@ -45,21 +45,15 @@ flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_boolean("flip", False,
                      "Average the probabilities with those of the flipped "
                      "image.")
-flags.DEFINE_integer("limit", None, "Evaluate only the first N images.")
+flags.DEFINE_integer("limit", None, "Evaluate only the first N images.",
+                     lower_bound=1)
 flags.DEFINE_string("output_dir", None,
                     "Report folder (default MODEL_DIR/eval_SPLIT).")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
-  if FLAGS.limit is not None and FLAGS.limit < 1:
-    raise app.UsageError(f"--limit={FLAGS.limit} must be >= 1.")
-  config = model_dir_lib.load_config(FLAGS.model_dir,
-                                     dis_flags.config_overrides())
-  if dis_flags.print_config_and_exit(config):
+  config = dis_flags.run_config(argv)
+  if config is None:
     return
   model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
   split = config.data.eval_split

@@ -36,7 +36,7 @@ dis_flags.define_t_test(None, "Step counts drawn besides t=0, e.g. 10,30 "
 flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_integer("num_images", 4,
                      "Number of images (the first N of the split); ignored "
-                     "with --file_names.")
+                     "with --file_names.", lower_bound=1)
 flags.DEFINE_list("file_names", None,
                   "Image ids to draw (file name with or without extension), "
                   "in this order.")
@@ -85,15 +85,8 @@ def select_examples(dataset, file_names=None, num_images=4):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
-  if FLAGS.num_images < 1:
-    raise app.UsageError(f"--num_images={FLAGS.num_images} must be >= 1.")
-  config = model_dir_lib.load_config(FLAGS.model_dir,
-                                     dis_flags.config_overrides())
-  if dis_flags.print_config_and_exit(config):
+  config = dis_flags.run_config(argv)
+  if config is None:
     return
   model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
   split = config.data.eval_split

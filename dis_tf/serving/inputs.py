@@ -62,7 +62,7 @@ def _header_size(data):
     shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
     return shape[:2]
 
-  unknown = lambda: tf.constant([-1, -1], tf.int64)  # noqa: E731
+  unknown = lambda: tf.constant([-1, -1], tf.int64)
   size = tf.case([
       (tf.equal(head, b"\x89P"), lambda: tf.cond(length >= 24, png, unknown)),
       (tf.equal(head, b"GI"), lambda: tf.cond(length >= 10, gif, unknown)),
