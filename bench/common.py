@@ -30,8 +30,9 @@ def machine():
           break
   except OSError:
     pass
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import keras  # pylint: disable=g-import-not-at-top
+  # Imported when used: run_all.py imports this module without TensorFlow.
+  import keras
+  import tensorflow as tf
   load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
   return (f"{cpu}, {os.cpu_count()} logical CPUs, Python "
           f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
@@ -127,8 +128,8 @@ def run_probe(args):
 
 def resnet_model(num_classes=21, **latent):
   """A dilated-ResNet101 DISModel with random weights (no download)."""
-  from dis_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  from dis_tf.modeling.dis_model import build_dis_model  # pylint: disable=g-import-not-at-top
+  from dis_tf import config as config_lib
+  from dis_tf.modeling.dis_model import build_dis_model
   config = config_lib.voc12()
   config.model.weights = None
   config.model.num_classes = num_classes

@@ -11,7 +11,7 @@ same run.
 import argparse
 import sys
 
-import common  # pylint: disable=unused-import
+import common  # Puts the checkout on sys.path.
 
 import numpy as np
 import tensorflow as tf
@@ -21,8 +21,9 @@ from dis_tf.modeling import backbones
 
 
 def _flops(fn, spec):
-  from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-import-not-at-top
-  from tensorflow.python.profiler import option_builder  # pylint: disable=g-import-not-at-top
+  # TensorFlow's internal profiler, needed only for the FLOP count.
+  from tensorflow.python.profiler import model_analyzer
+  from tensorflow.python.profiler import option_builder
   graph = fn.get_concrete_function(spec).graph
   opts = option_builder.ProfileOptionBuilder.float_operation()
   opts["output"] = "none"
@@ -42,7 +43,7 @@ def main(argv):
   parser.add_argument("--size", type=int, default=353)
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args(argv)
-  rows, lines = [], []
+  rows = []
   rate_before = _matmul_rate()
   for name, size in (("resnet101", args.size), ("tiny", 96)):
     config = config_lib.voc12() if name == "resnet101" else (

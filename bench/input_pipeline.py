@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-import common  # pylint: disable=unused-import
+import common  # Puts the checkout on sys.path.
 
 import keras
 import tensorflow as tf
@@ -47,7 +47,7 @@ def bench(name, root, batches, repeats):
   pipeline.prepare_datasets(config)
   it = iter(pipeline.train_dataset(config, "semi"))
   for _ in range(5):
-    batch = next(it)
+    next(it)
   start = time.perf_counter()
   for _ in range(batches):
     next(it)["image"].numpy()

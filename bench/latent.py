@@ -12,7 +12,7 @@ t = 0 or t = 30. Random weights: the cost does not depend on them.
 import argparse
 import sys
 
-import common  # pylint: disable=unused-import  (sets sys.path)
+import common  # Puts the checkout on sys.path.
 
 import numpy as np
 import tensorflow as tf
@@ -106,7 +106,8 @@ def main(argv):
           f"batch 1, u1 {tuple(u1.shape)}; median of {args.repeats} "
           "interleaved runs (latent alone: "
           f"{args.repeats + 2}); the per-round ratio pairs runs taken seconds "
-          "apart, so slow load drifts from other jobs cancel.", "", common.table(headers, rows), ""]
+          "apart, so slow load drifts from other jobs cancel.", "",
+          common.table(headers, rows), ""]
 
   # Breakdown of one Gram step (the "profile"): subnet-2 value+gradient,
   # A A^T, and the once-per-call operator build.

@@ -21,9 +21,9 @@ side by side in this process) are timed on the same shapes: each
 configuration is a traced `latent_inference` run with t = 0 and t = --steps,
 all runs interleaved round by round; a step costs (median at t - median at
 0) / t, and also (fastest at t - fastest at 0) / t, and the speed-up is
-also given as the median of the per-round ratios. --jit adds this tree with the step body (the while-loop body
-function) compiled by XLA (`tf.function(jit_compile=True)`), the loop itself
-left to TensorFlow.
+also given as the median of the per-round ratios. --jit adds this tree with
+the step body (the while-loop body function) compiled by XLA
+(`tf.function(jit_compile=True)`), the loop itself left to TensorFlow.
 """
 
 import argparse
@@ -278,8 +278,8 @@ def time_steps(implementations, repeats, steps=30):
   for name, *_ in SHAPES:
     rounds = {}
     for label in labels:
-      median = lambda t: stats[(name, label, t)][0]  # noqa: E731
-      fastest = lambda t: stats[(name, label, t)][1]  # noqa: E731
+      median = lambda t: stats[(name, label, t)][0]
+      fastest = lambda t: stats[(name, label, t)][1]
       per_step[(name, label)] = (
           1000 * (median(steps) - median(0)) / steps,
           1000 * (fastest(steps) - fastest(0)) / steps)

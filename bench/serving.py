@@ -2,11 +2,11 @@
 
   python bench/serving.py [--backbone=resnet101] [--size=353] [--repeats=5]
 
-Exports a random-weight DIS model with `export.export_saved_model`, loads it
+Exports a random-weight DIS model with `dis_tf.serving.export_lib`, loads it
 the way TF Serving's C++ server does (`tf.compat.v1.saved_model.loader.load`
 into a Session, then `Session.run` on the `serving_steps` signature), and
 times one JPEG request with steps 0 and 30 against
-`export.export_saved_model.predict_in_process` (the same serving functions
+`dis_tf.serving.module.predict_in_process` (the same serving functions
 run eagerly-dispatched in this process). Runs are interleaved.
 """
 
@@ -14,14 +14,15 @@ import argparse
 import sys
 import tempfile
 
-import common  # pylint: disable=unused-import
+import common  # Puts the checkout on sys.path.
 
 import numpy as np
 import tensorflow as tf
 
 from dis_tf import config as config_lib
 from dis_tf.modeling.dis_model import build_dis_model
-from export import export_saved_model as export_lib
+from dis_tf.serving import export_lib
+from dis_tf.serving import module as serving_module
 
 
 def main(argv):
@@ -40,7 +41,7 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     path = export_lib.export_saved_model(model, tmp, t_test=30,
                                          input_size=args.size, warmup=False)
-    module = export_lib.build_serving_module(model, 30, args.size)
+    module = serving_module.build_serving_module(model, 30, args.size)
     sess = tf.compat.v1.Session(graph=tf.Graph())
     with sess.graph.as_default():
       meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
@@ -52,8 +53,8 @@ def main(argv):
                                 sig.inputs["steps"].name: [t]})
 
     def in_process(t):
-      return export_lib.predict_in_process(model, [jpeg], t, args.size,
-                                           module=module)
+      return serving_module.predict_in_process(model, [jpeg], t, args.size,
+                                               module=module)
 
     fns = {}
     for t in (0, 30):

@@ -13,7 +13,7 @@ the model default ("gram").
 import argparse
 import sys
 
-import common  # pylint: disable=unused-import
+import common  # Puts the checkout on sys.path.
 
 import keras
 import numpy as np

@@ -28,7 +28,9 @@ from dis_tf import atomic
 from dis_tf import diagnosis
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
+from dis_tf import reports
 from dis_tf import selection
+from dis_tf import tag_cleaning
 from dis_tf import training
 from dis_tf.classes import VOC_CLASSES
 from dis_tf.data import pipeline
@@ -256,7 +258,7 @@ def weak_scores(models, config, seed_dir, t_trains, limit):
          "stage1_tags": {}, "tags": {}}
 
   def clean(model, name, t_train):
-    return evaluation.clean_tags(
+    return tag_cleaning.clean_tags(
         model, pipeline.weak_eval_dataset(config),
         os.path.join(seed_dir, "weak", name), t_train,
         tag_threshold=config.latent.tag_threshold, truth=truth, limit=limit,
@@ -361,7 +363,7 @@ def paired(a, b):
 
 def targets(rows, chosen, best_t_train, seed_results, plan, minutes):
   """The issue's targets, each with its numbers and met / missed."""
-  pct = lambda x: 100.0 * x  # noqa: E731
+  pct = lambda x: 100.0 * x
   t0, t_max = min(plan.t_tests), max(plan.t_tests)
   best = f"DIS t_train={best_t_train}"
   lines = []
@@ -416,9 +418,11 @@ def targets(rows, chosen, best_t_train, seed_results, plan, minutes):
       f"Target: >= +2 and ahead in every seed: "
       f"{status(d.mean() >= 0.02 and np.all(d > 0))}.")
   d = chosen["ensemble"]["per_seed"] - chosen[best]["per_seed"]
+  ensemble_vs_best = paired(chosen["ensemble"]["per_seed"],
+                            chosen[best]["per_seed"])
   lines.append(
       f"6. Ensemble of the DIS settings vs the best single, each at its "
-      f"validated t_test: {paired(chosen['ensemble']['per_seed'], chosen[best]['per_seed'])}. "
+      f"validated t_test: {ensemble_vs_best}. "
       f"Target: >=: {status(d.mean() >= 0)}.")
   base = rows[("baseline", t0)]
   lines.append(
@@ -435,7 +439,7 @@ def diagnosis_section(seed_results, plan):
   if not all("diagnosis" in r for r in seed_results):
     return "(not run: --diagnosis_images=0)"
   names = list(seed_results[0]["diagnosis"])
-  mean = lambda f: float(np.mean([f(r) for r in seed_results]))  # noqa: E731
+  mean = lambda f: float(np.mean([f(r) for r in seed_results]))
   first = seed_results[0]["diagnosis"][names[0]]
   t = first["t_test"]
   out = [f"On {first['num_images']} selection-split images per seed, mean "
@@ -466,7 +470,7 @@ def diagnosis_section(seed_results, plan):
           f"| model | soft t=0 | argmax t=0 | truth | soft t={t} | "
           f"argmax t={t} | truth wins |", "|---|---:|---:|---:|---:|---:|---:|"]
   for name in names:
-    rec = lambda r, k: r["diagnosis"][name]["reconstruction"][k]  # noqa: E731
+    rec = lambda r, k: r["diagnosis"][name]["reconstruction"][k]
     cells = [mean(lambda r, k=k: rec(r, k)) for k in
              ("soft_t0", "argmax_t0", "truth", "soft_t", "argmax_t")]
     wins = mean(lambda r: rec(r, "truth_beats_argmax_t0"))
@@ -563,9 +567,11 @@ def departures(seed_results, plan, latent):
 
 def plot_curves(rows, plan, path):
   """mIoU vs t_test, one line per t_train setting (PNG)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  # Imported here: selecting the Agg backend is a process-wide side effect,
+  # taken only when a plot is drawn.
+  import matplotlib
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import pyplot as plt
   figure, axis = plt.subplots(figsize=(5, 3.5), dpi=100)
   ts = sorted(plan.t_tests)
   for name in setting_names(plan) + ["ensemble"]:
@@ -581,8 +587,29 @@ def plot_curves(rows, plan, path):
   plt.close(figure)
 
 
+def results_paths(output, results_dir=None):
+  """(JSON, plot) paths of the results page `output`.
+
+  Args:
+    output: path of the Markdown page (e.g. RESULTS.md).
+    results_dir: where the JSON and the plot go; None: `docs/results/`
+      next to the page (the repository's RESULTS.md keeps them in
+      docs/results/).
+
+  Returns:
+    (`<results_dir>/<stem>.json`, `<results_dir>/<stem>_miou_vs_t_test.png`),
+    stem the page's lower-case name ("results").
+  """
+  if results_dir is None:
+    results_dir = os.path.join(os.path.dirname(os.path.abspath(output)),
+                               "docs", "results")
+  stem = os.path.splitext(os.path.basename(output))[0].lower()
+  return (os.path.join(results_dir, f"{stem}.json"),
+          os.path.join(results_dir, f"{stem}_miou_vs_t_test.png"))
+
+
 def write_results(seed_results, plan, output, command, generator_params,
-                  rendered_by=None, config=None):
+                  rendered_by=None, config=None, results_dir=None):
   """Writes the results page (Markdown), its plot and a JSON of everything.
 
   Args:
@@ -595,22 +622,23 @@ def write_results(seed_results, plan, output, command, generator_params,
       (None when the page comes straight from the run).
     config: the run's base `ExperimentConfig` as a dict (its latent
       settings and splits are listed on the page).
+    results_dir: where the JSON and the plot go (see `results_paths`).
   """
   rows = miou_table(seed_results, plan)
   chosen, best_t_train = validated(seed_results, plan)
   directory = os.path.dirname(os.path.abspath(output))
   os.makedirs(directory, exist_ok=True)
-  stem = os.path.splitext(os.path.basename(output))[0].lower()
+  json_path, plot = results_paths(output, results_dir)
+  os.makedirs(os.path.dirname(plot), exist_ok=True)
   # The numbers first: a page that fails to render can be re-rendered from
   # them with --from_json.
   atomic.write_text(
-      os.path.join(directory, f"{stem}.json"),
+      json_path,
       json.dumps({"plan": dataclasses.asdict(plan), "seeds": seed_results,
                   "command": command, "generator": generator_params,
                   "config": config}, indent=1))
-  plot = os.path.join(directory, f"{stem}_miou_vs_t_test.png")
   plot_curves(rows, plan, plot)
-  short = [evaluation._short(c) for c in VOC_CLASSES[1:]]  # pylint: disable=protected-access
+  short = [reports.short_name(c) for c in VOC_CLASSES[1:]]
   header = "| setting | t_test | " + " | ".join(short) + " | mIoU |"
   lines = [header, "|---|---:|" + "---:|" * (len(short) + 1)]
   for name in setting_names(plan) + ["ensemble"]:
@@ -657,14 +685,26 @@ def write_results(seed_results, plan, output, command, generator_params,
   minutes = sum(r["seconds"] for r in seed_results) / 60
   config = config or {}
   data, latent = config.get("data", {}), config.get("latent", {})
+  rerendered = "" if rendered_by is None else (
+      "\n* Page re-rendered from that run's JSON (no training or scoring) "
+      f"by: `{rendered_by}`")
+  seeds = [r["seed"] for r in seed_results]
+  splits = (f"Settings chosen on `{data.get('select_split')}` "
+            f"({plan.select_limit or 'all'} images); every mIoU below is on "
+            f"`{data.get('eval_split')}` ({plan.eval_limit or 'all'} "
+            "images), which the choice never sees. Weak images for pseudo "
+            f"labels / tags: {plan.weak_limit}")
+  latent_shown = json.dumps({k: v for k, v in latent.items()
+                             if k not in ("t_train", "t_test")},
+                            sort_keys=True)
   page = f"""# Results: the Table-3 ablation on the synthetic benchmark
 
 Written by `tools/ablation.py`; no number on this page is typed by hand.
 
-* Command: `{command}`{"" if rendered_by is None else chr(10) + "* Page re-rendered from that run's JSON (no training or scoring) by: `" + rendered_by + "`"}
-* Seeds: {[r["seed"] for r in seed_results]}; t_train: {list(plan.t_trains)}; t_test: {list(plan.t_tests)}
-* Settings chosen on `{data.get("select_split")}` ({plan.select_limit or "all"} images); every mIoU below is on `{data.get("eval_split")}` ({plan.eval_limit or "all"} images), which the choice never sees. Weak images for pseudo labels / tags: {plan.weak_limit}
-* Latent settings (t_train per row; t_test per column or validated): `{json.dumps({k: v for k, v in latent.items() if k not in ("t_train", "t_test")}, sort_keys=True)}`
+* Command: `{command}`{rerendered}
+* Seeds: {seeds}; t_train: {list(plan.t_trains)}; t_test: {list(plan.t_tests)}
+* {splits}
+* Latent settings (t_train per row, t_test per column): `{latent_shown}`
 * Generator parameters: `{json.dumps(generator_params, sort_keys=True)}`
 * Training and scoring time: {minutes:.1f} min on this machine
 
@@ -681,7 +721,7 @@ t_train settings.
 
 {chr(10).join(lines)}
 
-![mIoU vs t_test]({os.path.basename(plot)})
+![mIoU vs t_test]({os.path.relpath(plot, directory)})
 
 ## At the t_test chosen on the selection split
 Each seed's model serves the t_test with the highest mIoU on the selection

@@ -1,18 +1,35 @@
-"""The one typed configuration of dis_tf, and its presets.
+"""The one typed configuration of dis_tf, its presets and its overrides.
 
 An `ExperimentConfig` is built from a preset function (`synthetic()` or
-`voc12()`), overridden by command-line flags, and written to
-`model_dir/config.json` so that evaluation and export need only `--model_dir`.
+`voc12()`), overridden key by key (`apply_overrides`, which the command-line
+flags of `dis_tf.flags` feed: one typed flag per field, e.g.
+`--latent.t_test=10`), and written to `model_dir/config.json` so that
+evaluation and export need only `--model_dir`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
-from typing import Optional
+import re
+import typing
+from typing import Any, Mapping, Optional
 
 from dis_tf import atomic
+
+# Values of the fields that take one of a few names (the flags are enums).
+BACKBONES = ("tiny", "resnet50", "resnet101")
+LATENT_METHODS = ("gram", "direct")
+# Which latent blocks move (dis_tf.inference.block_scales).
+LATENT_UPDATES = ("both", "u1", "v1", "per_pixel")
+OPTIMIZERS = ("sgd", "adam")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def _choice(default, choices):
+  return dataclasses.field(default=default, metadata={"choices": choices})
 
 
 @dataclasses.dataclass
@@ -27,18 +44,29 @@ class ModelConfig:
     tiny_width: channels of u1 for the tiny backbone.
     train_batchnorm: fine-tune the ResNet batch-norm layers (default: frozen,
       in inference mode, DeepLab v2 practice for small batches).
+    output_stride: backbone output stride (8 for all dis_tf backbones).
   """
 
-  backbone: str = "tiny"
+  backbone: str = _choice("tiny", BACKBONES)
   weights: Optional[str] = None
   num_classes: int = 21
   tiny_width: int = 64
   train_batchnorm: bool = False
+  output_stride: int = 8
 
 
 @dataclasses.dataclass
 class LossConfig:
-  """Weights of L^map, L^img and L^tag (paper Sec. 3)."""
+  """Weights of L^map, L^img and L^tag (paper Sec. 3).
+
+  The latent objective (`dis_tf.inference`) uses the image and tag weights
+  too, so they matter at evaluation and export as well.
+
+  Attributes:
+    map_weight: weight of L^map (labelmap cross-entropy).
+    image_weight: weight of L^img (reconstruction error).
+    tag_weight: weight of L^tag (tag cross-entropy).
+  """
 
   map_weight: float = 1.0
   image_weight: float = 1.0
@@ -80,9 +108,9 @@ class LatentConfig:
   clip_norm: Optional[float] = 10.0
   soft_pseudo_labels: bool = False
   tag_threshold: float = 0.5
-  method: str = "gram"
-  update: str = "per_pixel"
-  train_update: str = "both"
+  method: str = _choice("gram", LATENT_METHODS)
+  update: str = _choice("per_pixel", LATENT_UPDATES)
+  train_update: str = _choice("both", LATENT_UPDATES)
   monotone: bool = False
 
 
@@ -105,7 +133,6 @@ class DataConfig:
     min_scale: smallest random scale factor.
     max_scale: largest random scale factor.
     weak_fraction: fraction of each stage-2 batch that is tag-only images.
-    output_stride: backbone output stride (8 for all dis_tf backbones).
     deterministic: fixed-seed, order-preserving pipelines (tests).
     shuffle_buffer: shuffle buffer size.
     skip_bad_files: skip unreadable / inconsistent files when building the
@@ -123,7 +150,6 @@ class DataConfig:
   min_scale: float = 0.5
   max_scale: float = 1.5
   weak_fraction: float = 0.5
-  output_stride: int = 8
   deterministic: bool = False
   shuffle_buffer: int = 1000
   skip_bad_files: bool = False
@@ -136,6 +162,25 @@ class TrainConfig:
   Steps and learning rates are per stage-1 phase: (a) backbone + subnet-1 +
   subnet-3 on L^map + L^tag, (b) subnet-2 alone on L^img, (c) everything on
   all three losses; then stage 2 ("semi").
+
+  Attributes:
+    batch_size: global batch size (split over the replicas).
+    phase_a_steps: steps of stage-1 phase a.
+    phase_b_steps: steps of stage-1 phase b.
+    phase_c_steps: steps of stage-1 phase c.
+    semi_steps: steps of stage 2.
+    phase_a_lr: learning rate of phase a.
+    phase_b_lr: learning rate of phase b.
+    phase_c_lr: learning rate of phase c.
+    semi_lr: learning rate of stage 2.
+    optimizer: "sgd" (momentum, the paper's) or "adam".
+    momentum: SGD momentum.
+    poly_power: power of the poly learning-rate decay (DeepLab).
+    weight_decay: decoupled weight decay (0 disables it).
+    steps_per_epoch: steps between checkpoints, backups and summaries.
+    strategy: tf.distribute strategy: "default" (one device), "mirrored"
+      (all local devices) or "multi_worker" (reads TF_CONFIG).
+    seed: random seed of the weights, the data order and augmentation.
   """
 
   batch_size: int = 10
@@ -147,18 +192,27 @@ class TrainConfig:
   phase_b_lr: float = 1e-3
   phase_c_lr: float = 1e-4
   semi_lr: float = 1e-4
-  optimizer: str = "sgd"
+  optimizer: str = _choice("sgd", OPTIMIZERS)
   momentum: float = 0.9
   poly_power: float = 0.9
   weight_decay: float = 1e-4
   steps_per_epoch: int = 500
-  strategy: str = "default"
+  strategy: str = _choice("default", STRATEGIES)
   seed: int = 0
 
 
 @dataclasses.dataclass
 class ExperimentConfig:
-  """Everything a run needs; written to `model_dir/config.json`."""
+  """Everything a run needs; written to `model_dir/config.json`.
+
+  Attributes:
+    model: the network.
+    loss: loss weights.
+    latent: latent inference.
+    data: input pipelines.
+    train: optimisation.
+    model_dir: the training directory (see `dis_tf.model_dir`).
+  """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   loss: LossConfig = dataclasses.field(default_factory=LossConfig)
@@ -173,6 +227,7 @@ class ExperimentConfig:
   @classmethod
   def from_dict(cls, values):
     """Builds a config from a dict; unknown keys are an error."""
+    values = _migrate(values)
     kwargs = {}
     for field in dataclasses.fields(cls):
       if field.name not in values:
@@ -221,8 +276,171 @@ def _section_from_dict(section_cls, values, name):
   known = {f.name for f in dataclasses.fields(section_cls)}
   unknown = set(values) - known
   if unknown:
-    raise ValueError(f"Unknown keys in config section '{name}': {sorted(unknown)}")
+    raise ValueError(f"Unknown keys in config section '{name}': "
+                     f"{sorted(unknown)}")
   return section_cls(**values)
+
+
+def _migrate(values):
+  """Reads config.json files of earlier versions of this module.
+
+  `output_stride` describes the backbone and moved from the data section to
+  the model section; an old file has it under "data".
+  """
+  data = values.get("data")
+  if not isinstance(data, dict) or "output_stride" not in data:
+    return values
+  values = dict(values)
+  values["data"] = dict(data)
+  stride = values["data"].pop("output_stride")
+  values["model"] = dict(values.get("model", {}))
+  values["model"].setdefault("output_stride", stride)
+  return values
+
+
+# ---------------------------------------------------------------- overrides
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+  """One overridable field of `ExperimentConfig`.
+
+  Attributes:
+    key: dotted name, e.g. "latent.t_test" ("model_dir" at the top level).
+    type: int, float, bool or str.
+    optional: None is a valid value.
+    choices: the allowed values of a str field, or None (any).
+    doc: the field's description (from its section's docstring).
+  """
+
+  key: str
+  type: type
+  optional: bool
+  choices: Optional[tuple]
+  doc: str
+
+  def check(self, value):
+    """Returns `value` as this field's type; ValueError if it is not one."""
+    if value is None:
+      if self.optional:
+        return None
+      raise ValueError(f"{self.key}=None: this field cannot be None.")
+    if self.type is bool:
+      ok = isinstance(value, bool)
+    elif self.type is int:
+      ok = isinstance(value, int) and not isinstance(value, bool)
+    elif self.type is float:
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+      value = float(value) if ok else value
+    else:
+      ok = isinstance(value, str)
+    if not ok:
+      raise ValueError(f"{self.key}={value!r}: expected {self.type_name}, "
+                       f"got {type(value).__name__}.")
+    if self.choices is not None and value not in self.choices:
+      raise ValueError(f"{self.key}={value!r}: expected one of "
+                       f"{self.choices}.")
+    return value
+
+  @property
+  def type_name(self):
+    name = {bool: "a boolean", int: "an integer", float: "a number",
+            str: "a string"}[self.type]
+    return name + (" or None" if self.optional else "")
+
+
+def _attribute_docs(cls):
+  """{name: description} from the "Attributes:" section of a docstring."""
+  docs, name, inside = {}, None, False
+  for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
+    if line.strip() == "Attributes:":
+      inside = True
+      continue
+    if not inside:
+      continue
+    entry = re.match(r"^  (\w+): (.*)$", line)
+    if entry:
+      name = entry.group(1)
+      docs[name] = entry.group(2)
+    elif name and line.startswith("    "):
+      docs[name] += " " + line.strip()
+    else:
+      break
+  return docs
+
+
+def _field_spec(key, hint, field, docs):
+  optional = typing.get_origin(hint) is typing.Union
+  if optional:
+    (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+  return FieldSpec(key=key, type=hint, optional=optional,
+                   choices=field.metadata.get("choices"),
+                   doc=docs.get(field.name, ""))
+
+
+def fields():
+  """Every field of `ExperimentConfig` that a run can override, in order.
+
+  Returns:
+    A list of `FieldSpec`s: the sections' fields ("model.backbone", ...),
+    then "model_dir".
+  """
+  specs = []
+  for section, section_cls in _SECTIONS.items():
+    hints = typing.get_type_hints(section_cls)
+    docs = _attribute_docs(section_cls)
+    for field in dataclasses.fields(section_cls):
+      specs.append(_field_spec(f"{section}.{field.name}", hints[field.name],
+                               field, docs))
+  hints = typing.get_type_hints(ExperimentConfig)
+  docs = _attribute_docs(ExperimentConfig)
+  for field in dataclasses.fields(ExperimentConfig):
+    if field.name not in _SECTIONS:
+      specs.append(_field_spec(field.name, hints[field.name], field, docs))
+  return specs
+
+
+def apply_overrides(config, overrides: Mapping[str, Any]):
+  """Sets fields of `config` by dotted key, checking each key and type.
+
+  Args:
+    config: an `ExperimentConfig`, changed in place.
+    overrides: {"latent.t_test": 10, "model.weights": None, ...}; values
+      must have the field's type (an int is accepted for a float field).
+
+  Returns:
+    `config`.
+
+  Raises:
+    ValueError: naming an unknown key (and the keys it could be) or a value
+      of the wrong type.
+  """
+  specs = {spec.key: spec for spec in fields()}
+  for key, value in overrides.items():
+    spec = specs.get(key)
+    if spec is None:
+      section = key.partition(".")[0]
+      known = sorted(k for k in specs if k.partition(".")[0] == section)
+      raise ValueError(f"Unknown config key {key!r}; expected one of "
+                       f"{known or sorted(specs)}.")
+    section, _, name = key.rpartition(".")
+    target = getattr(config, section) if section else config
+    setattr(target, name, spec.check(value))
+  return config
+
+
+def resolve_config(preset, overrides=None):
+  """Builds the config of a run: a preset, then overrides.
+
+  Args:
+    preset: a name in `PRESETS` ("synthetic" or "voc12").
+    overrides: optional {dotted key: value} (see `apply_overrides`).
+
+  Returns:
+    An `ExperimentConfig`.
+  """
+  if preset not in PRESETS:
+    raise ValueError(f"--preset={preset!r}: expected one of "
+                     f"{sorted(PRESETS)}.")
+  return apply_overrides(PRESETS[preset](), overrides or {})
 
 
 def synthetic() -> ExperimentConfig:

@@ -93,7 +93,7 @@ def v1_share(model, u1, v1, target, tags=None):
   full_u, full_v = op.apply(gu, gv)
   part_u, part_v = gram_lib.apply_v1_part(
       model.subnet1.conv.kernel, model.subnet3.dense.kernel, gu, gv)
-  inner = lambda a, b: (tf.reduce_sum(a[0] * b[0], [1, 2, 3])  # noqa: E731
+  inner = lambda a, b: (tf.reduce_sum(a[0] * b[0], [1, 2, 3])
                         + tf.reduce_sum(a[1] * b[1], [1]))
   whole = inner((gu, gv), (full_u, full_v))
   through_v1 = inner((gu, gv), (part_u, part_v))

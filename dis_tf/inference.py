@@ -34,13 +34,14 @@ Two exact implementations of the same gradient descent sit behind it:
 import numpy as np
 import tensorflow as tf
 
+from dis_tf import config as config_lib
 from dis_tf import losses
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.subnets import refine_labelmap
 
-METHODS = ("gram", "direct")
+METHODS = config_lib.LATENT_METHODS
 # Which latent blocks move, and how their steps are scaled (`block_scales`).
-UPDATES = ("both", "u1", "v1", "per_pixel")
+UPDATES = config_lib.LATENT_UPDATES
 
 
 def block_scales(update, height, width, dtype=tf.float32):
@@ -84,7 +85,7 @@ def block_scales(update, height, width, dtype=tf.float32):
                    f"{UPDATES}.")
 
 
-def latent_objective(heads, u1, v1, image_target, tags=None,
+def latent_objective(model, u1, v1, image_target, tags=None,
                      image_weight=1.0, tag_weight=1.0, v1_tag=None):
   """Per-example latent objective.
 
@@ -104,7 +105,8 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
   changed after the first runs").
 
   Args:
-    heads: object with `subnet1`, `subnet2`, `subnet3` layers (a DISModel).
+    model: a `DISModel` (or any object with its `subnet1`, `subnet2` and
+      `subnet3` layers).
     u1: [B, h, w, D] pixel-level features.
     v1: [B, D] image-level features.
     image_target: [B, h, w, 3] normalised image at feature size.
@@ -117,21 +119,21 @@ def latent_objective(heads, u1, v1, image_target, tags=None,
   Returns:
     A [B] float32 tensor.
   """
-  u3 = heads.subnet1(u1, v1)
-  z3 = heads.subnet2(u3)
+  u3 = model.subnet1(u1, v1)
+  z3 = model.subnet2(u3)
   loss = image_weight * tf.reduce_sum(
       tf.math.squared_difference(z3, image_target), axis=[1, 2, 3]
   )
   if tags is not None:
-    loss += _tag_term(z3, heads.subnet3(u1, v1 if v1_tag is None else v1_tag),
+    loss += _tag_term(z3, model.subnet3(u1, v1 if v1_tag is None else v1_tag),
                       tags, tag_weight)
   return loss
 
 
-def objective_from_logits(heads, u3, v3, image_target, tags=None,
+def objective_from_logits(model, u3, v3, image_target, tags=None,
                           image_weight=1.0, tag_weight=1.0):
   """`latent_objective` as a function of (u3, v3) (v3 unused without tags)."""
-  z3 = heads.subnet2(u3)
+  z3 = model.subnet2(u3)
   loss = image_weight * tf.reduce_sum(
       tf.math.squared_difference(z3, tf.cast(image_target, z3.dtype)),
       axis=[1, 2, 3])
@@ -156,7 +158,7 @@ def _expand_like(values, x):
   return tf.reshape(values, shape)
 
 
-def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
+def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
                      step_size=0.1, clip_norm=10.0, image_weight=1.0,
                      tag_weight=1.0, return_features=False, method="gram",
                      gram_fields=None, update="both", monotone=False):
@@ -174,7 +176,8 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   paper takes every step (a departure, off by default).
 
   Args:
-    heads: object with `subnet1`, `subnet2`, `subnet3` layers (a DISModel).
+    model: a `DISModel` (or any object with its `subnet1`, `subnet2` and
+      `subnet3` layers).
     u1: [B, h, w, D] backbone features (no gradient flows back into them).
     v1: [B, D] backbone image-level features.
     image_target: [B, h, w, 3] normalised image at feature size.
@@ -192,7 +195,7 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
       (the reference: gradient tape on (u1, v1)). Both compute the same
       iterates up to floating-point rounding.
     gram_fields: optional Gram kernels (`GramOperator.fields()`) built
-      earlier from the heads' current weights, for callers whose weights do
+      earlier from the model's current weights, for callers whose weights do
       not change (the export builds them once); None builds them in this
       call (training: the weights change every step).
     update: which latent blocks move and how their steps are scaled, one of
@@ -214,7 +217,7 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   if method not in METHODS:
     raise ValueError(f"Unknown latent method {method!r}; expected one of "
                      f"{METHODS}.")
-  if method == "gram" and not gram_lib.supports(heads):
+  if method == "gram" and not gram_lib.supports(model):
     raise ValueError("method='gram' needs the linear Subnet1 / Subnet3 "
                      "(3x3 'same' convolution, dense, no activation); use "
                      "method='direct'.")
@@ -231,12 +234,12 @@ def latent_inference(heads, u1, v1, image_target, tags=None, steps=0,
   steps = tf.cast(steps, tf.int32)
   if method == "gram":
     u3, v3, objective, features = _gram_loop(
-        heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
+        model, u1, v1, image_target, tags, steps, step_size, clip_norm,
         image_weight, tag_weight, return_features, gram_fields, update,
         monotone)
   else:
     u3, v3, objective, features = _direct_loop(
-        heads, u1, v1, image_target, tags, steps, step_size, clip_norm,
+        model, u1, v1, image_target, tags, steps, step_size, clip_norm,
         image_weight, tag_weight, return_features, update, monotone)
   refine_logits = v3
   if tags is not None:
@@ -296,7 +299,7 @@ def _accept(finite, new_objective, objective, monotone):
   return tf.logical_and(finite, new_objective <= objective)
 
 
-def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
+def _direct_loop(model, u1, v1, image_target, tags, steps, step_size,
                  clip_norm, image_weight, tag_weight, return_features,
                  update="both", monotone=False):
   """The reference: gradient tape on (u1, v1) through subnet-1/3."""
@@ -305,7 +308,7 @@ def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
   s_u, s_map, s_tag = block_scales(update, shape[1], shape[2], dtype)
 
   def objective(u1, v1, v1_tag=None):
-    return latent_objective(heads, u1, v1, image_target, tags,
+    return latent_objective(model, u1, v1, image_target, tags,
                             image_weight, tag_weight, v1_tag)
 
   def body(i, u1, v1, current, eta):
@@ -344,12 +347,12 @@ def _direct_loop(heads, u1, v1, image_target, tags, steps, step_size,
       [tf.constant(0), u1, v1, objective(u1, v1), eta],
       parallel_iterations=1,
   )
-  u3 = heads.subnet1(u1, v1)
-  v3 = heads.subnet3(u1, v1)
+  u3 = model.subnet1(u1, v1)
+  v3 = model.subnet3(u1, v1)
   return u3, v3, objective(u1, v1), (u1, v1)
 
 
-def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
+def _gram_loop(model, u1, v1, image_target, tags, steps, step_size,
                clip_norm, image_weight, tag_weight, return_features,
                gram_fields=None, update="both", monotone=False):
   """The same descent in (u3, v3) space with the Gram operator A A^T.
@@ -360,8 +363,8 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   and, only for `return_features`, the accumulated update sum_k c_k g_k from
   which (u1, v1) -= A^T(sum) is reconstructed at the end.
   """
-  u3 = heads.subnet1(u1, v1)
-  v3 = heads.subnet3(u1, v1)
+  u3 = model.subnet1(u1, v1)
+  v3 = model.subnet3(u1, v1)
   dtype = u3.dtype
   shape = tf.shape(u3)
   s_u, s_map, s_tag = block_scales(update, shape[1], shape[2], dtype)
@@ -369,7 +372,7 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   def value_and_grad(u3, v3):
     with tf.GradientTape() as tape:
       tape.watch([u3, v3])
-      objective = objective_from_logits(heads, u3, v3, image_target, tags,
+      objective = objective_from_logits(model, u3, v3, image_target, tags,
                                         image_weight, tag_weight)
       total = tf.reduce_sum(objective)
     grad_u3, grad_v3 = tape.gradient(
@@ -383,7 +386,7 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   if gram_fields is not None:
     gram_fields = tuple(tf.cast(f, dtype) for f in gram_fields)
   op = gram_lib.GramOperator.from_heads(
-      heads, dtype, build=lambda make: tf.cond(
+      model, dtype, build=lambda make: tf.cond(
           steps > 0, make,
           lambda: gram_lib.GramOperator.zero_fields(num_classes, dtype)),
       fields=gram_fields)
@@ -391,7 +394,7 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
   # The gradient at the start point is needed only if a step is taken.
   objective, grad_u3, grad_v3 = tf.cond(
       steps > 0, lambda: value_and_grad(u3, v3),
-      lambda: (objective_from_logits(heads, u3, v3, image_target, tags,
+      lambda: (objective_from_logits(model, u3, v3, image_target, tags,
                                      image_weight, tag_weight),
                tf.zeros_like(u3), tf.zeros_like(v3)))
   acc_u = tf.zeros_like(u3) if return_features else tf.zeros([0], dtype)
@@ -404,8 +407,8 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
     clip_norm = tf.cast(clip_norm, dtype)
   flat = ([u3.shape[0], -1] if u3.shape[0] is not None
           else tf.stack([tf.shape(u3)[0], -1]))
-  conv_kernel = tf.cast(heads.subnet1.conv.kernel, dtype)
-  dense_kernel = tf.cast(heads.subnet3.dense.kernel, dtype)
+  conv_kernel = tf.cast(model.subnet1.conv.kernel, dtype)
+  dense_kernel = tf.cast(model.subnet3.dense.kernel, dtype)
 
   def body(i, u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v, eta):
     move_u, move_v = apply(grad_u3, grad_v3)
@@ -446,7 +449,7 @@ def _gram_loop(heads, u1, v1, image_target, tags, steps, step_size,
       produced += [tf.reshape(new_acc_u, flat), new_acc_v]
     finite = _finite_rows(tf.concat(produced, 1))
     accept = _accept(finite, new_objective, objective, monotone)
-    keep = lambda new, old: _select_rows(accept, new, old)  # noqa: E731
+    keep = lambda new, old: _select_rows(accept, new, old)
     if return_features:
       acc_u, acc_v = keep(new_acc_u, acc_u), keep(new_acc_v, acc_v)
     if monotone:

@@ -17,6 +17,7 @@ import numpy as np
 
 from dis_tf import classes
 from dis_tf import evaluation
+from dis_tf import flags as dis_flags
 from dis_tf import image_ops
 
 
@@ -48,7 +49,7 @@ def figure_row(model, example, t_tests, compiled=True):
     "labelmaps" {t: int [H, W]} (t = 0 first), "ground_truth" int [H, W] or
     None, and "t_max".
   """
-  t_tests = evaluation.parse_t_tests([0] + list(t_tests), "t_tests")
+  t_tests = dis_flags.parse_t_tests([0] + list(t_tests), "t_tests")
   out = evaluation.predict(model, example["image"], t_tests,
                            with_reconstruction=True, compiled=compiled)
   t_max = t_tests[-1]
@@ -85,9 +86,9 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
     The path written.
   """
   # Imported here so that importing dis_tf never initialises matplotlib.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from matplotlib.patches import Patch
 
   if not rows:
     raise ValueError("No rows to draw (no image was selected).")

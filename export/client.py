@@ -20,11 +20,14 @@ import os
 import urllib.error
 import urllib.request
 
+from absl import app
+from absl import flags
 import numpy as np
+from PIL import Image
 
 from dis_tf.classes import voc_palette
 
-# Signatures that take encoded images (see export_saved_model.py).
+# Signatures that take encoded images (see dis_tf/serving/module.py).
 FIXED_STEPS_SIGNATURE = "serving_default"
 STEPS_SIGNATURE = "serving_steps"
 
@@ -125,12 +128,11 @@ def grpc_predict(server, model_name, image_bytes, steps=None, version=None,
   Returns:
     Dict of NumPy arrays, the signature's outputs.
   """
-  # pylint: disable=g-import-not-at-top
+  # Imported here: the REST client needs neither gRPC nor TensorFlow.
   import grpc
   import tensorflow as tf
   from tensorflow_serving.apis import predict_pb2
   from tensorflow_serving.apis import prediction_service_pb2_grpc
-  # pylint: enable=g-import-not-at-top
   request = predict_pb2.PredictRequest()
   request.model_spec.name = model_name
   request.model_spec.signature_name = _signature(steps)
@@ -190,7 +192,6 @@ def colorize(class_ids):
 
 def write_png(path, rgb):
   """Writes a [H, W, 3] uint8 image as PNG."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
   Image.fromarray(np.asarray(rgb, np.uint8)).save(buffer, format="PNG")
   with open(path, "wb") as f:
@@ -238,7 +239,6 @@ def run(paths, server, protocol="rest", model_name="dis", steps=None,
 
 def main(argv):
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   run(f.images, f.server, protocol=f.protocol, model_name=f.model_name,
       steps=f.steps, version=f.version, output_dir=f.output_dir,
@@ -246,7 +246,7 @@ def main(argv):
 
 
 def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  # Defined only when run as a script: tests import this module.
   flags.DEFINE_list("images", None, "Comma-separated image files.")
   flags.DEFINE_string("server", "http://localhost:8501",
                       "REST base URL (--protocol=rest) or gRPC host:port "
@@ -263,6 +263,5 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)

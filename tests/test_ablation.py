@@ -6,19 +6,16 @@ import sys
 
 import pytest
 
-from dis_tf.data import synthetic
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_ablation_tool_writes_a_results_page(tmp_path):
-  data = str(tmp_path / "data")
-  synthetic.ensure_synthetic_benchmark(
-      data, num_train=6, num_val=4, num_weak=6, num_tags_only=1,
-      image_size=48)
+def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
+                                             tool_env):
+  # The benchmark and its tfds data exist: the tool reads them unchanged.
+  data = mini_benchmark["root"]
   output = str(tmp_path / "RESULTS.md")
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  env = tool_env()
   command = [
       sys.executable, "tools/ablation.py", f"--data_root={data}",
       f"--workdir={tmp_path / 'runs'}", f"--output={output}", "--seeds=0",
@@ -45,13 +42,16 @@ def test_ablation_tool_writes_a_results_page(tmp_path):
               "| cleaned-tag f1 |", "| classifier alone |",
               "| DIS t_train=2 | 0.1 x 30 |"):
     assert row in page
-  assert os.path.exists(str(tmp_path / "results_miou_vs_t_test.png"))
-  assert os.path.exists(str(tmp_path / "results.json"))
+  # The page's numbers and plot go to docs/results/ next to the page.
+  results_dir = tmp_path / "docs" / "results"
+  assert os.path.exists(str(results_dir / "results_miou_vs_t_test.png"))
+  assert os.path.exists(str(results_dir / "results.json"))
+  assert "](docs/results/results_miou_vs_t_test.png)" in page
   # Re-rendering from the JSON reproduces the page's tables and reading.
   again = str(tmp_path / "again" / "RESULTS.md")   # a directory not made yet
   subprocess.run(
       [sys.executable, "tools/ablation.py",
-       f"--from_json={tmp_path / 'results.json'}", f"--output={again}"],
+       f"--from_json={results_dir / 'results.json'}", f"--output={again}"],
       check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
   rerendered = open(again).read()
   assert "Page re-rendered from that run's JSON" in rerendered

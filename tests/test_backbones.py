@@ -9,7 +9,8 @@ from dis_tf.modeling import backbones
 
 
 def _nested_resnet(backbone):
-  return [l for l in backbone.layers if isinstance(l, keras.Model)][0]
+  return [layer for layer in backbone.layers
+          if isinstance(layer, keras.Model)][0]
 
 
 def test_tiny_backbone_shapes():
@@ -55,16 +56,16 @@ def test_resnet50_dilated_shapes_and_weight_shapes():
 
 def test_resnet_batchnorm_frozen_by_default_and_inference_mode():
   backbone = backbones.build_backbone("resnet50")
-  bns = [l for l in _nested_resnet(backbone).layers
-         if isinstance(l, keras.layers.BatchNormalization)]
-  assert bns and not any(l.trainable for l in bns)
+  bns = [layer for layer in _nested_resnet(backbone).layers
+         if isinstance(layer, keras.layers.BatchNormalization)]
+  assert bns and not any(layer.trainable for layer in bns)
   image = np.random.RandomState(0).randn(2, 33, 33, 3).astype(np.float32)
   # Frozen batch norm uses moving statistics even when training=True.
   np.testing.assert_allclose(backbone(image, training=True)[0],
                              backbone(image, training=False)[0], atol=1e-5)
   tunable = backbones.build_backbone("resnet50", train_batchnorm=True)
-  assert all(l.trainable for l in _nested_resnet(tunable).layers
-             if isinstance(l, keras.layers.BatchNormalization))
+  assert all(layer.trainable for layer in _nested_resnet(tunable).layers
+             if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def test_weights_file_is_transferred_by_layer_name(tmp_path):

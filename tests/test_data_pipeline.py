@@ -97,11 +97,11 @@ def test_random_crop_is_a_window_of_both():
   out_image, out_mask = pipeline.random_crop(
       tf.cast(image, tf.float32), mask, SEED, CROP)
   img, msk = image.numpy(), mask.numpy()
-  matches = [(t, l) for t in range(60 - CROP + 1) for l in range(70 - CROP + 1)
-             if np.array_equal(img[t:t + CROP, l:l + CROP], out_image.numpy())]
+  matches = [(t, x) for t in range(60 - CROP + 1) for x in range(70 - CROP + 1)
+             if np.array_equal(img[t:t + CROP, x:x + CROP], out_image.numpy())]
   assert len(matches) == 1
-  t, l = matches[0]
-  np.testing.assert_array_equal(msk[t:t + CROP, l:l + CROP], out_mask)
+  t, x = matches[0]
+  np.testing.assert_array_equal(msk[t:t + CROP, x:x + CROP], out_mask)
   _assert_same((out_image, out_mask), _in_map(
       lambda i, m, s: pipeline.random_crop(i, m, s, CROP),
       tf.cast(image, tf.float32), mask, SEED))
@@ -312,7 +312,7 @@ def test_eval_dataset_keeps_original_size(cfg):
 
 def test_eval_dataset_slices_split_held_out_parts(cfg):
   """"val[:1]" and "val[1:]" partition val, in the builder's order."""
-  names = lambda split: [ex["file_name"].numpy()[0]  # noqa: E731
+  names = lambda split: [ex["file_name"].numpy()[0]
                          for ex in pipeline.eval_dataset(cfg, split)]
   whole = names("val")
   assert names("val[:1]") == whole[:1]

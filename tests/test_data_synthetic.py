@@ -89,7 +89,7 @@ def test_noisy_tags_rates():
 
 
 def test_captions_round_trip():
-  synonyms = synthetic._synonyms_by_class()  # pylint: disable=protected-access
+  synonyms = synthetic._synonyms_by_class()
   for i in range(500):
     rng = np.random.default_rng(i)
     tags = sorted(rng.choice(np.arange(1, 21), size=rng.integers(1, 5),
@@ -170,7 +170,7 @@ def test_cli(tmp_path):
        "--num_weak", "4", "--num_tags_only", "0", "--image_size", "48",
        "--p_miss", "0.1", "--p_spurious", "0.0", "--caption_fraction", "1"],
       capture_output=True, text=True, check=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=repo))
   assert "train=3 val=2" in result.stdout
   assert "weak=4 (captions: 4)" in result.stdout
   root = os.path.join(out, "VOCdevkit", "VOC2012")

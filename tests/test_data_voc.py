@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from dis_tf import classes
 from dis_tf.data import safe_paths
@@ -24,20 +23,13 @@ def _tree(tmp_path, **kwargs):
   return out, os.path.join(out, "VOCdevkit", "VOC2012")
 
 
-def _prepare(out, tmp_path, skip=False):
-  """The tfds way: default config, manual_dir in the download config."""
-  builder = voc.Voc2012Segmentation(
-      data_dir=str(tmp_path / "tfds"),
-      config=voc.VocSegmentationConfig(name="skip", skip_bad_files=True)
-      if skip else None)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=out))
-  return builder
-
-
-def _examples(builder, split):
-  return {ex["file_name"].decode(): ex
-          for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+@pytest.fixture
+def prepare(prepare_tfds, tmp_path):
+  """`prepare(manual_dir, skip=False)`: the tfds way (default config,
+  manual_dir in the download config)."""
+  return lambda manual_dir, skip=False: prepare_tfds(
+      voc.Voc2012Segmentation, voc.VocSegmentationConfig, manual_dir,
+      tmp_path / "tfds", skip=skip)
 
 
 def _ids_mask(seed=0, shape=(17, 23)):
@@ -80,9 +72,9 @@ def test_gray_and_rgb_masks(tmp_path):
 # -- building ---------------------------------------------------------------
 
 
-def test_build_from_generated_tree(tmp_path):
+def test_build_from_generated_tree(tmp_path, prepare, tfds_examples):
   out, root = _tree(tmp_path, num_aug=2)
-  builder = _prepare(out, tmp_path)
+  builder = prepare(out)
   splits = builder.info.splits
   assert splits["train"].num_examples == 3
   assert splits["val"].num_examples == 2
@@ -94,7 +86,7 @@ def test_build_from_generated_tree(tmp_path):
   for split, folder in (("train", "SegmentationClass"),
                         ("val", "SegmentationClass"),
                         ("train_aug", "SegmentationClassAug")):
-    for name, ex in _examples(builder, split).items():
+    for name, ex in tfds_examples(builder, split).items():
       want = voc.read_label_png(os.path.join(root, folder, name + ".png"))
       np.testing.assert_array_equal(ex["mask"][..., 0], want)
       assert sorted(ex["tags"].tolist()) == voc.tags_from_mask(want)
@@ -102,8 +94,8 @@ def test_build_from_generated_tree(tmp_path):
         pixels = np.asarray(im.convert("RGB"), np.int32)
       assert ex["image"].shape == pixels.shape
       assert np.abs(ex["image"].astype(np.int32) - pixels).mean() < 2.0
-  seg_ids = set(_examples(builder, "trainval"))
-  for name, ex in _examples(builder, "tags_only").items():
+  seg_ids = set(tfds_examples(builder, "trainval"))
+  for name, ex in tfds_examples(builder, "tags_only").items():
     assert name.startswith(("tagonly_", "aug_")) and name not in seg_ids
     assert (ex["mask"] == 255).all()
     assert sorted(ex["tags"].tolist()) == voc.read_xml_tags(
@@ -149,61 +141,61 @@ def _first_train(root):
   return open(path).read().split()[0]
 
 
-def _expect_build_error(out, tmp_path, match, error=voc.BadFileError):
+def _expect_build_error(prepare, out, match, error=voc.BadFileError):
   with pytest.raises(error, match=match):
-    _prepare(out, tmp_path)
+    prepare(out)
 
 
-def test_corrupt_image(tmp_path):
+def test_corrupt_image(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   with open(os.path.join(root, "JPEGImages", name + ".jpg"), "wb") as f:
     f.write(b"this is not a jpeg")
-  _expect_build_error(out, tmp_path, rf"{name}.jpg: corrupt or truncated")
+  _expect_build_error(prepare, out, rf"{name}.jpg: corrupt or truncated")
 
 
-def test_truncated_image(tmp_path):
+def test_truncated_image(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   path = os.path.join(root, "JPEGImages", name + ".jpg")
   data = open(path, "rb").read()
   with open(path, "wb") as f:
     f.write(data[: len(data) // 2])
-  _expect_build_error(out, tmp_path, rf"{name}.jpg: corrupt or truncated")
+  _expect_build_error(prepare, out, rf"{name}.jpg: corrupt or truncated")
 
 
-def test_listed_but_missing(tmp_path):
+def test_listed_but_missing(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   os.remove(os.path.join(root, "JPEGImages", name + ".jpg"))
-  _expect_build_error(out, tmp_path, rf"{name}.jpg: image file is listed but "
+  _expect_build_error(prepare, out, rf"{name}.jpg: image file is listed but "
                       "does not exist")
 
 
-def test_missing_mask(tmp_path):
+def test_missing_mask(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   os.remove(os.path.join(root, "SegmentationClass", name + ".png"))
-  _expect_build_error(out, tmp_path, rf"{name}.png: mask of '{name}'.*does "
+  _expect_build_error(prepare, out, rf"{name}.png: mask of '{name}'.*does "
                       "not exist")
 
 
-def test_mask_size_differs(tmp_path):
+def test_mask_size_differs(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   voc.write_label_png(os.path.join(root, "SegmentationClass", name + ".png"),
                       np.zeros((5, 7), np.uint8))
-  _expect_build_error(out, tmp_path, rf"{name}.png: mask size 7x5 .*differs")
+  _expect_build_error(prepare, out, rf"{name}.png: mask size 7x5 .*differs")
 
 
-def test_mask_ids_out_of_range(tmp_path):
+def test_mask_ids_out_of_range(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   path = os.path.join(root, "SegmentationClass", name + ".png")
   mask = voc.read_label_png(path)
   mask[0, :3] = [21, 100, 254]
   voc.write_label_png(path, mask)
-  _expect_build_error(out, tmp_path,
+  _expect_build_error(prepare, out,
                       rf"{name}.png: mask has class ids \[21, 100, 254\]")
 
 
@@ -212,49 +204,50 @@ def _replace_image(root, name, img):
   img.save(os.path.join(root, "JPEGImages", name + ".jpg"), format="PNG")
 
 
-def test_grayscale_image_is_converted(tmp_path):
+def test_grayscale_image_is_converted(tmp_path, prepare, tfds_examples):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   mask = voc.read_label_png(
       os.path.join(root, "SegmentationClass", name + ".png"))
   gray = np.random.default_rng(0).integers(0, 256, mask.shape, np.uint8)
   _replace_image(root, name, Image.fromarray(gray, mode="L"))
-  ex = _examples(_prepare(out, tmp_path), "train")[name]
+  ex = tfds_examples(prepare(out), "train")[name]
   np.testing.assert_array_equal(ex["image"], np.repeat(gray[..., None], 3, 2))
 
 
-def test_rgba_image_is_refused(tmp_path):
+def test_rgba_image_is_refused(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   _replace_image(root, name, Image.new("RGBA", (48, 40)))
-  _expect_build_error(out, tmp_path, rf"{name}.jpg: image has an alpha")
+  _expect_build_error(prepare, out, rf"{name}.jpg: image has an alpha")
 
 
-def test_16bit_image_is_refused(tmp_path):
+def test_16bit_image_is_refused(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   img = Image.fromarray(np.full((40, 48), 40000, np.uint16))
   assert img.mode.startswith("I;16")
   _replace_image(root, name, img)
-  _expect_build_error(out, tmp_path, rf"{name}.jpg: .*16/32-bit image")
+  _expect_build_error(prepare, out, rf"{name}.jpg: .*16/32-bit image")
 
 
-def test_empty_split(tmp_path):
+def test_empty_split(tmp_path, prepare):
   out, root = _tree(tmp_path)
   open(os.path.join(root, "ImageSets", "Segmentation", "val.txt"), "w").close()
-  _expect_build_error(out, tmp_path, r"val.txt: the image-set list is empty")
+  _expect_build_error(prepare, out, r"val.txt: the image-set list is empty")
 
 
-def test_duplicate_entry(tmp_path):
+def test_duplicate_entry(tmp_path, prepare):
   out, root = _tree(tmp_path)
   path = os.path.join(root, "ImageSets", "Segmentation", "train.txt")
   name = _first_train(root)
   with open(path, "a") as f:
     f.write(name + "\n")
-  _expect_build_error(out, tmp_path, rf"train.txt:4: id '{name}' already")
+  _expect_build_error(prepare, out, rf"train.txt:4: id '{name}' already")
 
 
-def test_skip_bad_files_counts_and_keeps_pairing(tmp_path, caplog):
+def test_skip_bad_files_counts_and_keeps_pairing(tmp_path, caplog, prepare,
+                                                  tfds_examples):
   out, root = _tree(tmp_path, num_train=6)
   names = open(os.path.join(root, "ImageSets", "Segmentation",
                             "train.txt")).read().split()
@@ -262,10 +255,10 @@ def test_skip_bad_files_counts_and_keeps_pairing(tmp_path, caplog):
     f.write(b"garbage")
   os.remove(os.path.join(root, "SegmentationClass", names[3] + ".png"))
   with caplog.at_level(logging.WARNING):
-    builder = _prepare(out, tmp_path, skip=True)
+    builder = prepare(out, skip=True)
   assert "voc2012_segmentation/train: skipped 2 bad file(s)" in caplog.text
   assert builder.info.splits["train"].num_examples == 4
-  got = _examples(builder, "train")
+  got = tfds_examples(builder, "train")
   assert sorted(got) == sorted(
       n for i, n in enumerate(names) if i not in (1, 3))
   for name, ex in got.items():  # every mask still belongs to its image
@@ -275,36 +268,36 @@ def test_skip_bad_files_counts_and_keeps_pairing(tmp_path, caplog):
 
 @pytest.mark.parametrize("entry", ["../../../etc/passwd", "/etc/passwd",
                                    "sub/dir"])
-def test_list_entries_cannot_escape(tmp_path, entry):
+def test_list_entries_cannot_escape(tmp_path, entry, prepare):
   out, root = _tree(tmp_path)
   with open(os.path.join(root, "ImageSets", "Segmentation", "train.txt"),
             "a") as f:
     f.write(entry + "\n")
-  _expect_build_error(out, tmp_path, r"train.txt:4: image-set entry",
+  _expect_build_error(prepare, out, r"train.txt:4: image-set entry",
                       safe_paths.UnsafePathError)
 
 
-def test_deeplab_list_cannot_escape(tmp_path):
+def test_deeplab_list_cannot_escape(tmp_path, prepare):
   out, root = _tree(tmp_path, num_aug=1)
   path = os.path.join(root, "ImageSets", "SegmentationAug", "train_aug.txt")
   with open(path, "w") as f:
     f.write("/JPEGImages/../../x.jpg /SegmentationClassAug/x.png\n")
-  _expect_build_error(out, tmp_path, r"train_aug.txt:1: path .* contains '..'",
+  _expect_build_error(prepare, out, r"train_aug.txt:1: path .* contains '..'",
                       safe_paths.UnsafePathError)
 
 
-def test_symlink_out_of_tree_is_refused(tmp_path):
+def test_symlink_out_of_tree_is_refused(tmp_path, prepare):
   out, root = _tree(tmp_path)
   name = _first_train(root)
   outside = tmp_path / "outside.jpg"
   image = os.path.join(root, "JPEGImages", name + ".jpg")
   os.replace(image, outside)
   os.symlink(outside, image)
-  _expect_build_error(out, tmp_path, r"outside the dataset root",
+  _expect_build_error(prepare, out, r"outside the dataset root",
                       safe_paths.UnsafePathError)
 
 
-def test_xml_errors(tmp_path):
+def test_xml_errors(tmp_path, prepare):
   out, root = _tree(tmp_path)
   main = open(os.path.join(root, "ImageSets", "Main", "train.txt")).read()
   name = [n for n in main.split() if n.startswith("tagonly_")][0]
@@ -312,7 +305,13 @@ def test_xml_errors(tmp_path):
   text = open(xml).read()
   with open(xml, "w") as f:
     f.write(text.replace("<object><name>", "<object><name>unicorn", 1))
-  _expect_build_error(out, tmp_path, rf"{name}.xml: object name '\w*unicorn")
+  _expect_build_error(prepare, out, rf"{name}.xml: object name '\w*unicorn")
   with open(xml, "w") as f:
     f.write("<annotation><filename>x.jpg</filename></annotation>")
-  _expect_build_error(out, tmp_path, rf"{name}.xml: no <object>.*empty tag")
+  _expect_build_error(prepare, out, rf"{name}.xml: no <object>.*empty tag")
+
+
+def test_builder_uses_tfds_own_code_path():
+  """tfds' `code_path` (it needs importlib_resources, which requirements.txt
+  pins) finds the builder's module: no override is needed."""
+  assert os.path.basename(str(voc.Voc2012Segmentation.code_path)) == "voc.py"

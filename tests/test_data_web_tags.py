@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-import tensorflow_datasets as tfds
 
 from dis_tf import classes
 from dis_tf.data import captions
@@ -27,19 +26,13 @@ def _folder(tmp_path, num_weak=8, **kwargs):
   return s["weak_dir"]
 
 
-def _prepare(weak_dir, tmp_path, skip=False):
-  builder = web_tags.WebTags(
-      data_dir=str(tmp_path / "tfds"),
-      config=web_tags.WebTagsConfig(name="skip", skip_bad_files=True)
-      if skip else None)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=weak_dir))
-  return builder
-
-
-def _examples(builder):
-  return {ex["file_name"].decode(): ex
-          for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
+@pytest.fixture
+def prepare(prepare_tfds, tmp_path):
+  """`prepare(weak_dir, skip=False)`: the tfds way (default config,
+  manual_dir in the download config)."""
+  return lambda weak_dir, skip=False: prepare_tfds(
+      web_tags.WebTags, web_tags.WebTagsConfig, weak_dir, tmp_path / "tfds",
+      skip=skip)
 
 
 def _write(weak_dir, records):
@@ -49,15 +42,15 @@ def _write(weak_dir, records):
 
 
 def _records(weak_dir):
-  return [json.loads(l) for l in open(
+  return [json.loads(line) for line in open(
       os.path.join(weak_dir, "annotations.jsonl"))]
 
 
-def test_build_from_generated_folder(tmp_path):
+def test_build_from_generated_folder(tmp_path, prepare, tfds_examples):
   weak_dir = _folder(tmp_path)
   records = _records(weak_dir)
   assert {"tags" in r for r in records} == {True, False}  # both kinds
-  got = _examples(_prepare(weak_dir, tmp_path))
+  got = tfds_examples(prepare(weak_dir))
   assert len(got) == len(records)
   for r in records:
     ex = got[r["image"]]
@@ -73,7 +66,7 @@ def test_build_from_generated_folder(tmp_path):
     assert np.abs(ex["image"].astype(np.int32) - pixels).mean() < 2.0
 
 
-def test_issue_examples_and_synonyms(tmp_path):
+def test_issue_examples_and_synonyms(tmp_path, prepare, tfds_examples):
   weak_dir = _folder(tmp_path, num_weak=3)
   images = [r["image"] for r in _records(weak_dir)]
   _write(weak_dir, [
@@ -83,21 +76,21 @@ def test_issue_examples_and_synonyms(tmp_path):
       {"image": images[2], "tags": ["motorcycle", "TV", "background"],
        "caption": "ignored when tags are given: a cat"},
   ])
-  got = _examples(_prepare(weak_dir, tmp_path))
+  got = tfds_examples(prepare(weak_dir))
   ids = lambda *n: sorted(V.index(x) for x in n)
   assert sorted(got[images[0]]["tags"]) == ids("dog", "person")
   assert sorted(got[images[1]]["tags"]) == ids("person", "dog", "motorbike")
   assert sorted(got[images[2]]["tags"]) == ids("motorbike", "tvmonitor")
 
 
-def test_unknown_tags_name_file_and_line(tmp_path):
+def test_unknown_tags_name_file_and_line(tmp_path, prepare):
   weak_dir = _folder(tmp_path, num_weak=2)
   images = [r["image"] for r in _records(weak_dir)]
   _write(weak_dir, [{"image": images[0], "tags": ["dog"]},
                     {"image": images[1], "tags": ["dog", "unicorn", "tree"]}])
   with pytest.raises(ValueError, match=r"annotations.jsonl:2: unknown tag "
                      r"name\(s\) \['unicorn', 'tree'\]"):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
 @pytest.mark.parametrize("record,match", [
@@ -105,12 +98,12 @@ def test_unknown_tags_name_file_and_line(tmp_path):
     ({"image": "IMG", "caption": "a sunny day"},
      r":1: empty tag list .*names no VOC class"),
 ])
-def test_empty_tag_list(tmp_path, record, match):
+def test_empty_tag_list(tmp_path, record, match, prepare):
   weak_dir = _folder(tmp_path, num_weak=1)
   record = dict(record, image=_records(weak_dir)[0]["image"])
   _write(weak_dir, [record])
   with pytest.raises(voc.BadFileError, match=match):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
 @pytest.mark.parametrize("line,match", [
@@ -120,30 +113,30 @@ def test_empty_tag_list(tmp_path, record, match):
     ('{"image": "x.jpg", "tags": "dog"}', r":1: 'tags' must be a list"),
     ('{"image": "x.jpg", "tag": ["dog"]}', r":1: unknown field"),
 ])
-def test_malformed_lines(tmp_path, line, match):
+def test_malformed_lines(tmp_path, line, match, prepare):
   weak_dir = _folder(tmp_path, num_weak=1)
   _write(weak_dir, [line])
   with pytest.raises(ValueError, match=match):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
-def test_empty_annotations(tmp_path):
+def test_empty_annotations(tmp_path, prepare):
   weak_dir = _folder(tmp_path, num_weak=1)
   _write(weak_dir, [])
   with pytest.raises(ValueError, match=r"annotations.jsonl: no annotation "
                      r"lines \(empty split\)"):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
-def test_missing_and_corrupt_images(tmp_path):
+def test_missing_and_corrupt_images(tmp_path, prepare):
   weak_dir = _folder(tmp_path, num_weak=2)
   records = _records(weak_dir)
   os.remove(os.path.join(weak_dir, records[0]["image"]))
   with pytest.raises(voc.BadFileError, match="listed but does not exist"):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
-def test_skip_bad_files(tmp_path, caplog):
+def test_skip_bad_files(tmp_path, caplog, prepare, tfds_examples):
   weak_dir = _folder(tmp_path, num_weak=6)
   records = _records(weak_dir)
   os.remove(os.path.join(weak_dir, records[1]["image"]))
@@ -152,7 +145,7 @@ def test_skip_bad_files(tmp_path, caplog):
   records[4] = {"image": records[4]["image"], "tags": []}
   _write(weak_dir, records)
   with caplog.at_level(logging.WARNING):
-    got = _examples(_prepare(weak_dir, tmp_path, skip=True))
+    got = tfds_examples(prepare(weak_dir, skip=True))
   assert "skipped 3 bad file(s)" in caplog.text
   assert sorted(got) == sorted(r["image"] for i, r in enumerate(records)
                                if i not in (1, 2, 4))
@@ -167,30 +160,30 @@ def test_skip_bad_files(tmp_path, caplog):
     ("images/../../outside.jpg", "contains '..'"),
     ("/etc/hostname", "absolute path"),
 ])
-def test_paths_cannot_escape(tmp_path, path, match):
+def test_paths_cannot_escape(tmp_path, path, match, prepare):
   weak_dir = _folder(tmp_path, num_weak=1)
   _write(weak_dir, [{"image": path, "tags": ["dog"]}])
   with pytest.raises(safe_paths.UnsafePathError,
                      match=r"annotations.jsonl:1: .*" + match):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
-def test_symlink_out_of_tree(tmp_path):
+def test_symlink_out_of_tree(tmp_path, prepare):
   weak_dir = _folder(tmp_path, num_weak=1)
   Image.new("RGB", (8, 8)).save(tmp_path / "secret.jpg")
   os.symlink(tmp_path / "secret.jpg", os.path.join(weak_dir, "link.jpg"))
   _write(weak_dir, [{"image": "link.jpg", "tags": ["dog"]}])
   with pytest.raises(safe_paths.UnsafePathError,
                      match="outside the dataset root"):
-    _prepare(weak_dir, tmp_path)
+    prepare(weak_dir)
 
 
-def test_builder_helper_and_truth(tmp_path):
+def test_builder_helper_and_truth(tmp_path, tfds_examples):
   weak_dir = _folder(tmp_path, num_weak=4)
   builder = web_tags.web_tags_builder(weak_dir, str(tmp_path / "tfds"))
   assert builder.builder_config.name.startswith("src_")
   builder.download_and_prepare()
-  got = _examples(builder)
+  got = tfds_examples(builder)
   truth = web_tags.load_weak_truth(weak_dir)
   assert sorted(got) == sorted(truth)
   for name, t in truth.items():
@@ -199,3 +192,8 @@ def test_builder_helper_and_truth(tmp_path):
     web_tags.web_tags_builder(str(tmp_path), str(tmp_path / "tfds"))
   with pytest.raises(FileNotFoundError, match="no evaluation truth"):
     web_tags.load_weak_truth(str(tmp_path))
+
+
+def test_builder_uses_tfds_own_code_path():
+  """tfds' `code_path` finds the builder's module (see test_data_voc)."""
+  assert os.path.basename(str(web_tags.WebTags.code_path)) == "web_tags.py"

@@ -1,28 +1,16 @@
 """DISModel: latent inference, the training phases, stage 2, serialisation."""
 
-from unittest import mock
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import inference
 from dis_tf.modeling import dis_model as dis_model_lib
-from dis_tf.modeling.dis_model import DISModel, build_dis_model
+from dis_tf.modeling.dis_model import DISModel
 
 SIZE = 64
-
-
-def _model(seed=0, **overrides):
-  keras.utils.set_random_seed(seed)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 16
-  for key, value in overrides.items():
-    setattr(config.latent, key, value)
-  return build_dis_model(config)
 
 
 def _batch(batch_size=4, seed=0, weak=None):
@@ -45,8 +33,8 @@ def _weights(model):
   return {v.path: v.numpy().copy() for v in model.weights}
 
 
-def test_outputs_are_named_dicts():
-  model = _model()
+def test_outputs_are_named_dicts(tiny_model):
+  model = tiny_model()
   out = model({"image": _batch()["image"]})
   assert set(out) == {"labelmap_logits", "reconstruction", "tag_logits"}
   assert out["labelmap_logits"].shape == (4, 8, 8, 21)
@@ -54,8 +42,8 @@ def test_outputs_are_named_dicts():
   assert out["tag_logits"].shape == (4, 21)
 
 
-def test_latent_inference_lowers_image_loss_and_freezes_weights():
-  model = _model()
+def test_latent_inference_lowers_image_loss_and_freezes_weights(tiny_model):
+  model = tiny_model()
   batch = _batch()
   before = _weights(model)
   result0 = model.infer(batch["image"], steps=0)
@@ -65,8 +53,8 @@ def test_latent_inference_lowers_image_loss_and_freezes_weights():
     np.testing.assert_array_equal(value, before[path], err_msg=path)
 
 
-def test_training_mode_lowers_image_plus_tag_objective():
-  model = _model()
+def test_training_mode_lowers_image_plus_tag_objective(tiny_model):
+  model = tiny_model()
   batch = _batch()
   r0 = model.infer(batch["image"], steps=0, tags=batch["tags"])
   r = model.infer(batch["image"], steps=20, tags=batch["tags"], step_size=0.5)
@@ -76,10 +64,10 @@ def test_training_mode_lowers_image_plus_tag_objective():
   assert np.all(r0["objective"].numpy() > rt["objective"].numpy())
 
 
-def test_latent_objective_is_n_times_the_training_losses():
+def test_latent_objective_is_n_times_the_training_losses(tiny_model):
   # Eq. (1) uses the same L^img and L^tag in both parts: the latent objective
   # is n * (image_weight * MSE + tag_weight * mean BCE), n = h*w*3.
-  model = _model()
+  model = tiny_model()
   batch = _batch()
   u1, v1 = model.backbone(batch["image"])
   target = batch["image_small"]
@@ -96,10 +84,10 @@ def test_latent_objective_is_n_times_the_training_losses():
   np.testing.assert_allclose(got, n * (0.7 * mse + 2.0 * bce), rtol=1e-5)
 
 
-def test_training_mode_at_zero_steps_uses_the_given_tags():
+def test_training_mode_at_zero_steps_uses_the_given_tags(tiny_model):
   # Table 3 setup 1 (t_train = 0): nothing is inferred, so the given tags
   # are the cleaned tags and refine the plain prediction.
-  model = _model()
+  model = tiny_model()
   batch = _batch()
   tags = batch["tags"]
   r = model.infer(batch["image"], steps=0, tags=tags)
@@ -115,15 +103,15 @@ def test_training_mode_at_zero_steps_uses_the_given_tags():
   np.testing.assert_allclose(r1["tag_probabilities"][:, 1:],
                              tf.sigmoid(r1["v3"])[:, 1:], rtol=1e-6)
   # Stage-2 pseudo targets of a t_train = 0 model: the given tags.
-  setup1 = _model(t_train=0)
+  setup1 = tiny_model(t_train=0)
   _, _, cleaned = setup1.pseudo_targets(
       *setup1.backbone(batch["image"]), batch["image_small"], tags,
       batch["mask"])
   np.testing.assert_array_equal(cleaned, tags)
 
 
-def test_steps_zero_equals_forward_pass():
-  model = _model()
+def test_steps_zero_equals_forward_pass(tiny_model):
+  model = tiny_model()
   image = _batch()["image"]
   out = model({"image": image})
   result = model.infer(image, steps=0)
@@ -131,24 +119,17 @@ def test_steps_zero_equals_forward_pass():
   np.testing.assert_array_equal(result["v3"], out["tag_logits"])
 
 
-def test_infer_runs_the_backbone_once():
-  model = _model()
-  calls = []
-  original = model.backbone.call
-
-  def counting_call(*args, **kwargs):
-    calls.append(1)
-    return original(*args, **kwargs)
-
-  with mock.patch.object(model.backbone, "call", counting_call):
+def test_infer_runs_the_backbone_once(tiny_model, backbone_calls):
+  model = tiny_model()
+  with backbone_calls(model) as calls:
     model.infer(_batch()["image"], steps=7)
   assert len(calls) == 1
 
 
 @pytest.mark.parametrize("step_size", [1e6, 1e12])
 @pytest.mark.parametrize("clip_norm", [10.0, None])
-def test_absurd_step_sizes_never_give_nan(step_size, clip_norm):
-  model = _model()
+def test_absurd_step_sizes_never_give_nan(step_size, clip_norm, tiny_model):
+  model = tiny_model()
   batch = _batch()
   result = model.infer(batch["image"], steps=10, tags=batch["tags"],
                        step_size=step_size, clip_norm=clip_norm,
@@ -157,8 +138,8 @@ def test_absurd_step_sizes_never_give_nan(step_size, clip_norm):
     assert np.all(np.isfinite(value.numpy())), key
 
 
-def test_one_trace_serves_every_step_count():
-  model = _model()
+def test_one_trace_serves_every_step_count(tiny_model):
+  model = tiny_model()
   image = _batch()["image"]
   traces = []
 
@@ -174,9 +155,9 @@ def test_one_trace_serves_every_step_count():
   assert not np.allclose(a, b)
 
 
-def test_latent_inference_accepts_any_heads_object():
+def test_latent_inference_accepts_any_heads_object(tiny_model):
   # The function is the one implementation: it needs only the three subnets.
-  model = _model()
+  model = tiny_model()
   u1, v1 = model.backbone(_batch()["image"])
   heads = type("Heads", (), {"subnet1": model.subnet1,
                              "subnet2": model.subnet2,
@@ -210,8 +191,9 @@ def _changed_parts(model, phase, batch):
     ("b", {"subnet2"}),
     ("c", {"backbone", "subnet1", "subnet2", "subnet3"}),
 ])
-def test_each_stage1_phase_changes_exactly_its_variables(phase, expected):
-  model = _model()
+def test_each_stage1_phase_changes_exactly_its_variables(phase, expected,
+                                                        tiny_model):
+  model = tiny_model()
   assert _changed_parts(model, phase, _batch()) == expected
 
 
@@ -226,20 +208,14 @@ def test_resnet_phases_keep_batchnorm_frozen():
   assert any("conv5_block3_3_conv" in v.path for v in model.trainable_variables)
 
 
-def test_stage2_step_on_mixed_batch_and_backbone_once_per_step():
-  model = _model(t_train=3)
+def test_stage2_step_on_mixed_batch_and_backbone_once_per_step(
+    tiny_model, backbone_calls):
+  model = tiny_model(t_train=3)
   model.set_phase("semi")
   model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
   batch = _batch(weak=[True, False, True, False])
-  calls = []
-  original = model.backbone.call
-
-  def counting_call(*args, **kwargs):
-    calls.append(1)
-    return original(*args, **kwargs)
-
   before = _weights(model)
-  with mock.patch.object(model.backbone, "call", counting_call):
+  with backbone_calls(model) as calls:
     logs = model.train_on_batch(batch, return_dict=True)
   assert len(calls) == 1
   assert all(np.isfinite(v) for v in logs.values())
@@ -247,8 +223,8 @@ def test_stage2_step_on_mixed_batch_and_backbone_once_per_step():
              for k, v in _weights(model).items())
 
 
-def test_pseudo_labels_have_no_gradient_path():
-  model = _model(t_train=2, soft_pseudo_labels=True)
+def test_pseudo_labels_have_no_gradient_path(tiny_model):
+  model = tiny_model(t_train=2, soft_pseudo_labels=True)
   model.set_phase("semi")
   batch = _batch(weak=[True, True, False, False])
   with tf.GradientTape(persistent=True) as tape:
@@ -266,8 +242,9 @@ def test_pseudo_labels_have_no_gradient_path():
   assert labels.shape == batch["mask"].shape
 
 
-def test_weak_examples_use_pseudo_labels_and_full_ones_their_masks():
-  model = _model(t_train=0)
+def test_weak_examples_use_pseudo_labels_and_full_ones_their_masks(
+    tiny_model):
+  model = tiny_model(t_train=0)
   model.set_phase("semi")
   batch = _batch(weak=[True, False, True, False])
   u1, v1 = model.backbone(batch["image"])
@@ -280,8 +257,8 @@ def test_weak_examples_use_pseudo_labels_and_full_ones_their_masks():
   np.testing.assert_array_equal(tags.numpy()[2], cleaned.numpy()[2])
 
 
-def test_get_config_round_trip_and_keras_file(tmp_path):
-  model = _model(t_train=4)
+def test_get_config_round_trip_and_keras_file(tmp_path, tiny_model):
+  model = tiny_model(t_train=4)
   model.set_phase("semi")
   config = model.get_config()
   clone = DISModel.from_config(config)
@@ -297,8 +274,8 @@ def test_get_config_round_trip_and_keras_file(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_fit_lowers_the_loss():
-  model = _model()
+def test_fit_lowers_the_loss(tiny_model):
+  model = tiny_model()
   model.set_phase("c")
   model.compile(optimizer=keras.optimizers.Adam(3e-3))
   # A learnable batch: each quadrant is one class with its own colour.
@@ -319,14 +296,14 @@ def test_fit_lowers_the_loss():
   assert 0.0 <= history.history["mean_iou"][-1] <= 1.0
 
 
-def test_mirrored_strategy_step_equals_single_device_step():
+def test_mirrored_strategy_step_equals_single_device_step(tiny_model):
   if len(tf.config.list_logical_devices("CPU")) < 2:
     pytest.skip("needs two logical CPUs (set up in conftest)")
   batch = _batch(batch_size=4, weak=[True, False, True, False])
 
   def one_step(strategy):
     with strategy.scope():
-      model = _model(seed=3, t_train=2)
+      model = tiny_model(seed=3, t_train=2)
       model.set_phase("semi")
       model.compile(optimizer=keras.optimizers.SGD(0.05))
     dataset = tf.data.Dataset.from_tensors(batch)

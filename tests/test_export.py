@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -31,9 +33,10 @@ from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.dis_model import DISModel
-from dis_tf.modeling.dis_model import build_dis_model
+from dis_tf.serving import export_lib
+from dis_tf.serving import inputs as inputs_lib
+from dis_tf.serving import module as serving_module
 from export import client as client_lib
-from export import export_saved_model as export_lib
 
 SIZE = 64
 T_TEST = 3
@@ -70,34 +73,30 @@ def _test_images(rng):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_run):
   root = tmp_path_factory.mktemp("export")
-  keras.utils.set_random_seed(0)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 16
-  config.data.crop_size = SIZE
-  model = build_dis_model(config)
+  run_dir = str(root / "run")
+  config, model = tiny_run(run_dir, width=16, crop_size=SIZE)
   model.set_phase("c")
   model.compile(keras.optimizers.Adam(1e-3))
   rng = np.random.RandomState(0)
   for _ in range(2):
     model.train_on_batch(_train_batch(rng))
-  run_dir = str(root / "run")
-  config.save(run_dir)
   model_dir_lib.save_model(model, run_dir)
 
   base = str(root / "models" / "dis")
-  path = export_lib.export_from_model_dir(run_dir, base, t_test=T_TEST)
+  path = export_lib.export_from_model_dir(
+      run_dir, base, overrides={"latent.t_test": T_TEST})
   images = _test_images(rng)
   tensor = rng.randint(0, 256, size=(2, 48, 56, 3)).astype(np.uint8)
-  module = export_lib.build_serving_module(model, T_TEST, SIZE,
-                                           step_size=config.latent.step_size)
+  module = serving_module.build_serving_module(
+      model, T_TEST, SIZE, latent_step_size=config.latent.step_size)
   expected = {
-      "serving_default": export_lib.predict_in_process(
+      "serving_default": serving_module.predict_in_process(
           model, images, T_TEST, SIZE, module=module),
-      "predict_images": export_lib.predict_in_process(
+      "predict_images": serving_module.predict_in_process(
           model, tensor, T_TEST, SIZE, module=module),
-      "predict_images_float": export_lib.predict_in_process(
+      "predict_images_float": serving_module.predict_in_process(
           model, tensor.astype(np.float32), T_TEST, SIZE, module=module),
   }
   inputs = str(root / "inputs.npz")
@@ -125,10 +124,10 @@ def test_layout_signatures_and_outputs(exported):
   assert os.listdir(exported["base"]) == ["1"]
   assert os.path.exists(os.path.join(path, "assets.extra",
                                      export_lib.WARMUP_FILENAME))
-  assert set(exported["loaded"].signatures) == set(export_lib.SIGNATURES)
+  assert set(exported["loaded"].signatures) == set(serving_module.SIGNATURES)
 
   out = exported["expected"]["serving_default"]
-  assert set(out) == set(export_lib.PREDICTION_OUTPUTS)
+  assert set(out) == set(serving_module.PREDICTION_OUTPUTS)
   heights, widths = [50, 37, 64, 45], [70, 90, 40, 45]
   np.testing.assert_array_equal(out["height"], heights)
   np.testing.assert_array_equal(out["width"], widths)
@@ -213,7 +212,7 @@ def test_fresh_process_loaders_agree(exported, tmp_path):
       ref = expected["predict_images" if name.startswith("predict")
                      else "serving_default"]
       outputs = {k: results[f"{loader}/{name}/{k}"]
-                 for k in export_lib.PREDICTION_OUTPUTS}
+                 for k in serving_module.PREDICTION_OUTPUTS}
       _assert_matches(outputs, ref)
       assert outputs["class_names"][0, 1] == b"aeroplane"
     assert results[f"{loader}/metadata/t_test"] == T_TEST
@@ -235,7 +234,7 @@ def test_saved_model_cli_run(exported, tmp_path):
       check=True, env=_quiet_env(), cwd=str(tmp_path), capture_output=True,
       timeout=300)
   outputs = {k: np.load(str(outdir / f"{k}.npy"), allow_pickle=True)
-             for k in export_lib.PREDICTION_OUTPUTS}
+             for k in serving_module.PREDICTION_OUTPUTS}
   _assert_matches(outputs, exported["expected"]["serving_default"])
 
 
@@ -251,9 +250,9 @@ def test_warmup_records_run(exported):
     inputs = {k: tf.constant(tf.make_ndarray(v))
               for k, v in request.inputs.items()}
     outputs = fn(**inputs)
-    assert set(outputs) == set(export_lib.PREDICTION_OUTPUTS)
+    assert set(outputs) == set(serving_module.PREDICTION_OUTPUTS)
     names.add(request.model_spec.signature_name)
-  assert names == set(export_lib.SIGNATURES) - {"metadata"}
+  assert names == set(serving_module.SIGNATURES) - {"metadata"}
 
 
 def test_non_image_bytes_are_invalid_argument(exported):
@@ -277,7 +276,7 @@ def test_steps_signature(exported):
   same = run([T_TEST, T_TEST])
   np.testing.assert_allclose(same["probabilities"], fixed["probabilities"],
                              atol=1e-6)
-  decoded = export_lib.decode_images(images, SIZE)[0]
+  decoded = inputs_lib.decode_images(images, SIZE)[0]
   zero = run([0, 0])
   ref = exported["model"].infer(decoded, steps=0)
   np.testing.assert_allclose(zero["probabilities"], ref["probabilities"],
@@ -302,7 +301,6 @@ _FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 def _graph_ops(saved_model_dir):
   """(op types, attribute names) of the graph and its function library."""
-  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   proto = saved_model_pb2.SavedModel()
   with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
     proto.ParseFromString(f.read())
@@ -322,7 +320,6 @@ def _graph_ops(saved_model_dir):
 
 
 def test_only_core_servable_ops(exported):
-  from tensorflow.python.framework import op_def_registry  # pylint: disable=g-import-not-at-top
   ops, attrs, functions = _graph_ops(exported["path"])
   # The while loop, its gradient tape and map_fn bodies are in the library.
   assert "While" in ops or "StatelessWhile" in ops
@@ -355,7 +352,7 @@ def test_gram_kernels_built_at_export_not_per_request(exported):
   model = DISModel.from_config(dict(exported["model"].get_config(),
                                     latent_update="both"))
   model.set_weights(exported["model"].get_weights())
-  module = export_lib.build_serving_module(model, T_TEST, SIZE)
+  module = serving_module.build_serving_module(model, T_TEST, SIZE)
   reference = gram_lib.GramOperator.from_heads(model)
   assert len(module.gram_fields) == len(gram_lib.GramOperator.FIELDS)
   for stored, built in zip(module.gram_fields, reference.fields()):
@@ -422,7 +419,7 @@ class _FakeRestHandler(http.server.BaseHTTPRequestHandler):
 
   loaded = None
 
-  def do_POST(self):  # pylint: disable=invalid-name
+  def do_POST(self):
     assert self.path == "/v1/models/dis:predict", self.path
     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
     def b64(values):
@@ -487,7 +484,7 @@ def test_client_grpc(exported, tmp_path):
 
   class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-    def Predict(self, request, context):  # pylint: disable=invalid-name
+    def Predict(self, request, context):
       assert request.model_spec.name == "dis"
       inputs = {k: tf.constant(tf.make_ndarray(v))
                 for k, v in request.inputs.items()}

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import inference
 from dis_tf.modeling import gram
-from dis_tf.modeling.dis_model import DISModel, build_dis_model
+from dis_tf.modeling.dis_model import DISModel
 from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
 
 
@@ -378,26 +377,18 @@ def test_gram_and_direct_agree_resnet101_head_float64_default_step(with_tags):
                       step_size=0.1, rtol=1e-9)
 
 
-def _model(method="gram"):
-  keras.utils.set_random_seed(0)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 16
-  config.latent.method = method
-  return build_dis_model(config)
-
-
-def test_model_default_is_gram_and_config_round_trip():
-  model = _model()
+def test_model_default_is_gram_and_config_round_trip(tiny_model):
+  model = tiny_model()
   assert model.latent_method == "gram"
-  assert _model("direct").latent_method == "direct"
+  assert tiny_model(method="direct").latent_method == "direct"
   clone = DISModel.from_config(model.get_config())
   assert clone.latent_method == "gram"
   with pytest.raises(ValueError, match="latent_method"):
     DISModel(model.backbone, latent_method="adam")
 
 
-def test_model_infer_paths_agree_and_features_continue_exactly():
-  model = _model()
+def test_model_infer_paths_agree_and_features_continue_exactly(tiny_model):
+  model = tiny_model()
   rng = np.random.RandomState(1)
   image = rng.randn(2, 40, 56, 3).astype(np.float32)   # 5x7 features
   tags = (rng.rand(2, 21) > 0.7).astype(np.float32)
@@ -418,8 +409,8 @@ def test_model_infer_paths_agree_and_features_continue_exactly():
 
 
 @pytest.mark.parametrize("step_size", [1e6, 1e30])
-def test_gram_absurd_steps_are_rejected_not_nan(step_size):
-  model = _model()
+def test_gram_absurd_steps_are_rejected_not_nan(step_size, tiny_model):
+  model = tiny_model()
   image = np.random.RandomState(2).randn(2, 40, 56, 3).astype(np.float32)
   result = model.infer(image, steps=5, step_size=step_size, clip_norm=None,
                        return_features=True)
@@ -457,8 +448,8 @@ def test_gram_rejects_nonlinear_heads():
   assert np.all(np.isfinite(out["u3"].numpy()))
 
 
-def test_gram_loop_traces_once_and_state_is_fixed_size():
-  model = _model()
+def test_gram_loop_traces_once_and_state_is_fixed_size(tiny_model):
+  model = tiny_model()
   image = np.random.RandomState(3).randn(1, 40, 56, 3).astype(np.float32)
   traces = []
 

@@ -39,9 +39,8 @@ def _break_voc(root):
   """Breaks ~5% of the VOC files; returns {split: {id: expected message}}."""
   train = _list(root, "train")
   val = _list(root, "val")
-  jpg = lambda n: os.path.join(root, "JPEGImages", n + ".jpg")  # noqa: E731
-  png = lambda n: os.path.join(  # noqa: E731
-      root, "SegmentationClass", n + ".png")
+  jpg = lambda n: os.path.join(root, "JPEGImages", n + ".jpg")
+  png = lambda n: os.path.join(root, "SegmentationClass", n + ".png")
   bad = {}
   # Train, in list order: the strict build must name the first of these.
   name = train[3]  # truncated JPEG
@@ -89,9 +88,9 @@ def _break_voc(root):
 
 def _break_web(weak_dir):
   """Breaks 5 of the web-tag images; returns {relative path: message}."""
-  records = [json.loads(l) for l in open(
+  records = [json.loads(line) for line in open(
       os.path.join(weak_dir, "annotations.jsonl"))]
-  path = lambda i: os.path.join(weak_dir, records[i]["image"])  # noqa: E731
+  path = lambda i: os.path.join(weak_dir, records[i]["image"])
   bad = {}
   with open(path(4), "wb") as f:
     f.write(os.urandom(300))  # random bytes

@@ -22,9 +22,6 @@ import numpy as np
 import pytest
 
 from dis_tf import model_dir as model_dir_lib
-from dis_tf import training
-from dis_tf.data import pipeline
-from dis_tf.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240
@@ -41,38 +38,30 @@ def _free_ports(n):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-  root = tmp_path_factory.mktemp("multi_worker")
-  src = str(root / "src")
-  synthetic.generate_benchmark(src, num_train=8, num_val=4, num_weak=8,
-                               num_tags_only=1, image_size=48)
-  flags = {"voc_dir": src, "weak_dir": os.path.join(src, "web_tags"),
-           "data_dir": str(root / "tfds")}
-  # Prepared once here: two workers must not prepare one data_dir at once.
-  pipeline.prepare_datasets(training.resolve_config("synthetic", {
-      "data.voc_dir": flags["voc_dir"], "data.weak_dir": flags["weak_dir"],
-      "data.data_dir": flags["data_dir"], "data.crop_size": 32}))
-  return {"root": root, "flags": flags}
+def start_workers(mini_benchmark, tool_env):
+  """`start_workers(model_dir)`: chief and worker processes, new ports.
 
-
-def _start_workers(tree, model_dir):
-  ports = _free_ports(2)
-  flags = dict(tree["flags"], model_dir=model_dir, backbone="tiny",
-               crop_size=32, batch_size=2, phase_a_steps=8, phase_b_steps=2,
-               phase_c_steps=2, steps_per_epoch=2, stage="full",
-               strategy="multi_worker")
-  argv = [sys.executable, os.path.join(REPO, "tools", "train.py")] + [
-      f"--{k}={v}" for k, v in flags.items()] + ["--deterministic"]
-  procs = []
-  for index in range(2):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
-               TF_CONFIG=json.dumps({
-                   "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                   "task": {"type": "worker", "index": index}}))
-    procs.append(subprocess.Popen(argv, env=env, cwd=REPO,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT))
-  return procs
+  The mini benchmark's tfds data is prepared already: two workers must not
+  prepare one data_dir at once.
+  """
+  def start(model_dir):
+    ports = _free_ports(2)
+    argv = [sys.executable, os.path.join(REPO, "tools", "train.py"),
+            f"--model_dir={model_dir}", *mini_benchmark["flags"],
+            "--backbone=tiny", "--crop_size=32", "--batch_size=2",
+            "--phase_a_steps=8", "--phase_b_steps=2", "--phase_c_steps=2",
+            "--steps_per_epoch=2", "--stage=full", "--strategy=multi_worker",
+            "--deterministic"]
+    procs = []
+    for index in range(2):
+      env = tool_env(TF_CONFIG=json.dumps({
+          "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+          "task": {"type": "worker", "index": index}}))
+      procs.append(subprocess.Popen(argv, env=env, cwd=REPO,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT))
+    return procs
+  return start
 
 
 def _output(proc, timeout):
@@ -90,9 +79,10 @@ def _weights(model_dir):
 
 
 @pytest.mark.slow
-def test_kill_one_worker_restart_both_resume_identical(tree):
-  model_dir = str(tree["root"] / "run")
-  chief, worker = _start_workers(tree, model_dir)
+def test_kill_one_worker_restart_both_resume_identical(tmp_path,
+                                                       start_workers):
+  model_dir = str(tmp_path / "run")
+  chief, worker = start_workers(model_dir)
   state = os.path.join(model_dir, "backup", "phase_a", "state.json")
   deadline = time.time() + TIMEOUT
   try:
@@ -120,7 +110,7 @@ def test_kill_one_worker_restart_both_resume_identical(tree):
   # Non-chief files never land in the chief's directory.
   assert os.path.isdir(os.path.join(model_dir, "workers", "worker_1"))
 
-  chief, worker = _start_workers(tree, model_dir)
+  chief, worker = start_workers(model_dir)
   outputs = [_output(chief, TIMEOUT), _output(worker, TIMEOUT)]
   assert chief.returncode == 0, outputs[0][-4000:]
   assert worker.returncode == 0, outputs[1][-4000:]
@@ -138,26 +128,5 @@ def test_kill_one_worker_restart_both_resume_identical(tree):
 
 def _worker_weights(worker_dir):
   """The non-chief's model.keras (config.json is only in the chief's dir)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import dis_tf.modeling.dis_model  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  model = keras.saving.load_model(
-      os.path.join(worker_dir, model_dir_lib.MODEL_FILENAME), safe_mode=True)
+  model = model_dir_lib.load_trained_model(worker_dir)
   return [w.numpy() for w in model.weights]
-
-
-def test_non_chief_writes_its_own_directory(tmp_path):
-  """The write-directory rule, without a cluster."""
-
-  class Extended:
-    should_checkpoint = False
-
-  class Resolver:
-    task_type, task_id = "worker", 3
-
-  class Strategy:
-    extended = Extended()
-    cluster_resolver = Resolver()
-
-  assert training._write_dir("/m", Strategy()) == "/m/workers/worker_3"
-  Extended.should_checkpoint = True
-  assert training._write_dir("/m", Strategy()) == "/m"

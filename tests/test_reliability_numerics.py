@@ -13,28 +13,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf.modeling.dis_model import build_dis_model
-from export import export_saved_model as export_lib
+from dis_tf.serving import module as serving_module
 
 SIZE = 32
 STEP_SIZES = (1e-6, 1e-3, 1.0, 1e3, 1e6)
 STEPS = 4
 
 
-def _config():
-  config = config_lib.synthetic()
-  config.model.tiny_width = 8
-  config.data.crop_size = SIZE
-  config.latent.t_train = STEPS
-  return config
-
-
 @pytest.fixture(scope="module")
-def model():
-  keras.utils.set_random_seed(0)
-  model = build_dis_model(_config())
+def model(tiny_model):
+  model = tiny_model(width=8, crop_size=SIZE, t_train=STEPS)
   model.set_phase("c")
   return model
 
@@ -112,12 +102,9 @@ def test_tiny_step_size_changes_little(model):
 
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("step_size", STEP_SIZES)
-def test_pseudo_targets_are_finite_and_valid(step_size, soft):
-  keras.utils.set_random_seed(1)
-  config = _config()
-  config.latent.step_size = step_size
-  config.latent.soft_pseudo_labels = soft
-  model = build_dis_model(config)
+def test_pseudo_targets_are_finite_and_valid(step_size, soft, tiny_model):
+  model = tiny_model(seed=1, width=8, crop_size=SIZE, t_train=STEPS,
+                     step_size=step_size, soft_pseudo_labels=soft)
   names, images = _batch()
   n = len(names)
   u1, v1 = model.backbone(images, training=False)
@@ -160,13 +147,12 @@ def _train_batch(images, single_class):
 
 
 @pytest.mark.parametrize("step_size", [1e-6, 1e6])
-def test_training_on_degenerate_images_keeps_weights_finite(step_size):
+def test_training_on_degenerate_images_keeps_weights_finite(step_size,
+                                                           tiny_model):
   """Stage-2 steps (pseudo labels from the latent loop) on black, white,
   constant and single-class batches: losses and every weight finite."""
-  keras.utils.set_random_seed(2)
-  config = _config()
-  config.latent.step_size = step_size
-  model = build_dis_model(config)
+  model = tiny_model(seed=2, width=8, crop_size=SIZE, t_train=STEPS,
+                     step_size=step_size)
   names, images = _batch()
   for phase in ("c", "semi"):
     model.set_phase(phase)
@@ -183,15 +169,15 @@ def test_training_on_degenerate_images_keeps_weights_finite(step_size):
 
 @pytest.mark.parametrize("step_size", [1e-6, 1e6])
 def test_serving_signatures_are_finite(model, step_size):
-  module = export_lib.build_serving_module(model, t_test=STEPS,
-                                           input_size=SIZE,
-                                           step_size=step_size)
+  module = serving_module.build_serving_module(
+      model, t_test=STEPS, input_size=SIZE, latent_step_size=step_size)
   raw = np.stack(list(_images().values())).astype(np.uint8)
-  out = export_lib.predict_in_process(model, raw, STEPS, SIZE, module=module)
+  out = serving_module.predict_in_process(model, raw, STEPS, SIZE,
+                                          module=module)
   _assert_finite(out, f"predict_images step {step_size}")
   encoded = [tf.io.encode_png(im).numpy() for im in raw]
-  out = export_lib.predict_in_process(model, encoded, STEPS, SIZE,
-                                      module=module)
+  out = serving_module.predict_in_process(model, encoded, STEPS, SIZE,
+                                          module=module)
   _assert_finite(out, f"serving_steps step {step_size}")
   assert ((out["class_ids"] >= 0) & (out["class_ids"] < 21)).all()
   steps = module.serving_steps(tf.constant(encoded),
@@ -200,14 +186,15 @@ def test_serving_signatures_are_finite(model, step_size):
                  f"per-example steps, step {step_size}")
 
 
-def test_mixed_precision_is_refused_with_a_clear_message():
+def test_mixed_precision_is_refused_with_a_clear_message(tiny_config):
   previous = keras.config.dtype_policy()
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     with pytest.raises(ValueError, match=r"float32 dtype policy.*"
                        r"mixed_float16.*latent"):
-      build_dis_model(_config())
+      build_dis_model(tiny_config(t_train=STEPS))
   finally:
     keras.mixed_precision.set_global_policy(previous)
   # And the float32 default still builds.
-  assert build_dis_model(_config()).dtype_policy.name == "float32"
+  assert build_dis_model(tiny_config(t_train=STEPS)).dtype_policy.name == (
+      "float32")

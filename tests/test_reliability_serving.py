@@ -21,20 +21,19 @@ image; the rest is the fixed network at the input size.
 import io
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
-import keras
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
-from dis_tf import config as config_lib
-from dis_tf import model_dir as model_dir_lib
-from dis_tf.modeling.dis_model import build_dis_model
-from export import export_saved_model as export_lib
+from dis_tf.serving import export_lib
 
 SIZE = 64
 T_TEST = 2
@@ -59,9 +58,6 @@ def _gradient(h, w):
 
 def _bomb_png(side):
   """A valid PNG header claiming side x side pixels, with a few KB of data."""
-  import struct  # pylint: disable=g-import-not-at-top
-  import zlib  # pylint: disable=g-import-not-at-top
-
   def chunk(kind, data):
     body = kind + data
     return (struct.pack(">I", len(data)) + body
@@ -186,18 +182,12 @@ _SERVER = textwrap.dedent(r'''
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, tiny_run):
   root = tmp_path_factory.mktemp("serving")
-  keras.utils.set_random_seed(0)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 8
-  config.data.crop_size = SIZE
-  model = build_dis_model(config)
   run_dir = str(root / "run")
-  config.save(run_dir)
-  model_dir_lib.save_model(model, run_dir)
-  path = export_lib.export_from_model_dir(run_dir, str(root / "models"),
-                                          t_test=T_TEST)
+  tiny_run(run_dir, crop_size=SIZE)
+  path = export_lib.export_from_model_dir(
+      run_dir, str(root / "models"), overrides={"latent.t_test": T_TEST})
   requests = _requests()
   requests_file = str(root / "requests.npz")
   np.savez(requests_file, requests=np.array(
@@ -220,7 +210,6 @@ def served(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(_requests()))
 def test_each_input_is_a_result_or_a_named_invalid_argument(served, name):
-  import re  # pylint: disable=g-import-not-at-top
   entry = served["results"]["requests"][name][0]
   expected = served["expected"][name]
   assert "other_error" not in entry, entry

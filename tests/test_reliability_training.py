@@ -1,7 +1,8 @@
 """Reliability of training: SIGKILL at seeded points, full disk, bad model_dir.
 
-`tools/train.py` runs in subprocesses on a tiny generated synthetic tree
-(tfds data prepared once for the module). A run is killed with SIGKILL
+`tools/train.py` runs in subprocesses on the mini synthetic benchmark, with
+the command line of the session's reference run (conftest `trained_run`).
+A run is killed with SIGKILL
 
 * at the N-th checkpoint write, *inside* the write (a wrapper makes the
   process SIGKILL itself before the HDF5 / zip file is closed, so the file
@@ -31,14 +32,9 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from dis_tf import config as config_lib
-from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import training
-from dis_tf.data import pipeline
-from dis_tf.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 20240611
@@ -78,45 +74,24 @@ runpy.run_path(os.path.join(os.environ["REPO"], "tools", "train.py"),
 '''
 
 
-def _env(**extra):
-  env = dict(os.environ)
-  env.update(PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", REPO=REPO,
-             CUDA_VISIBLE_DEVICES="")
-  env.update({k: str(v) for k, v in extra.items()})
-  return env
+@pytest.fixture(scope="module")
+def wrapper(tmp_path_factory):
+  path = tmp_path_factory.mktemp("reliability_train") / "kill_wrapper.py"
+  path.write_text(_WRAPPER)
+  return str(path)
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-  """A tiny synthetic tree with both tfds datasets prepared."""
-  root = tmp_path_factory.mktemp("reliability_train")
-  src = str(root / "src")
-  synthetic.generate_benchmark(src, num_train=8, num_val=4, num_weak=8,
-                               num_tags_only=1, image_size=48)
-  flags = {"voc_dir": src, "weak_dir": os.path.join(src, "web_tags"),
-           "data_dir": str(root / "tfds")}
-  config = training.resolve_config("synthetic", {
-      "data.voc_dir": flags["voc_dir"], "data.weak_dir": flags["weak_dir"],
-      "data.data_dir": flags["data_dir"], "data.crop_size": 32})
-  pipeline.prepare_datasets(config)
-  wrapper = root / "kill_wrapper.py"
-  wrapper.write_text(_WRAPPER)
-  return {"root": root, "flags": flags, "wrapper": str(wrapper)}
-
-
-def _argv(tree, model_dir):
-  flags = dict(tree["flags"], model_dir=model_dir, backbone="tiny",
-               crop_size=32, batch_size=2, phase_a_steps=4, phase_b_steps=4,
-               phase_c_steps=4, semi_steps=4, steps_per_epoch=2, t_train=2,
-               stage="all")
-  return [f"--{k}={v}" for k, v in flags.items()] + ["--deterministic"]
-
-
-def _start(tree, model_dir, **kill):
-  return subprocess.Popen(
-      [sys.executable, tree["wrapper"]] + _argv(tree, model_dir),
-      env=_env(**kill), cwd=REPO, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT)
+def start(wrapper, trained_run, tool_env):
+  """`start(model_dir, **kill)`: the reference run's command line (the
+  `trained_run` fixture) into `model_dir`, through the kill wrapper."""
+  def run(model_dir, **kill):
+    return subprocess.Popen(
+        [sys.executable, wrapper, f"--model_dir={model_dir}"]
+        + trained_run["flags"],
+        env=tool_env(REPO=REPO, **kill), cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+  return run
 
 
 def _finish(proc, timeout=240):
@@ -139,6 +114,19 @@ def _read_h5_fully(path):
                  else None)
 
 
+def _read_committed_states(model_dir):
+  """Reads fully the weights each backup's state.json names; their paths."""
+  found = []
+  for state_path in glob.glob(os.path.join(model_dir, "backup", "*",
+                                           "state.json")):
+    with open(state_path) as f:
+      state = json.load(f)
+    _read_h5_fully(os.path.join(os.path.dirname(state_path),
+                                state["weights"]))
+    found.append(os.path.relpath(state_path, model_dir))
+  return found
+
+
 def _assert_no_corrupt_checkpoint(model_dir):
   """Every file a rerun would read is complete; returns what was found."""
   found = []
@@ -147,13 +135,7 @@ def _assert_no_corrupt_checkpoint(model_dir):
       continue  # A temp file: never read, replaced by the next write.
     _read_h5_fully(path)
     found.append(os.path.basename(path))
-  for state_path in glob.glob(os.path.join(model_dir, "backup", "*",
-                                           "state.json")):
-    with open(state_path) as f:
-      state = json.load(f)
-    _read_h5_fully(os.path.join(os.path.dirname(state_path),
-                                state["weights"]))
-    found.append(os.path.relpath(state_path, model_dir))
+  found += _read_committed_states(model_dir)
   for path in glob.glob(os.path.join(model_dir, "backup", "*", "*.h5")):
     assert "latest.weights.h5" not in path  # Keras' in-place format unused.
   if os.path.exists(model_dir_lib.model_path(model_dir)):
@@ -163,44 +145,31 @@ def _assert_no_corrupt_checkpoint(model_dir):
   return found
 
 
-def _source_hash():
-  """Hash of the code the training subprocesses run."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-  h = hashlib.sha1()
-  for top in ("dis_tf", "tools"):
-    for dirpath, _, files in sorted(os.walk(os.path.join(REPO, top))):
-      for name in sorted(files):
-        if name.endswith((".py", ".txt")):
-          with open(os.path.join(dirpath, name), "rb") as f:
-            h.update(name.encode() + f.read())
-  return h.hexdigest()
-
-
-def _assert_equal_to_reference(reference, weights):
-  # Bit-for-bit equality only means something if every run used the same
-  # code: on a shared checkout someone may edit dis_tf/ meanwhile.
-  if _source_hash() != reference["source"]:
-    pytest.skip("dis_tf/ or tools/ changed while this test ran (a "
-                "concurrent edit); the runs used different code.")
-  assert len(weights) == len(reference["weights"])
-  for a, b in zip(reference["weights"], weights):
-    np.testing.assert_array_equal(a, b)
+@pytest.fixture(scope="module")
+def reference(trained_run):
+  return {"weights": _model_weights(trained_run["model_dir"]),
+          "source": trained_run["source"]}
 
 
 @pytest.fixture(scope="module")
-def reference(tree):
-  model_dir = str(tree["root"] / "reference")
-  source = _source_hash()
-  code, out = _finish(_start(tree, model_dir))
-  assert code == 0, out[-3000:]
-  return {"weights": _model_weights(model_dir), "source": source}
+def assert_equal_to_reference(reference, source_hash):
+  def check(weights):
+    # Bit-for-bit equality only means something if every run used the same
+    # code: on a shared checkout someone may edit dis_tf/ meanwhile.
+    if source_hash() != reference["source"]:
+      pytest.skip("dis_tf/ or tools/ changed while this test ran (a "
+                  "concurrent edit); the runs used different code.")
+    assert len(weights) == len(reference["weights"])
+    for a, b in zip(reference["weights"], weights):
+      np.testing.assert_array_equal(a, b)
+  return check
 
 
 @pytest.mark.slow
-def test_sigkill_at_seeded_points_resumes_to_identical_weights(tree,
-                                                               reference):
+def test_sigkill_at_seeded_points_resumes_to_identical_weights(
+    tmp_path, start, assert_equal_to_reference):
   rng = np.random.RandomState(SEED)
-  model_dir = str(tree["root"] / "killed")
+  model_dir = str(tmp_path / "killed")
   # (how, argument): "write" = die inside the N-th write of files whose
   # name contains the pattern; "after" = SIGKILL a seeded delay after the
   # file appears.
@@ -214,10 +183,10 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(tree,
   log = []
   for how, what, arg in kills:
     if how == "write":
-      proc = _start(tree, model_dir, KILL_MATCH=what, KILL_AT=arg)
+      proc = start(model_dir, KILL_MATCH=what, KILL_AT=arg)
       code, out = _finish(proc)
     else:
-      proc = _start(tree, model_dir)
+      proc = start(model_dir)
       target = os.path.join(model_dir, what)
       deadline = time.time() + 240
       while not os.path.exists(target) and proc.poll() is None:
@@ -230,63 +199,35 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(tree,
     log.append((how, what, arg, _assert_no_corrupt_checkpoint(model_dir)))
   # The last kill hit model.keras: stage 1 and 2 are done, nothing retrains.
   assert not os.path.exists(model_dir_lib.model_path(model_dir)), log
-  code, out = _finish(_start(tree, model_dir))
+  code, out = _finish(start(model_dir))
   assert code == 0, out[-3000:]
   assert "== phase" not in out  # Every phase was already finished.
   _assert_no_corrupt_checkpoint(model_dir)
   assert not glob.glob(os.path.join(model_dir, "**", "*.tmp*"),
                        recursive=True)
-  _assert_equal_to_reference(reference, _model_weights(model_dir))
+  assert_equal_to_reference(_model_weights(model_dir))
 
 
 @pytest.mark.slow
-def test_kill_inside_a_backup_write_resumes_mid_phase(tree, reference):
+def test_kill_inside_a_backup_write_resumes_mid_phase(
+    tmp_path, start, assert_equal_to_reference):
   """Killed writing the epoch-2 backup of phase b: resumes after epoch 1."""
-  model_dir = str(tree["root"] / "mid_phase")
+  model_dir = str(tmp_path / "mid_phase")
   # Writes matching "state-" in phase a: 2 backups; phase b: the 2nd is
   # the 4th overall. KILL_FLUSH leaves a full-size but never-closed file.
-  code, out = _finish(_start(tree, model_dir, KILL_MATCH="state-",
-                             KILL_AT=4, KILL_FLUSH=1))
+  code, out = _finish(start(model_dir, KILL_MATCH="state-", KILL_AT=4,
+                            KILL_FLUSH=1))
   assert code == -signal.SIGKILL, out[-3000:]
   with open(os.path.join(model_dir, "backup/phase_b/state.json")) as f:
     assert json.load(f)["epoch"] == 1
   _assert_no_corrupt_checkpoint(model_dir)
-  code, out = _finish(_start(tree, model_dir))
+  code, out = _finish(start(model_dir))
   assert code == 0, out[-3000:]
   assert "== phase b: resuming after epoch 1 of 2 ==" in out
-  _assert_equal_to_reference(reference, _model_weights(model_dir))
+  assert_equal_to_reference(_model_weights(model_dir))
 
 
 # ---------------------------------------------------------------- full disk
-def _config(model_dir, steps=4):
-  config = config_lib.synthetic()
-  config.model_dir = str(model_dir)
-  config.model.tiny_width = 8
-  config.data.crop_size = 32
-  config.train.batch_size = 2
-  for key in ("phase_a_steps", "phase_b_steps", "phase_c_steps",
-              "semi_steps"):
-    setattr(config.train, key, steps)
-  config.train.steps_per_epoch = 2
-  config.latent.t_train = 2
-  return config
-
-
-def _dataset_fn(config, stage):
-  rng = np.random.RandomState(0)
-  size, batch = config.data.crop_size, config.train.batch_size
-  image = rng.randn(batch, size, size, 3).astype(np.float32)
-  f = image_ops.feature_size(size)
-  element = {
-      "image": image,
-      "image_small": image_ops.image_target(image, (f, f)).numpy(),
-      "mask": rng.randint(0, 21, (batch, size, size)).astype(np.int32),
-      "tags": np.ones((batch, 21), np.float32),
-      "is_weak": np.array([stage == "semi", False], np.float32),
-  }
-  return tf.data.Dataset.from_tensors(element).repeat()
-
-
 def _mount_tmpfs(path, options):
   os.makedirs(path, exist_ok=True)
   if os.geteuid() != 0:
@@ -308,7 +249,8 @@ def _committed_files(model_dir):
 
 
 @pytest.mark.parametrize("size_kib", [64, 3072])
-def test_full_disk_fails_at_the_write_and_keeps_last_good(tmp_path, size_kib):
+def test_full_disk_fails_at_the_write_and_keeps_last_good(
+    tmp_path, size_kib, tiny_config, dataset_fn):
   """64 KiB: fails at the first checkpoint; 3 MiB: fails some writes in."""
   mount = str(tmp_path / "disk")
   if not _mount_tmpfs(mount, f"size={size_kib}k"):
@@ -316,7 +258,7 @@ def test_full_disk_fails_at_the_write_and_keeps_last_good(tmp_path, size_kib):
   try:
     model_dir = os.path.join(mount, "run")
     with pytest.raises(OSError) as info:
-      training.train(_config(model_dir), "full", dataset_fn=_dataset_fn,
+      training.train(tiny_config(model_dir), "full", dataset_fn=dataset_fn,
                      verbose=0)
     message = str(info.value)
     assert info.value.errno == errno.ENOSPC, message
@@ -330,17 +272,13 @@ def test_full_disk_fails_at_the_write_and_keeps_last_good(tmp_path, size_kib):
     for path in files:
       if path.endswith(".h5"):
         _read_h5_fully(path)  # What is there is complete.
-    for state_path in glob.glob(os.path.join(model_dir, "backup", "*",
-                                             "state.json")):
-      with open(state_path) as f:
-        state = json.load(f)
-      _read_h5_fully(os.path.join(os.path.dirname(state_path),
-                                  state["weights"]))
+    _read_committed_states(model_dir)
   finally:
     _umount(mount)
 
 
-def test_enospc_mid_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
+def test_enospc_mid_write_leaves_previous_checkpoint(
+    tmp_path, monkeypatch, tiny_config, dataset_fn):
   """Without root: a write failing with ENOSPC after the first few."""
   model_dir = str(tmp_path / "run")
   original = training.keras.Model.save_weights
@@ -356,7 +294,7 @@ def test_enospc_mid_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
 
   monkeypatch.setattr(training.keras.Model, "save_weights", failing_save)
   with pytest.raises(OSError, match="No space left on device") as info:
-    training.train(_config(model_dir), "full", dataset_fn=_dataset_fn,
+    training.train(tiny_config(model_dir), "full", dataset_fn=dataset_fn,
                    verbose=0)
   assert "state-000002" in str(info.value)
   files = _committed_files(model_dir)
@@ -369,31 +307,33 @@ def test_enospc_mid_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
                               "checkpoints/phase_a_latest.weights.h5"))
 
 
-def test_read_only_model_dir_fails_before_training(tmp_path):
+def test_read_only_model_dir_fails_before_training(tmp_path, tiny_config,
+                                                   dataset_fn):
   mount = str(tmp_path / "ro")
   if not _mount_tmpfs(mount, "ro,size=64k"):
     pytest.skip("needs root to mount a read-only tmpfs")
   try:
     with pytest.raises(OSError, match="is not writable") as info:
-      training.train(_config(os.path.join(mount, "run")), "full",
-                     dataset_fn=_dataset_fn, verbose=0)
+      training.train(tiny_config(os.path.join(mount, "run")), "full",
+                     dataset_fn=dataset_fn, verbose=0)
     assert "Read-only file system" in str(info.value)
     assert os.listdir(mount) == []
   finally:
     _umount(mount)
 
 
-def test_missing_parent_permission_named(tmp_path):
+def test_missing_parent_permission_named(tmp_path, tiny_config, dataset_fn):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
   with pytest.raises(OSError, match=r"--model_dir=.*file/run is not writable"):
-    training.train(_config(blocker / "run"), "full", dataset_fn=_dataset_fn)
+    training.train(tiny_config(blocker / "run"), "full",
+                   dataset_fn=dataset_fn)
 
 
-def test_corrupt_legacy_state_is_reported(tmp_path):
+def test_corrupt_legacy_state_is_reported(tmp_path, tiny_config, dataset_fn):
   """A state file naming an unreadable backup fails with a clear message."""
   model_dir = str(tmp_path / "run")
-  config = _config(model_dir)
+  config = tiny_config(model_dir)
   backup = os.path.join(model_dir, "backup", "phase_a")
   os.makedirs(backup)
   with open(os.path.join(backup, "state-000001.weights.h5"), "wb") as f:
@@ -402,12 +342,13 @@ def test_corrupt_legacy_state_is_reported(tmp_path):
     json.dump({"epoch": 1, "weights": "state-000001.weights.h5",
                "previous": None}, f)
   with pytest.raises(OSError, match="cannot be loaded.*delete .*phase_a"):
-    training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
 
 
-def test_previous_backup_used_when_current_is_unreadable(tmp_path):
+def test_previous_backup_used_when_current_is_unreadable(
+    tmp_path, tiny_config, dataset_fn):
   model_dir = str(tmp_path / "run")
-  config = _config(model_dir)
+  config = tiny_config(model_dir)
   config.data.deterministic = True
   # Phase a, 2 epochs: stop after both backups are written.
   original = training._callbacks
@@ -421,7 +362,7 @@ def test_previous_backup_used_when_current_is_unreadable(tmp_path):
   training._callbacks = lambda *a: original(*a) + [Stop()]
   try:
     with pytest.raises(KeyboardInterrupt):
-      training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+      training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
   finally:
     training._callbacks = original
   backup = os.path.join(model_dir, "backup", "phase_a")
@@ -430,5 +371,5 @@ def test_previous_backup_used_when_current_is_unreadable(tmp_path):
   assert state["epoch"] == 2 and state["previous"]["epoch"] == 1
   with open(os.path.join(backup, state["weights"]), "wb") as f:
     f.write(b"bit rot")
-  model = training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+  model = training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
   assert all(np.isfinite(w.numpy()).all() for w in model.weights)

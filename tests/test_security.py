@@ -27,6 +27,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from tensorflow.core.protobuf import saved_model_pb2
 
 from dis_tf import config as config_lib
 from dis_tf import model_dir as model_dir_lib
@@ -34,8 +35,8 @@ from dis_tf.data import safe_paths
 from dis_tf.data import synthetic
 from dis_tf.data import voc
 from dis_tf.data import web_tags
-from dis_tf.modeling.dis_model import build_dis_model
-from export import export_saved_model as export_lib
+from dis_tf.serving import export_lib
+from dis_tf.serving import module as serving_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_DIRS = ("dis_tf", "tools", "export")
@@ -122,7 +123,7 @@ def test_keras_file_with_lambda_is_refused_and_never_runs(tmp_path):
   config.save(str(run_dir))
 
   # Serialised as Python bytecode; it would run if the file were trusted.
-  payload = lambda x, p=str(marker): (open(p, "w").close(), x)[1]  # noqa: E731
+  payload = lambda x, p=str(marker): (open(p, "w").close(), x)[1]
   inputs = keras.Input((4,))
   model = keras.Model(inputs, keras.layers.Lambda(payload)(inputs))
   marker.unlink()  # Building the model above ran it once here.
@@ -132,12 +133,8 @@ def test_keras_file_with_lambda_is_refused_and_never_runs(tmp_path):
   assert not marker.exists()
 
 
-def test_real_model_loads_in_safe_mode(tmp_path):
-  config = config_lib.synthetic()
-  config.model.tiny_width = 8
-  model = build_dis_model(config)
-  config.save(str(tmp_path))
-  model_dir_lib.save_model(model, str(tmp_path))
+def test_real_model_loads_in_safe_mode(tmp_path, tiny_run):
+  _, model = tiny_run(tmp_path)
   _, loaded = model_dir_lib.load(str(tmp_path))  # safe_mode=True inside
   for a, b in zip(model.weights, loaded.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -236,18 +233,12 @@ _FILE_OPS = {
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_run):
   root = tmp_path_factory.mktemp("security_export")
-  keras.utils.set_random_seed(0)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 8
-  config.data.crop_size = 32
-  model = build_dis_model(config)
   run_dir = str(root / "run")
-  config.save(run_dir)
-  model_dir_lib.save_model(model, run_dir)
+  tiny_run(run_dir)
   path = export_lib.export_from_model_dir(run_dir, str(root / "models"),
-                                          t_test=1)
+                                          overrides={"latent.t_test": 1})
   return {"root": root, "path": path}
 
 
@@ -272,7 +263,6 @@ def _reachable_ops(meta_graph, function_names):
 
 
 def test_serving_graph_has_no_file_ops_and_no_assets(exported):
-  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   proto = saved_model_pb2.SavedModel()
   with open(os.path.join(exported["path"], "saved_model.pb"), "rb") as f:
     proto.ParseFromString(f.read())
@@ -281,8 +271,8 @@ def test_serving_graph_has_no_file_ops_and_no_assets(exported):
   assert not os.path.exists(os.path.join(exported["path"], "assets")) or (
       not os.listdir(os.path.join(exported["path"], "assets")))
   nodes = {n.name: n for n in meta_graph.graph_def.node}
-  assert set(export_lib.SIGNATURES) <= set(meta_graph.signature_def)
-  for name in export_lib.SIGNATURES:
+  assert set(serving_module.SIGNATURES) <= set(meta_graph.signature_def)
+  for name in serving_module.SIGNATURES:
     signature = meta_graph.signature_def[name]
     # Outputs come from StatefulPartitionedCall nodes calling the function.
     functions = []
@@ -349,8 +339,9 @@ def test_serving_opens_no_file(exported, tmp_path):
   if not strace:
     pytest.skip("strace unavailable: only the deleted-copy check ran")
   lines = open(trace).read().splitlines()
-  begin = next(i for i, l in enumerate(lines) if "__serving_begins__" in l)
-  end = next(i for i, l in enumerate(lines) if "__serving_ends__" in l)
+  begin = next(i for i, line in enumerate(lines)
+               if "__serving_begins__" in line)
+  end = next(i for i, line in enumerate(lines) if "__serving_ends__" in line)
   opened = []
   for line in lines[begin + 1:end]:
     match = re.search(r'(open|openat|openat2|stat|newfstatat|access|'

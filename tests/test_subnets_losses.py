@@ -1,6 +1,5 @@
 """Subnets, tag refinement, losses and metrics against NumPy references."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -60,7 +59,8 @@ def test_subnet2_sizes_follow_the_paper():
   np.testing.assert_allclose(layer(u3), layer(u3 + 7.0), atol=1e-5)
 
 
-@pytest.mark.parametrize("layer", [Subnet1(7, name="s1"), Subnet2(7, 8, name="s2"),
+@pytest.mark.parametrize("layer", [Subnet1(7, name="s1"),
+                                   Subnet2(7, 8, name="s2"),
                                    Subnet3(7, name="s3")])
 def test_subnet_config_round_trip(layer):
   config = layer.get_config()

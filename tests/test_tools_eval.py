@@ -1,68 +1,39 @@
 """Smoke tests of tools/evaluate.py, clean_tags.py and visualize.py.
 
-Each tool runs in a subprocess (absl flags are process-global) on a tiny
+Each tool runs in a subprocess (absl flags are process-global) on the mini
 synthetic benchmark and an untrained tiny model saved as a model_dir.
 """
 
 import csv
 import json
 import os
-import subprocess
-import sys
 
-import keras
 import numpy as np
 from PIL import Image
 import pytest
 
 from dis_tf import config as config_lib
-from dis_tf import model_dir as model_dir_lib
-from dis_tf.data import synthetic
-from dis_tf.modeling.dis_model import build_dis_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_VAL = 4
-NUM_WEAK = 4
-
-
-def _run(tool, *args, check=True):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run(
-      [sys.executable, os.path.join("tools", tool), *args], cwd=REPO,
-      env=env, capture_output=True, text=True, timeout=300)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{tool} {args} failed:\n{proc.stderr[-3000:]}")
-  return proc
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, mini_benchmark, tiny_run):
   root = tmp_path_factory.mktemp("tools_eval")
-  summary = synthetic.generate_benchmark(
-      str(root / "synth"), num_train=2, num_val=NUM_VAL, num_weak=NUM_WEAK,
-      num_tags_only=1, image_size=40)
-  config = config_lib.synthetic()
-  config.model.tiny_width = 16
-  config.data.voc_dir = summary["voc_dir"]
-  config.data.weak_dir = summary["weak_dir"]
+  model_dir = str(root / "run")
+  config, _ = tiny_run(model_dir, width=16)
+  config.data.voc_dir = mini_benchmark["voc_dir"]
+  config.data.weak_dir = mini_benchmark["weak_dir"]
   # A data_dir elsewhere than config.json's, to exercise --data_dir.
   config.data.data_dir = str(root / "unused")
   config.data.deterministic = True
-  # The preset's val[:100] / val[100:] do not fit a 4-image val split.
-  config.data.eval_split, config.data.select_split = "val", "val[:2]"
-  keras.utils.set_random_seed(0)
-  model = build_dis_model(config)
-  model_dir = str(root / "run")
   config.save(model_dir)
-  model_dir_lib.save_model(model, model_dir)
-  return {"model_dir": model_dir, "data_dir": str(root / "tfds"),
-          "weak_dir": summary["weak_dir"], "root": root}
+  return {"model_dir": model_dir, "data_dir": mini_benchmark["data_dir"],
+          "weak_dir": mini_benchmark["weak_dir"], "root": root,
+          "num_val": mini_benchmark["num_val"]}
 
 
 @pytest.mark.parametrize("tool", ["evaluate.py", "clean_tags.py",
                                   "visualize.py"])
-def test_helpfull_documents_every_flag(tool):
+def test_helpfull_documents_every_flag(tool, run_tool):
   flags_by_tool = {
       "evaluate.py": ["model_dir", "data_dir", "voc_dir", "split", "t_test",
                       "flip", "scales", "tag_threshold", "limit",
@@ -73,22 +44,23 @@ def test_helpfull_documents_every_flag(tool):
                        "num_images", "file_names", "t_test", "output",
                        "title"],
   }
-  proc = _run(tool, "--helpfull", check=False)
+  proc = run_tool(f"tools/{tool}", "--helpfull", check=False)
   text = proc.stdout + proc.stderr
   section = text[text.index(f"tools/{tool}:"):]
   for name in flags_by_tool[tool]:
     assert f"--{name}:" in section or f"--[no]{name}:" in section, name
 
 
-def test_evaluate_cli(run_dir):
+def test_evaluate_cli(run_dir, run_tool):
   out = str(run_dir["root"] / "eval")
-  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
-              f"--data_dir={run_dir['data_dir']}", "--split=val",
-              "--t_test=0,2", "--flip", "--scales=0.75,1",
-              f"--output_dir={out}")
+  proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",
+                  f"--data_dir={run_dir['data_dir']}", "--split=val",
+                  "--t_test=0,2", "--flip", "--scales=0.75,1",
+                  f"--output_dir={out}")
   assert "| setting |" in proc.stdout
   results = json.load(open(os.path.join(out, "results.json")))
-  assert results["num_images"] == NUM_VAL and results["split"] == "val"
+  assert results["num_images"] == run_dir["num_val"]
+  assert results["split"] == "val"
   assert [s["t_test"] for s in results["settings"]] == [0, 2]
   for setting in results["settings"]:
     matrix = np.array(setting["confusion_matrix"])
@@ -99,12 +71,12 @@ def test_evaluate_cli(run_dir):
   assert os.path.exists(os.path.join(out, "table3.md"))
 
 
-def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir):
+def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir, run_tool):
   out = str(run_dir["root"] / "eval_select")
-  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
-              f"--data_dir={run_dir['data_dir']}", "--t_test=0,2",
-              "--select_t_test", "--select_split=val[:2]",
-              "--split=val[2:]", f"--output_dir={out}")
+  proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",
+                  f"--data_dir={run_dir['data_dir']}", "--t_test=0,2",
+                  "--select_t_test", "--select_split=val[:2]",
+                  "--split=val[2:]", f"--output_dir={out}")
   record = json.load(open(os.path.join(run_dir["model_dir"],
                                        "t_test_selection.json")))
   assert record["split"] == "val[:2]" and record["num_images"] == 2
@@ -117,35 +89,36 @@ def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir):
   assert saved.data.data_dir == str(run_dir["root"] / "unused")
   assert f"t_test = {record['t_test']}, chosen on val[:2]" in proc.stdout
   results = json.load(open(os.path.join(out, "results.json")))
-  assert results["num_images"] == NUM_VAL - 2
-  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
-              f"--data_dir={run_dir['data_dir']}", "--t_test=0,2",
-              "--select_t_test", "--select_split=val", "--split=val",
-              check=False)
+  assert results["num_images"] == run_dir["num_val"] - 2
+  proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",
+                  f"--data_dir={run_dir['data_dir']}", "--t_test=0,2",
+                  "--select_t_test", "--select_split=val", "--split=val",
+                  check=False)
   assert proc.returncode != 0 and "held out" in proc.stderr
 
 
-def test_evaluate_cli_names_bad_flag_values(run_dir):
-  proc = _run("evaluate.py", f"--model_dir={run_dir['model_dir']}",
-              "--t_test=0,abc", check=False)
+def test_evaluate_cli_names_bad_flag_values(run_dir, run_tool):
+  proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",
+                  "--t_test=0,abc", check=False)
   assert proc.returncode != 0 and "--t_test" in proc.stderr
-  proc = _run("evaluate.py", f"--model_dir={run_dir['root'] / 'nope'}",
-              check=False)
+  proc = run_tool("tools/evaluate.py",
+                  f"--model_dir={run_dir['root'] / 'nope'}", check=False)
   assert proc.returncode != 0 and "--model_dir" in proc.stderr
 
 
-def test_clean_tags_cli(run_dir):
+def test_clean_tags_cli(run_dir, run_tool):
   out = str(run_dir["root"] / "clean")
-  proc = _run("clean_tags.py", f"--model_dir={run_dir['model_dir']}",
-              f"--data_dir={run_dir['data_dir']}",
-              f"--weak_dir={run_dir['weak_dir']}", "--t_train=2",
-              "--limit=3", f"--output_dir={out}")
+  proc = run_tool("tools/clean_tags.py",
+                  f"--model_dir={run_dir['model_dir']}",
+                  f"--data_dir={run_dir['data_dir']}",
+                  f"--weak_dir={run_dir['weak_dir']}", "--t_train=2",
+                  "--limit=3", f"--output_dir={out}")
   assert "given (noisy)" in proc.stdout
   report = json.load(open(os.path.join(out, "report.json")))
   assert report["num_images"] == 3 and report["num_matched"] == 3
   for key in ("before", "after"):
     assert set(report[key]) == {"precision", "recall", "f1"}
-  lines = [json.loads(l) for l in open(os.path.join(out,
+  lines = [json.loads(line) for line in open(os.path.join(out,
                                                     "cleaned_tags.jsonl"))]
   assert len(lines) == 3
   for line in lines:
@@ -156,9 +129,9 @@ def test_clean_tags_cli(run_dir):
     assert np.array(png).max() < 21
 
 
-def test_visualize_cli(run_dir):
+def test_visualize_cli(run_dir, run_tool):
   output = str(run_dir["root"] / "fig" / "grid.png")
-  _run("visualize.py", f"--model_dir={run_dir['model_dir']}",
-       f"--data_dir={run_dir['data_dir']}", "--num_images=2", "--t_test=2",
-       f"--output={output}")
+  run_tool("tools/visualize.py", f"--model_dir={run_dir['model_dir']}",
+           f"--data_dir={run_dir['data_dir']}", "--num_images=2",
+           "--t_test=2", f"--output={output}")
   assert Image.open(output).format == "PNG"

@@ -6,42 +6,9 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from dis_tf import config as config_lib
-from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import training
-
-
-def _config(model_dir, steps=4):
-  config = config_lib.synthetic()
-  config.model_dir = str(model_dir)
-  config.model.tiny_width = 8
-  config.data.crop_size = 32
-  config.train.batch_size = 2
-  config.train.phase_a_steps = steps
-  config.train.phase_b_steps = steps
-  config.train.phase_c_steps = steps
-  config.train.semi_steps = steps
-  config.train.steps_per_epoch = 2
-  config.latent.t_train = 2
-  return config
-
-
-def _dataset_fn(config, stage):
-  rng = np.random.RandomState(0)
-  size, batch = config.data.crop_size, config.train.batch_size
-  image = rng.randn(batch, size, size, 3).astype(np.float32)
-  f = image_ops.feature_size(size)
-  element = {
-      "image": image,
-      "image_small": image_ops.image_target(image, (f, f)).numpy(),
-      "mask": rng.randint(0, 21, (batch, size, size)).astype(np.int32),
-      "tags": np.ones((batch, 21), np.float32),
-      "is_weak": np.array([stage == "semi", False], np.float32),
-  }
-  return tf.data.Dataset.from_tensors(element).repeat()
 
 
 class _CrashAt(keras.callbacks.Callback):
@@ -60,9 +27,10 @@ def _weights(model):
   return [w.numpy() for w in model.weights]
 
 
-def test_train_writes_the_model_dir_layout(tmp_path):
-  config = _config(tmp_path / "run")
-  model = training.train(config, "all", dataset_fn=_dataset_fn, verbose=0)
+def test_train_writes_the_model_dir_layout(tmp_path, tiny_config,
+                                           dataset_fn):
+  config = tiny_config(tmp_path / "run")
+  model = training.train(config, "all", dataset_fn=dataset_fn, verbose=0)
   run = tmp_path / "run"
   saved = json.loads((run / "config.json").read_text())
   assert saved["model"]["tiny_width"] == 8
@@ -75,63 +43,83 @@ def test_train_writes_the_model_dir_layout(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path,
-                                                             monkeypatch):
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(
+    tmp_path, monkeypatch, tiny_config, dataset_fn):
   # Deterministic mode: op determinism, so both runs can match bit for bit.
-  ref_config = _config(tmp_path / "ref")
+  ref_config = tiny_config(tmp_path / "ref")
   ref_config.data.deterministic = True
-  reference = training.train(ref_config, "full", dataset_fn=_dataset_fn,
+  reference = training.train(ref_config, "full", dataset_fn=dataset_fn,
                              verbose=0)
 
   original_callbacks = training._callbacks
   monkeypatch.setattr(
       training, "_callbacks",
       lambda *a: original_callbacks(*a) + [_CrashAt("b", 1)])
-  config = _config(tmp_path / "killed")
+  config = tiny_config(tmp_path / "killed")
   config.data.deterministic = True
   with pytest.raises(KeyboardInterrupt):
-    training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
   assert (tmp_path / "killed/checkpoints/phase_a.weights.h5").exists()
   assert not (tmp_path / "killed/checkpoints/phase_b.weights.h5").exists()
   assert os.listdir(tmp_path / "killed/backup/phase_b")
 
   monkeypatch.setattr(training, "_callbacks", original_callbacks)
-  resumed = training.train(config, "full", dataset_fn=_dataset_fn, verbose=0)
+  resumed = training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
   for a, b in zip(_weights(reference), _weights(resumed)):
     np.testing.assert_array_equal(a, b)
 
 
-def test_semi_stage_needs_stage1_weights(tmp_path):
+def test_semi_stage_needs_stage1_weights(tmp_path, tiny_config, dataset_fn):
   with pytest.raises(FileNotFoundError, match="phase_c"):
-    training.train(_config(tmp_path / "x"), "semi", dataset_fn=_dataset_fn)
+    training.train(tiny_config(tmp_path / "x"), "semi",
+                   dataset_fn=dataset_fn)
 
 
-def test_bad_flag_values_are_named():
-  with pytest.raises(ValueError, match="preset"):
-    training.resolve_config("cityscapes", {})
+def test_bad_flag_values_are_named(tiny_config):
   with pytest.raises(ValueError, match="strategy"):
     training.make_strategy("tpu")
   with pytest.raises(ValueError, match="stage"):
-    training.train(_config("/tmp/unused"), "both")
+    training.train(tiny_config("/tmp/unused"), "both")
 
 
-def test_unwritable_model_dir_fails_before_training(tmp_path):
+def test_unwritable_model_dir_fails_before_training(tmp_path, tiny_config,
+                                                    dataset_fn):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
   with pytest.raises(OSError, match="model_dir"):
-    training.train(_config(blocker / "run"), "full", dataset_fn=_dataset_fn)
+    training.train(tiny_config(blocker / "run"), "full",
+                   dataset_fn=dataset_fn)
 
 
-def test_rerun_removes_temp_files_left_by_a_kill(tmp_path):
+def test_rerun_removes_temp_files_left_by_a_kill(tmp_path, tiny_config,
+                                                 dataset_fn):
   """A SIGKILL inside a write leaves `<stem>.tmp.<suffix>`; a rerun removes
   exactly those (the README test command once failed on such a file)."""
-  config = _config(tmp_path / "run")
-  training.train(config, stage="full", dataset_fn=_dataset_fn, verbose=0)
+  config = tiny_config(tmp_path / "run")
+  training.train(config, stage="full", dataset_fn=dataset_fn, verbose=0)
   stale = [tmp_path / "run" / "checkpoints" / "phase_a_latest.tmp.weights.h5",
            tmp_path / "run" / "model.tmp.keras"]
   for path in stale:
     path.write_bytes(b"truncated")
-  training.train(config, stage="full", dataset_fn=_dataset_fn, verbose=0)
+  training.train(config, stage="full", dataset_fn=dataset_fn, verbose=0)
   for path in stale:
     assert not path.exists(), path
   assert (tmp_path / "run" / "checkpoints" / "phase_c.weights.h5").exists()
+
+
+def test_non_chief_writes_its_own_directory():
+  """The write-directory rule of multi-worker training, without a cluster."""
+
+  class Extended:
+    should_checkpoint = False
+
+  class Resolver:
+    task_type, task_id = "worker", 3
+
+  class Strategy:
+    extended = Extended()
+    cluster_resolver = Resolver()
+
+  assert training._write_dir("/m", Strategy()) == "/m/workers/worker_3"
+  Extended.should_checkpoint = True
+  assert training._write_dir("/m", Strategy()) == "/m"

@@ -6,16 +6,21 @@ about 80 minutes on 2 CPU cores (15 per seed):
   python tools/ablation.py --output=RESULTS.md
 
 t_test and the best t_train are chosen on the preset's selection split
-(`val[:100]`) and every reported mIoU is on `val[100:]`; each seed also runs
-the latent diagnosis (dis_tf/diagnosis.py) on its models.
+(`--select_split`, default val[:100]) and every reported mIoU is on
+`--eval_split` (default val[100:]); each seed also runs the latent
+diagnosis (dis_tf/diagnosis.py) on its models.
 
 Quick mode (1 seed; t_train 10; t_test 0/10/30; 100 reported / 100 weak
 images, 50 diagnosis images), about 8 minutes:
 
   python tools/ablation.py --quick --output=runs/ablation_quick/RESULTS.md
 
---from_json=results.json re-renders the page from a finished run's JSON
-(after a change to the page's layout or text; the numbers are the run's).
+The page's numbers (JSON) and plot go to --results_dir (default
+docs/results/ next to --output: docs/results/results.json and
+docs/results/results_miou_vs_t_test.png for RESULTS.md).
+--from_json=docs/results/results.json re-renders the page from a finished
+run's JSON (after a change to the page's layout or text; the numbers are the
+run's).
 
 A killed run, restarted with the same flags and --workdir, resumes: finished
 training phases are reused through their checkpoints, and each finished
@@ -36,7 +41,7 @@ from absl import flags
 
 from dis_tf import ablation
 from dis_tf import config as config_lib
-from dis_tf import evaluation
+from dis_tf import flags as dis_flags
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
 
@@ -45,12 +50,15 @@ flags.DEFINE_string("data_root", "data/synthetic",
                     "Synthetic benchmark folder (generated if missing).")
 flags.DEFINE_string("workdir", "runs/ablation", "Where models are trained.")
 flags.DEFINE_string("output", "RESULTS.md", "Results page to write.")
+flags.DEFINE_string("results_dir", None,
+                    "Folder of the page's JSON and plot (default: "
+                    "docs/results next to --output).")
 flags.DEFINE_boolean("quick", False,
                      "One seed, t_train 10 only, 100 val / 100 weak images.")
 flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2,3,4; quick: 0).")
 flags.DEFINE_list("t_train", None, "DIS t_train values (default 5,10,30; "
                   "quick: 10). Setup 1 (t_train=0) is always run.")
-flags.DEFINE_list("t_test", ["0", "10", "30"], "Evaluation t_test values.")
+dis_flags.define_t_test("0,10,30", "Evaluation t_test values.")
 flags.DEFINE_integer("eval_limit", None,
                      "Images of the reported split to score (default all; "
                      "quick: 100).")
@@ -65,14 +73,15 @@ flags.DEFINE_integer("weak_limit", None,
 flags.DEFINE_integer("steps_scale_percent", 100,
                      "Scale every phase's steps of the synthetic preset "
                      "(percent; tests use a few percent).")
-flags.DEFINE_integer("tiny_width", None, "Override the tiny backbone width.")
-flags.DEFINE_integer("crop_size", None, "Override the training crop size.")
-flags.DEFINE_string("select_split", None,
-                    "Split where t_test and the best t_train are chosen "
-                    "(default: the preset's, val[:100]).")
-flags.DEFINE_string("eval_split", None,
-                    "Split every mIoU is reported on (default: the "
-                    "preset's, val[100:]).")
+# The synthetic preset's fields, except the paths (from --data_root and
+# --workdir); --tiny_width, --crop_size, --select_split and --eval_split
+# are kept as short names.
+dis_flags.define_config_flags(
+    aliases={"tiny_width": "model.tiny_width", "crop_size": "data.crop_size",
+             "select_split": "data.select_split",
+             "eval_split": "data.eval_split"},
+    exclude=tuple(dis_flags.SHORT_NAMES))
+flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_string("from_json", None,
                     "Only re-render --output from a results JSON of an "
                     "earlier run (its numbers, plan and command); no "
@@ -95,7 +104,8 @@ def main(argv):
         ablation.load_results(FLAGS.from_json))
     print(ablation.write_results(
         results, plan, FLAGS.output, command, generator_params,
-        rendered_by="python " + " ".join(sys.argv), config=config))
+        rendered_by="python " + " ".join(sys.argv), config=config,
+        results_dir=FLAGS.results_dir))
     return
   quick = FLAGS.quick
   plan = ablation.AblationPlan(
@@ -103,7 +113,7 @@ def main(argv):
                                   ["0", "1", "2", "3", "4"]), "seeds"),
       t_trains=_ints(FLAGS.t_train or (["10"] if quick else ["5", "10", "30"]),
                      "t_train"),
-      t_tests=tuple(evaluation.parse_t_tests(FLAGS.t_test)),
+      t_tests=tuple(FLAGS.t_test),
       eval_limit=FLAGS.eval_limit or (100 if quick else None),
       select_limit=FLAGS.select_limit,
       weak_limit=FLAGS.weak_limit or (100 if quick else 150),
@@ -111,28 +121,25 @@ def main(argv):
                         if FLAGS.diagnosis_images is not None
                         else 50 if quick else 100),
   )
-  marker = os.path.join(FLAGS.data_root, synthetic.MARKER)
-  if not os.path.exists(marker):
-    synthetic.ensure_synthetic_benchmark(FLAGS.data_root)
-  with open(marker) as f:
-    generator_params = json.load(f)["params"]
-
-  config = config_lib.synthetic()
-  config.data.voc_dir = FLAGS.data_root
-  config.data.weak_dir = os.path.join(FLAGS.data_root, "web_tags")
-  config.data.data_dir = os.path.join(FLAGS.data_root, "tfds")
-  if FLAGS.tiny_width:
-    config.model.tiny_width = FLAGS.tiny_width
-  if FLAGS.crop_size:
-    config.data.crop_size = FLAGS.crop_size
-  config.data.select_split = FLAGS.select_split or config.data.select_split
-  config.data.eval_split = FLAGS.eval_split or config.data.eval_split
+  config = config_lib.resolve_config("synthetic", dict(
+      dis_flags.config_overrides(),
+      **{"data.voc_dir": FLAGS.data_root,
+         "data.weak_dir": os.path.join(FLAGS.data_root, "web_tags"),
+         "data.data_dir": os.path.join(FLAGS.data_root, "tfds")}))
   scale = FLAGS.steps_scale_percent / 100.0
   for key in ("phase_a_steps", "phase_b_steps", "phase_c_steps", "semi_steps"):
     setattr(config.train, key,
             max(1, int(round(getattr(config.train, key) * scale))))
   config.train.steps_per_epoch = max(
       1, min(config.train.steps_per_epoch, config.train.semi_steps))
+  if dis_flags.print_config_and_exit(config):
+    return
+  marker = os.path.join(FLAGS.data_root, synthetic.MARKER)
+  if not os.path.exists(marker):
+    synthetic.ensure_synthetic_benchmark(FLAGS.data_root)
+  with open(marker) as f:
+    generator_params = json.load(f)["params"]
+
   pipeline.prepare_datasets(config)
 
   results = []
@@ -140,7 +147,8 @@ def main(argv):
     results.append(ablation.run_seed(config, FLAGS.workdir, seed, plan))
   command = "python " + " ".join(sys.argv)
   page = ablation.write_results(results, plan, FLAGS.output, command,
-                                generator_params, config=config.to_dict())
+                                generator_params, config=config.to_dict(),
+                                results_dir=FLAGS.results_dir)
   print(page)
 
 

@@ -17,6 +17,10 @@ values are class ids) and report.json. When the folder has an evaluation
 truth (truth/truth.jsonl, written by the synthetic generator) it also
 reports tag precision / recall / F1 of the given and of the cleaned tags and
 the mIoU of the inferred labelmaps.
+
+Any field of the run's configuration can be overridden by its flag (see
+--helpfull); --t_train and --tag_threshold are short names of
+--latent.t_train and --latent.tag_threshold.
 """
 
 import json
@@ -26,55 +30,43 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from dis_tf import atomic
 from dis_tf import classes
-from dis_tf import evaluation
+from dis_tf import flags as dis_flags
+from dis_tf import model_dir as model_dir_lib
+from dis_tf import reports
+from dis_tf import tag_cleaning
 from dis_tf.data import pipeline
 from dis_tf.data import web_tags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None,
-                    "Training directory with config.json and model.keras.")
-flags.DEFINE_string("weak_dir", None,
-                    "web_tags folder (images + annotations.jsonl); default "
-                    "config.data.weak_dir.")
-flags.DEFINE_string("data_dir", None,
-                    "tensorflow-datasets data dir (overrides "
-                    "config.data.data_dir).")
+dis_flags.define_config_flags(aliases={
+    "t_train": "latent.t_train", "tag_threshold": "latent.tag_threshold"})
+flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_string("output_dir", None,
                     "Output folder (default MODEL_DIR/clean_tags).")
-flags.DEFINE_integer("t_train", None,
-                     "Latent steps of training-mode inference (default "
-                     "config.latent.t_train).")
-flags.DEFINE_float("tag_threshold", None,
-                   "Threshold on sigmoid(v3) for the cleaned tags (default "
-                   "config.latent.tag_threshold).")
-flags.DEFINE_integer("limit", None, "Process only the first N images.")
+flags.DEFINE_integer("limit", None, "Process only the first N images.",
+                     lower_bound=1)
 flags.DEFINE_boolean("use_truth", True,
                      "Score against WEAK_DIR/truth/truth.jsonl when it "
                      "exists (synthetic benchmark).")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
-  if FLAGS.limit is not None and FLAGS.limit < 1:
-    raise app.UsageError(f"--limit={FLAGS.limit} must be >= 1.")
-  if FLAGS.t_train is not None and FLAGS.t_train < 0:
-    raise app.UsageError(f"--t_train={FLAGS.t_train} must be >= 0.")
-  config, model = evaluation.load_model_dir(
-      FLAGS.model_dir, data_dir=FLAGS.data_dir, weak_dir=FLAGS.weak_dir)
+  config = dis_flags.run_config(argv)
+  if config is None:
+    return
+  t_train = config.latent.t_train
+  if t_train < 0:
+    raise app.UsageError(f"--t_train={t_train} must be >= 0.")
   weak_dir = config.data.weak_dir
   if not weak_dir:
     raise app.UsageError("--weak_dir is required (config.json has no "
                          "data.weak_dir).")
   if not os.path.isdir(weak_dir):
     raise FileNotFoundError(f"--weak_dir={weak_dir}: no such directory.")
-  t_train = config.latent.t_train if FLAGS.t_train is None else FLAGS.t_train
-  threshold = (config.latent.tag_threshold if FLAGS.tag_threshold is None
-               else FLAGS.tag_threshold)
+  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "clean_tags")
 
   truth = None
@@ -86,19 +78,19 @@ def main(argv):
       logging.info("No evaluation truth in %s: writing tags only.", weak_dir)
 
   dataset = pipeline.weak_eval_dataset(config)
-  report = evaluation.clean_tags(
-      model, dataset, output_dir, t_train, tag_threshold=threshold,
-      truth=truth, limit=FLAGS.limit,
+  report = tag_cleaning.clean_tags(
+      model, dataset, output_dir, t_train,
+      tag_threshold=config.latent.tag_threshold, truth=truth,
+      limit=FLAGS.limit,
       class_names=classes.VOC_CLASSES[:config.model.num_classes])
   report["model_dir"] = os.path.abspath(FLAGS.model_dir)
   report["weak_dir"] = os.path.abspath(weak_dir)
   report_path = os.path.join(output_dir, "report.json")
-  with open(report_path, "w", encoding="utf-8") as f:
-    json.dump(evaluation.to_jsonable(report), f, indent=2)
-    f.write("\n")
+  atomic.write_text(report_path,
+                    json.dumps(reports.to_jsonable(report), indent=2) + "\n")
   print(f"{report['num_images']} images, t_train={t_train}, "
         f"{report['seconds']:.1f} s")
-  table = evaluation.format_cleaning_report(report)
+  table = tag_cleaning.format_cleaning_report(report)
   if table:
     print(table)
   print(f"cleaned tags: {report['jsonl']}")

@@ -1,6 +1,6 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
-  python tools/demo.py            # about 10 minutes on 2 CPU cores
+  python tools/demo.py            # about 7 minutes on 2 CPU cores
 
 Steps (each prints progress; a killed demo resumes where it stopped):
   1. generate the synthetic benchmark into --data_root unless it is there
@@ -15,8 +15,8 @@ Steps (each prints progress; a killed demo resumes where it stopped):
   5. draw figure grids of a few val images (tools/visualize.py);
   6. export a SavedModel for TensorFlow Serving into --workdir/export and run
      one val JPEG through its `serving_default` signature, loaded the way a
-     server loads it (export/export_saved_model.py); the export serves the
-     chosen t_test.
+     server loads it (export/export_saved_model.py, dis_tf.serving); the
+     export serves the chosen t_test.
 
 Outputs under --workdir (default runs/demo): model/ (config.json,
 model.keras, checkpoints, TensorBoard logs), model/eval_val/ (table3.md,
@@ -34,19 +34,21 @@ import tensorflow as tf
 
 from dis_tf import config as config_lib
 from dis_tf import evaluation
+from dis_tf import flags as dis_flags
+from dis_tf import reports
 from dis_tf import selection
 from dis_tf import training
 from dis_tf import visualization
 from dis_tf.classes import VOC_CLASSES, voc_palette
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
-from export import export_saved_model
+from dis_tf.serving import export_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_root", "data/synthetic",
                     "Where the synthetic benchmark is (or is generated).")
 flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes.")
-flags.DEFINE_list("t_test", ["0", "10", "30"], "Latent steps to evaluate.")
+dis_flags.define_t_test("0,10,30", "Latent steps to evaluate.")
 flags.DEFINE_integer("seed", 0, "Seed of the benchmark and the training.")
 
 
@@ -67,7 +69,7 @@ def _step(text):
 
 def main(argv):
   del argv
-  t_tests = evaluation.parse_t_tests(FLAGS.t_test)
+  t_tests = FLAGS.t_test
   config = demo_config(FLAGS.data_root, FLAGS.workdir, FLAGS.seed)
 
   _step(f"1/6 synthetic benchmark in {FLAGS.data_root}")
@@ -90,10 +92,10 @@ def main(argv):
       model, pipeline.eval_dataset(config, eval_split), t_tests,
       tag_threshold=config.latent.tag_threshold)
   eval_dir = os.path.join(config.model_dir, "eval_val")
-  evaluation.write_reports(results, eval_dir)
-  markdown, _ = evaluation.format_table3(results)
+  reports.write_reports(results, eval_dir)
+  markdown, _ = reports.format_table3(results)
   print(markdown)
-  print(evaluation.format_summary(results))
+  print(reports.format_summary(results))
   print(f"Reports written to {eval_dir} ({results['num_images']} images of "
         f"{eval_split}); the export serves t_test = {t_test}.")
 
@@ -105,7 +107,7 @@ def main(argv):
 
   _step("6/6 SavedModel export and one served prediction")
   export_dir = os.path.join(FLAGS.workdir, "export")
-  version_dir = export_saved_model.export_from_model_dir(
+  version_dir = export_lib.export_from_model_dir(
       config.model_dir, export_dir)
   print(f"SavedModel written to {version_dir}")
   serve_one_image(version_dir, config, os.path.join(FLAGS.workdir,
@@ -115,7 +117,8 @@ def main(argv):
 def serve_one_image(version_dir, config, output_png):
   """Runs one val JPEG through the exported `serving_default` signature."""
   voc_root = os.path.join(config.data.voc_dir, "VOCdevkit", "VOC2012")
-  with open(os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")) as f:
+  val_list = os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")
+  with open(val_list) as f:
     name = f.readline().strip()
   with open(os.path.join(voc_root, "JPEGImages", name + ".jpg"), "rb") as f:
     jpeg = f.read()

@@ -17,75 +17,62 @@ behind it in MODEL_DIR/t_test_selection.json. Writes to --output_dir
 table3.md / table3.csv (per-class IoU, one row per setting, mIoU last),
 summary.md (pixel accuracy, mIoU, tag precision / recall / F1 / mAP) and
 results.json (everything, confusion matrices included).
+
+Any field of the run's configuration can be overridden by its flag (see
+--helpfull), e.g. --latent.step_size=0.2 or --data.skip_bad_files; --split
+and --tag_threshold are short names of --data.eval_split and
+--latent.tag_threshold; --select_split of --data.select_split.
 """
 
 import os
+import re
 
 from absl import app
 from absl import flags
 from absl import logging
 
-import re
-
 from dis_tf import classes
 from dis_tf import config as config_lib
 from dis_tf import evaluation
+from dis_tf import flags as dis_flags
+from dis_tf import model_dir as model_dir_lib
+from dis_tf import reports
 from dis_tf import selection
 from dis_tf.data import pipeline
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None,
-                    "Training directory with config.json and model.keras.")
-flags.DEFINE_string("data_dir", None,
-                    "tensorflow-datasets data dir (overrides "
-                    "config.data.data_dir).")
-flags.DEFINE_string("voc_dir", None,
-                    "Folder holding VOCdevkit/VOC2012 (overrides "
-                    "config.data.voc_dir).")
-flags.DEFINE_string("split", None,
-                    "VOC split to evaluate (default config.data.eval_split).")
-flags.DEFINE_list("t_test", None,
-                  "Latent step counts to score, e.g. 0,10,30 (default "
-                  "config.latent.t_test).")
+dis_flags.define_config_flags(aliases={
+    "split": "data.eval_split", "tag_threshold": "latent.tag_threshold",
+    "select_split": "data.select_split"})
+dis_flags.define_t_test(None, "Latent step counts to score, e.g. 0,10,30 "
+                        "(default config latent.t_test).")
+dis_flags.define_scales("1.0", "Input scales whose upsampled probabilities "
+                        "are averaged (DeepLab multi-scale testing), e.g. "
+                        "0.75,1,1.25.")
+flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_boolean("flip", False,
                      "Average the probabilities with those of the flipped "
                      "image.")
-flags.DEFINE_list("scales", ["1.0"],
-                  "Input scales whose upsampled probabilities are averaged "
-                  "(DeepLab multi-scale testing), e.g. 0.75,1,1.25.")
-flags.DEFINE_float("tag_threshold", None,
-                   "Threshold on sigmoid(v3) for predicted tags (default "
-                   "config.latent.tag_threshold).")
-flags.DEFINE_integer("limit", None, "Evaluate only the first N images.")
+flags.DEFINE_integer("limit", None, "Evaluate only the first N images.",
+                     lower_bound=1)
 flags.DEFINE_boolean("select_t_test", False,
                      "Choose the served t_test among --t_test on "
                      "--select_split and store it in MODEL_DIR/config.json "
                      "before evaluating.")
-flags.DEFINE_string("select_split", None,
-                    "Held-out split for --select_t_test (default "
-                    "config.data.select_split).")
 flags.DEFINE_string("output_dir", None,
                     "Report folder (default MODEL_DIR/eval_SPLIT).")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
-  if FLAGS.limit is not None and FLAGS.limit < 1:
-    raise app.UsageError(f"--limit={FLAGS.limit} must be >= 1.")
-  # Flag values are checked before the (possibly slow) model load.
-  t_tests = (evaluation.parse_t_tests(FLAGS.t_test, "--t_test")
-             if FLAGS.t_test else None)
-  scales = evaluation.parse_scales(FLAGS.scales, "--scales")
-  config, model = evaluation.load_model_dir(
-      FLAGS.model_dir, data_dir=FLAGS.data_dir, voc_dir=FLAGS.voc_dir)
-  split = FLAGS.split or config.data.eval_split
-  t_tests = t_tests or [config.latent.t_test]
+  config = dis_flags.run_config(argv)
+  if config is None:
+    return
+  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
+  split = config.data.eval_split
+  t_tests = FLAGS.t_test or [config.latent.t_test]
   if FLAGS.select_t_test:
-    select_split = FLAGS.select_split or config.data.select_split
+    select_split = config.data.select_split
     if not select_split:
       raise app.UsageError("--select_t_test needs --select_split (the "
                            "config has no data.select_split).")
@@ -95,13 +82,12 @@ def main(argv):
     chosen, scores, count = selection.select_t_test(
         model, pipeline.eval_dataset(config, select_split), t_tests,
         config.model.num_classes)
-    # The stored config keeps its own data paths; only t_test changes.
+    # The stored config keeps its own values (data paths given as flags
+    # here are not baked in); only t_test changes.
     stored = config_lib.ExperimentConfig.load(FLAGS.model_dir)
     stored.model_dir = FLAGS.model_dir
     selection.record_selection(stored, chosen, scores, select_split, count)
     print(selection.describe(chosen, scores, select_split, count))
-  threshold = (config.latent.tag_threshold if FLAGS.tag_threshold is None
-               else FLAGS.tag_threshold)
   # "val[100:]" -> eval_val_100_ (no brackets or colons in folder names).
   output_dir = FLAGS.output_dir or os.path.join(
       FLAGS.model_dir, "eval_" + re.sub(r"[^A-Za-z0-9_.-]", "_", split))
@@ -109,21 +95,21 @@ def main(argv):
 
   dataset = pipeline.eval_dataset(config, split)
   logging.info("Evaluating %s on split %r, t_test=%s flip=%s scales=%s",
-               FLAGS.model_dir, split, t_tests, FLAGS.flip, scales)
+               FLAGS.model_dir, split, t_tests, FLAGS.flip, FLAGS.scales)
   results = evaluation.evaluate_model(
-      model, dataset, t_tests, flip=FLAGS.flip, scales=scales,
-      num_classes=config.model.num_classes, tag_threshold=threshold,
-      limit=FLAGS.limit)
+      model, dataset, t_tests, flip=FLAGS.flip, scales=FLAGS.scales,
+      num_classes=config.model.num_classes,
+      tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit)
   if results["num_images"] == 0:
     raise ValueError(f"--split={split}: no images to evaluate.")
-  paths = evaluation.write_reports(
+  paths = reports.write_reports(
       results, output_dir, class_names,
       extra={"model_dir": os.path.abspath(FLAGS.model_dir), "split": split})
-  markdown, _ = evaluation.format_table3(results, class_names)
+  markdown, _ = reports.format_table3(results, class_names)
   print(f"{results['num_images']} images of split {split!r} in "
         f"{results['seconds']:.1f} s\n")
   print(markdown)
-  print(evaluation.format_summary(results))
+  print(reports.format_summary(results))
   for name, path in paths.items():
     print(f"{name}: {path}")
 

@@ -8,15 +8,10 @@ design of the data is documented in dis_tf/data/synthetic.py and
 docs/DATA.md.
 """
 
-import os
-import sys
-
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dis_tf.data import synthetic  # pylint: disable=g-import-not-at-top
+from dis_tf.data import synthetic
 
 _D = synthetic.DEFAULTS
 FLAGS = flags.FLAGS

@@ -11,6 +11,9 @@ Example (4 synthetic val images, tiny backbone: about 10 seconds):
 
   python tools/visualize.py --model_dir=runs/synthetic \
       --file_names=val_000000,val_000007 --output=figures/two.png
+
+Any field of the run's configuration can be overridden by its flag (see
+--helpfull); --split is a short name of --data.eval_split.
 """
 
 import os
@@ -20,30 +23,23 @@ from absl import flags
 
 from dis_tf import classes
 from dis_tf import evaluation
+from dis_tf import flags as dis_flags
+from dis_tf import model_dir as model_dir_lib
 from dis_tf import visualization
 from dis_tf.data import pipeline
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None,
-                    "Training directory with config.json and model.keras.")
-flags.DEFINE_string("data_dir", None,
-                    "tensorflow-datasets data dir (overrides "
-                    "config.data.data_dir).")
-flags.DEFINE_string("voc_dir", None,
-                    "Folder holding VOCdevkit/VOC2012 (overrides "
-                    "config.data.voc_dir).")
-flags.DEFINE_string("split", None,
-                    "VOC split (default config.data.eval_split).")
+dis_flags.define_config_flags(aliases={"split": "data.eval_split"})
+dis_flags.define_t_test(None, "Step counts drawn besides t=0, e.g. 10,30 "
+                        "(default config latent.t_test).")
+flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_integer("num_images", 4,
                      "Number of images (the first N of the split); ignored "
-                     "with --file_names.")
+                     "with --file_names.", lower_bound=1)
 flags.DEFINE_list("file_names", None,
                   "Image ids to draw (file name with or without extension), "
                   "in this order.")
-flags.DEFINE_list("t_test", None,
-                  "Step counts drawn besides t=0, e.g. 10,30 (default "
-                  "config.latent.t_test).")
 flags.DEFINE_string("output", None,
                     "PNG path (default MODEL_DIR/figures/SPLIT.png).")
 flags.DEFINE_string("title", None, "Optional figure title.")
@@ -89,18 +85,12 @@ def select_examples(dataset, file_names=None, num_images=4):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
-  if FLAGS.num_images < 1:
-    raise app.UsageError(f"--num_images={FLAGS.num_images} must be >= 1.")
-  t_tests = (evaluation.parse_t_tests(FLAGS.t_test, "--t_test")
-             if FLAGS.t_test else None)
-  config, model = evaluation.load_model_dir(
-      FLAGS.model_dir, data_dir=FLAGS.data_dir, voc_dir=FLAGS.voc_dir)
-  split = FLAGS.split or config.data.eval_split
-  t_tests = t_tests or [config.latent.t_test]
+  config = dis_flags.run_config(argv)
+  if config is None:
+    return
+  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
+  split = config.data.eval_split
+  t_tests = FLAGS.t_test or [config.latent.t_test]
   output = FLAGS.output or os.path.join(FLAGS.model_dir, "figures",
                                         f"{split}.png")
   # Deterministic order so that "the first N" is the same on every run.

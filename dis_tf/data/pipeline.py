@@ -29,7 +29,6 @@ from dis_tf.data import voc
 from dis_tf.data import web_tags
 
 AUTOTUNE = tf.data.AUTOTUNE
-_MEAN = tf.constant(image_ops.MEAN_RGB_UINT8, tf.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -117,8 +116,9 @@ def pad_to_size(image, mask, height, width):
   pad_h = tf.maximum(height - shape[0], 0)
   pad_w = tf.maximum(width - shape[1], 0)
   paddings = [[0, pad_h], [0, pad_w]]
-  image = tf.pad(tf.cast(image, tf.float32) - _MEAN, paddings + [[0, 0]])
-  image = image + _MEAN
+  mean = tf.constant(image_ops.MEAN_RGB_UINT8, tf.float32)
+  image = tf.pad(tf.cast(image, tf.float32) - mean, paddings + [[0, 0]])
+  image = image + mean
   mask = tf.pad(tf.cast(mask, tf.int32) - classes.IGNORE_LABEL, paddings)
   mask = mask + classes.IGNORE_LABEL
   return image, mask
@@ -372,7 +372,8 @@ def _augmented_batches(raw, is_weak, batch, config, seed_offset):
   def transform(example, example_seed):
     image, mask, tags = example
     return augment(image, mask, tags, is_weak, example_seed, data.crop_size,
-                   data.min_scale, data.max_scale, data.output_stride,
+                   data.min_scale, data.max_scale,
+                   config.model.output_stride,
                    config.model.num_classes)
 
   ds = tf.data.Dataset.zip((raw, seeds)).map(

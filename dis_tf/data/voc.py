@@ -40,7 +40,6 @@ import xml.etree.ElementTree as ET
 from typing import Optional
 
 from absl import logging
-from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
@@ -446,13 +445,6 @@ class VocSegmentationConfig(tfds.core.BuilderConfig):
 
 class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
   """PASCAL VOC 2012 segmentation (+ augmented set, + tag-only images)."""
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # tfds' own implementation needs the `importlib_resources` package, which
-    # tensorflow-datasets 4.9.10 does not install; the answer is this file.
-    return epath.Path(__file__)
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}

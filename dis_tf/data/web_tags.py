@@ -26,7 +26,6 @@ import json
 import os
 from typing import Optional
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -112,13 +111,6 @@ class WebTagsConfig(tfds.core.BuilderConfig):
 
 class WebTags(tfds.core.GeneratorBasedBuilder):
   """Images with noisy image-level tags (from tag lists or captions)."""
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # tfds' own implementation needs the `importlib_resources` package, which
-    # tensorflow-datasets 4.9.10 does not install; the answer is this file.
-    return epath.Path(__file__)
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}

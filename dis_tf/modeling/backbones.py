@@ -76,7 +76,8 @@ def build_dilated_resnet(name="resnet101", weights=None, train_batchnorm=False):
     v1 [B, 2048].
   """
   if name not in _RESNETS:
-    raise ValueError(f"Unknown ResNet '{name}'; expected one of {sorted(_RESNETS)}.")
+    raise ValueError(f"Unknown ResNet '{name}'; expected one of "
+                     f"{sorted(_RESNETS)}.")
   original = _RESNETS[name](
       include_top=False, weights=weights, input_shape=(None, None, 3)
   )

@@ -15,6 +15,7 @@ tag logits v3; paper Fig. 3) with a custom `train_step` for
 import keras
 import tensorflow as tf
 
+from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import inference
 from dis_tf import losses
@@ -24,6 +25,11 @@ from dis_tf.modeling import backbones as backbones_lib
 from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
 
 PHASES = ("a", "b", "c", "semi")
+
+# Defaults of the model's arguments: those of the config dataclasses.
+_MODEL = config_lib.ModelConfig
+_LOSS = config_lib.LossConfig
+_LATENT = config_lib.LatentConfig
 
 
 @keras.saving.register_keras_serializable(package="dis_tf")
@@ -60,13 +66,17 @@ class DISModel(keras.Model):
     **kwargs: forwarded to `keras.Model` (e.g. `name`).
   """
 
-  def __init__(self, backbone, num_classes=21, map_weight=1.0,
-               image_weight=1.0, tag_weight=1.0, t_train=0,
-               latent_step_size=0.1, latent_clip_norm=10.0,
-               soft_pseudo_labels=False, tag_threshold=0.5,
-               train_batchnorm=False, phase="c", latent_method="gram",
-               latent_update="per_pixel", latent_train_update="both",
-               latent_monotone=False, **kwargs):
+  def __init__(self, backbone, num_classes=_MODEL.num_classes,
+               map_weight=_LOSS.map_weight, image_weight=_LOSS.image_weight,
+               tag_weight=_LOSS.tag_weight, t_train=_LATENT.t_train,
+               latent_step_size=_LATENT.step_size,
+               latent_clip_norm=_LATENT.clip_norm,
+               soft_pseudo_labels=_LATENT.soft_pseudo_labels,
+               tag_threshold=_LATENT.tag_threshold,
+               train_batchnorm=_MODEL.train_batchnorm, phase="c",
+               latent_method=_LATENT.method, latent_update=_LATENT.update,
+               latent_train_update=_LATENT.train_update,
+               latent_monotone=_LATENT.monotone, **kwargs):
     _check_float32_policy(backbone, kwargs.get("dtype"))
     image = keras.Input(shape=(None, None, 3), name="image")
     u1, v1 = backbone(image)
@@ -87,27 +97,16 @@ class DISModel(keras.Model):
     self.subnet2 = subnet2
     self.subnet3 = subnet3
     self.num_classes = num_classes
-    self.map_weight = map_weight
-    self.image_weight = image_weight
-    self.tag_weight = tag_weight
-    self.t_train = t_train
-    self.latent_step_size = latent_step_size
-    self.latent_clip_norm = latent_clip_norm
-    self.soft_pseudo_labels = soft_pseudo_labels
-    self.tag_threshold = tag_threshold
     self.train_batchnorm = train_batchnorm
-    if latent_method not in inference.METHODS:
-      raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
-                       f"one of {inference.METHODS}.")
-    self.latent_method = latent_method
-    for name, value in (("latent_update", latent_update),
-                        ("latent_train_update", latent_train_update)):
-      if value not in inference.UPDATES:
-        raise ValueError(f"Unknown {name} {value!r}; expected one of "
-                         f"{inference.UPDATES}.")
-    self.latent_update = latent_update
-    self.latent_train_update = latent_train_update
-    self.latent_monotone = bool(latent_monotone)
+    self.configure(map_weight=map_weight, image_weight=image_weight,
+                   tag_weight=tag_weight, t_train=t_train,
+                   latent_step_size=latent_step_size,
+                   latent_clip_norm=latent_clip_norm,
+                   soft_pseudo_labels=soft_pseudo_labels,
+                   tag_threshold=tag_threshold, latent_method=latent_method,
+                   latent_update=latent_update,
+                   latent_train_update=latent_train_update,
+                   latent_monotone=latent_monotone)
     self.phase = None
     self.set_phase(phase)
 
@@ -117,6 +116,38 @@ class DISModel(keras.Model):
     self.tag_loss_tracker = keras.metrics.Mean(name="tag_loss")
     self.pixel_accuracy = dis_metrics.PixelAccuracy(name="pixel_accuracy")
     self.mean_iou = dis_metrics.MeanIoU(num_classes, name="mean_iou")
+
+  def configure(self, map_weight, image_weight, tag_weight, t_train,
+                latent_step_size, latent_clip_norm, soft_pseudo_labels,
+                tag_threshold, latent_method, latent_update=_LATENT.update,
+                latent_train_update=_LATENT.train_update,
+                latent_monotone=_LATENT.monotone):
+    """Sets the settings that do not change the weights (see Args above).
+
+    A loaded model takes them from the run's config this way
+    (`dis_tf.model_dir.load_trained_model`), so that an evaluation or an
+    export can override, e.g., the latent step size.
+    """
+    if latent_method not in inference.METHODS:
+      raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
+                       f"one of {inference.METHODS}.")
+    self.map_weight = map_weight
+    self.image_weight = image_weight
+    self.tag_weight = tag_weight
+    self.t_train = t_train
+    self.latent_step_size = latent_step_size
+    self.latent_clip_norm = latent_clip_norm
+    self.soft_pseudo_labels = soft_pseudo_labels
+    self.tag_threshold = tag_threshold
+    self.latent_method = latent_method
+    for name, value in (("latent_update", latent_update),
+                        ("latent_train_update", latent_train_update)):
+      if value not in inference.UPDATES:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of "
+                         f"{inference.UPDATES}.")
+    self.latent_update = latent_update
+    self.latent_train_update = latent_train_update
+    self.latent_monotone = bool(latent_monotone)
 
   # ---------------------------------------------------------------- phases
   def set_phase(self, phase):
@@ -174,21 +205,30 @@ class DISModel(keras.Model):
 
   def infer(self, image, steps=0, tags=None, image_target=None,
             step_size=None, clip_norm=None, return_features=False,
-            method=None):
-    """Test-time (or, with tags, training-mode) DIS inference.
+            method=None, gram_fields=None, latent_fn=None):
+    """DIS inference from an image: the one path (paper Sec. 2.1).
 
-    The backbone runs once; `steps` latent gradient steps follow (by default
-    in the fast, exact Gram form: see `dis_tf.inference`).
+    The backbone runs once, the image target is the image area-downsampled
+    to the feature size, then `steps` latent steps follow (by default in the
+    fast, exact Gram form: see `dis_tf.inference`). Test mode without
+    `tags`; training mode (tag cleaning) with them. Evaluation and every
+    exported signature come through here.
 
     Args:
       image: [B, H, W, 3] normalised image.
-      steps: latent steps (int or scalar tensor).
+      steps: latent steps: an int or scalar int tensor, or a [B] int tensor
+        of per-example counts (the `serving_steps` signature).
       tags: optional [B, C] tags: training-mode inference.
       image_target: optional precomputed image target at feature size.
       step_size: defaults to the model's `latent_step_size`.
       clip_norm: defaults to the model's `latent_clip_norm`.
-      return_features: also return refined u1, v1.
+      return_features: also return the refined "u1", "v1" and the
+        "image_target", from which `latent` can continue the descent.
       method: "gram" or "direct"; defaults to the model's `latent_method`.
+      gram_fields: Gram kernels built earlier from the current weights (the
+        export builds them once); None builds them per call.
+      latent_fn: the latent loop, called like `latent` (default: `latent`;
+        evaluation passes a compiled copy of it).
 
     Returns:
       The dict of `dis_tf.inference.latent_inference`.
@@ -196,8 +236,20 @@ class DISModel(keras.Model):
     u1, v1 = self.backbone(image, training=False)
     if image_target is None:
       image_target = image_ops.image_target(image, tf.shape(u1)[1:3])
-    return self.latent(u1, v1, image_target, tags, steps, step_size,
-                       clip_norm, return_features, method)
+    latent_fn = latent_fn or self.latent
+    kwargs = dict(step_size=step_size, clip_norm=clip_norm,
+                  return_features=return_features, method=method,
+                  gram_fields=gram_fields)
+    steps = tf.cast(steps, tf.int32)
+    if steps.shape.rank == 0:
+      result = latent_fn(u1, v1, image_target, tags=tags, steps=steps,
+                         **kwargs)
+    else:
+      result = _latent_per_example(latent_fn, u1, v1, image_target, tags,
+                                   steps, self.num_classes, **kwargs)
+    if return_features:
+      result["image_target"] = image_target
+    return result
 
   def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
              clip_norm=None, return_features=False, method=None,
@@ -364,6 +416,63 @@ class DISModel(keras.Model):
     return cls(**config)
 
 
+def _latent_per_example(latent_fn, u1, v1, image_target, tags, steps,
+                        num_classes, **kwargs):
+  """`latent_fn` with a [B] step count: one count per example.
+
+  A [B] count whose values are all equal (the usual case) runs the batched
+  loop once; otherwise each example runs its own loop (`tf.map_fn`), since
+  the latent steps of one example never depend on another's.
+  """
+  specs = {
+      "u3": tf.TensorSpec([None, None, num_classes], tf.float32),
+      "v3": tf.TensorSpec([num_classes], tf.float32),
+      "probabilities": tf.TensorSpec([None, None, num_classes], tf.float32),
+      "tag_probabilities": tf.TensorSpec([num_classes], tf.float32),
+      "objective": tf.TensorSpec([], tf.float32),
+  }
+  if kwargs.get("return_features"):
+    specs["u1"] = tf.TensorSpec([None, None, u1.shape[-1]], tf.float32)
+    specs["v1"] = tf.TensorSpec([v1.shape[-1]], tf.float32)
+
+  def batched():
+    result = latent_fn(u1, v1, image_target, tags=tags,
+                       steps=tf.reduce_max(steps), **kwargs)
+    return {key: result[key] for key in specs}
+
+  def per_example():
+    def one(args):
+      u, v, target, count = args[:4]
+      tag = args[4][None] if tags is not None else None
+      result = latent_fn(u[None], v[None], target[None], tags=tag,
+                         steps=count, **kwargs)
+      return {key: result[key][0] for key in specs}
+    elems = (u1, v1, image_target, steps) + (
+        (tf.cast(tags, tf.float32),) if tags is not None else ())
+    return tf.map_fn(one, elems, fn_output_signature=specs)
+
+  uniform = tf.equal(tf.reduce_min(steps), tf.reduce_max(steps))
+  return tf.cond(uniform, batched, per_example)
+
+
+def runtime_settings(config):
+  """The `DISModel.configure` arguments of an `ExperimentConfig`."""
+  return {
+      "map_weight": config.loss.map_weight,
+      "image_weight": config.loss.image_weight,
+      "tag_weight": config.loss.tag_weight,
+      "t_train": config.latent.t_train,
+      "latent_step_size": config.latent.step_size,
+      "latent_clip_norm": config.latent.clip_norm,
+      "soft_pseudo_labels": config.latent.soft_pseudo_labels,
+      "tag_threshold": config.latent.tag_threshold,
+      "latent_method": config.latent.method,
+      "latent_update": config.latent.update,
+      "latent_train_update": config.latent.train_update,
+      "latent_monotone": config.latent.monotone,
+  }
+
+
 def _check_float32_policy(backbone, dtype=None):
   """Refuses mixed / half precision (e.g. the `mixed_float16` policy).
 
@@ -413,18 +522,7 @@ def build_dis_model(config):
   return DISModel(
       backbone,
       num_classes=config.model.num_classes,
-      map_weight=config.loss.map_weight,
-      image_weight=config.loss.image_weight,
-      tag_weight=config.loss.tag_weight,
-      t_train=config.latent.t_train,
-      latent_step_size=config.latent.step_size,
-      latent_clip_norm=config.latent.clip_norm,
-      soft_pseudo_labels=config.latent.soft_pseudo_labels,
-      tag_threshold=config.latent.tag_threshold,
       train_batchnorm=config.model.train_batchnorm,
       phase="a",
-      latent_update=config.latent.update,
-      latent_train_update=config.latent.train_update,
-      latent_monotone=config.latent.monotone,
-      latent_method=config.latent.method,
+      **runtime_settings(config),
   )

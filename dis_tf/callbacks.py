@@ -1,0 +1,241 @@
+"""Keras callbacks of the training driver: atomic checkpoints and summaries.
+
+Every checkpoint is written to a temp file and renamed
+(`save_weights_atomically`, through `dis_tf.atomic`), so a SIGKILL or a full
+disk never leaves a truncated checkpoint under its final name:
+
+* `AtomicWeightsCheckpoint` replaces `keras.callbacks.ModelCheckpoint`
+  (Keras 3.15 writes its file in place);
+* `AtomicBackupAndRestore` replaces `keras.callbacks.BackupAndRestore`
+  (Keras 3.15 overwrites its weights and metadata in place, in two writes).
+
+Both use public Keras API only: a restored epoch reaches `fit` through its
+`initial_epoch` argument. `LearningRateLogger` and `ImageSummaries` feed
+TensorBoard. See RELIABILITY.md.
+"""
+
+import errno
+import json
+import os
+import shutil
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dis_tf import atomic
+from dis_tf import image_ops
+from dis_tf.classes import voc_palette
+
+
+def _estimated_checkpoint_bytes(model):
+  """Upper estimate of a `.weights.h5` file of `model` (with optimizer)."""
+  variables = list(model.weights)
+  optimizer = getattr(model, "optimizer", None)
+  if optimizer is not None and getattr(optimizer, "built", False):
+    variables += list(optimizer.variables)
+  data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+             for v in variables)
+  # HDF5 object headers / b-trees: a few KiB per dataset, plus slack.
+  return data + 8192 * len(variables) + (1 << 20)
+
+
+def _check_free_space(model, path):
+  """Raises ENOSPC *before* writing if `path`'s disk cannot hold the file.
+
+  Needed because HDF5 does not fail cleanly on a full disk: with h5py 3.14
+  the process dies with SIGSEGV in `h5py.File.close` (the flush at close
+  hits ENOSPC), so no Python error could name the failing write.
+  """
+  needed = _estimated_checkpoint_bytes(model)
+  free = shutil.disk_usage(os.path.dirname(path)).free
+  if free < needed:
+    raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free} bytes "
+                  f"free, about {needed} needed")
+
+
+def save_weights_atomically(model, path):
+  """Writes `path` through `atomic.atomic_write`: never a truncated `path`.
+
+  A failing write (full disk, I/O error) removes the temp file and raises an
+  OSError naming `path`; the previous `path`, if any, is left untouched.
+
+  Args:
+    model: a Keras model.
+    path: a `.weights.h5` file name.
+  """
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _check_free_space(model, path)
+    with atomic.atomic_write(path) as tmp:
+      model.save_weights(tmp)
+  except OSError as e:
+    raise OSError(e.errno, f"Could not write checkpoint {path} ({e}); the "
+                  "previous version of it, if any, is kept.") from e
+
+
+class AtomicWeightsCheckpoint(keras.callbacks.Callback):
+  """Saves the weights to `filepath` at every epoch end, atomically.
+
+  What `keras.callbacks.ModelCheckpoint(filepath, save_weights_only=True)`
+  does with its defaults, except that Keras 3.15 writes the file in place,
+  so a process killed (or a disk filling up) mid-write leaves a truncated
+  HDF5 file under the final name. Here the file is written to a temp name
+  and renamed.
+
+  Args:
+    filepath: the `.weights.h5` file to write.
+  """
+
+  def __init__(self, filepath):
+    super().__init__()
+    self.filepath = filepath
+
+  def on_epoch_end(self, epoch, logs=None):
+    save_weights_atomically(self.model, self.filepath)
+
+
+class AtomicBackupAndRestore(keras.callbacks.Callback):
+  """A training state (weights + epoch) committed atomically at epoch ends.
+
+  Keras 3.15's `BackupAndRestore` overwrites `latest.weights.h5` in place
+  and then writes `training_metadata.json`: a kill inside either write
+  leaves a truncated file, and a kill between them leaves epoch-N+1 weights
+  with epoch-N metadata (the resumed run trains an epoch twice). Here each
+  backup writes the weights to a new file `state-<epoch>.weights.h5` (temp +
+  rename) and then atomically replaces `state.json`, which names it:
+  `state.json` is the commit point. The previous state file is kept (double
+  checkpoint) and used if the current one cannot be read.
+
+  Use: `restore()` before `fit` (model compiled, in strategy scope), and
+  pass the epoch it returns as `fit(initial_epoch=...)`.
+
+  Multi-worker training: the state is read from `backup_dir` (the chief's)
+  and written to `write_dir` (each non-chief worker's own directory), so
+  that workers never write the same file and all resume from one state.
+
+  Args:
+    backup_dir: directory read by `restore`.
+    write_dir: directory written at each epoch end (default `backup_dir`).
+  """
+
+  STATE_FILE = "state.json"
+
+  def __init__(self, backup_dir, write_dir=None):
+    super().__init__()
+    self.backup_dir = backup_dir
+    self.write_dir = write_dir or backup_dir
+    self.restored = False
+
+  @classmethod
+  def read_state(cls, backup_dir):
+    """The committed state ({"epoch", "weights", "previous"}) or None."""
+    path = os.path.join(backup_dir, cls.STATE_FILE)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def restore(self):
+    """Loads the committed state into the model.
+
+    Returns:
+      The number of finished epochs (0 if there is no state): the
+      `initial_epoch` of the `fit` call that continues.
+    """
+    self.restored = True
+    state = self.read_state(self.backup_dir)
+    if state is None:
+      return 0
+    model = self.model
+    if model.optimizer is not None and not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    candidates = [state] + ([state["previous"]] if state.get("previous")
+                            else [])
+    for i, candidate in enumerate(candidates):
+      path = os.path.join(self.backup_dir, candidate["weights"])
+      try:
+        model.load_weights(path)
+      except (OSError, ValueError, KeyError) as e:
+        if i + 1 == len(candidates):
+          raise OSError(f"Backup {path} cannot be loaded ({e}); delete "
+                        f"{self.backup_dir} to restart this phase.") from e
+        logging.warning("Backup %s cannot be loaded (%s); using the "
+                        "previous one.", path, e)
+        continue
+      return int(candidate["epoch"])
+    return 0
+
+  def on_train_begin(self, logs=None):
+    if not self.restored:
+      raise RuntimeError("AtomicBackupAndRestore: call restore() before fit "
+                         "and pass its epoch as fit(initial_epoch=...).")
+
+  def on_epoch_end(self, epoch, logs=None):
+    epoch += 1  # Epochs finished.
+    os.makedirs(self.write_dir, exist_ok=True)
+    name = f"state-{epoch:06d}.weights.h5"
+    save_weights_atomically(self.model, os.path.join(self.write_dir, name))
+    old = self.read_state(self.write_dir)
+    previous = None
+    if old is not None and old["weights"] != name:
+      previous = {"epoch": old["epoch"], "weights": old["weights"]}
+    atomic.write_json(
+        os.path.join(self.write_dir, self.STATE_FILE),
+        {"epoch": epoch, "weights": name, "previous": previous})
+    keep = {name} | ({previous["weights"]} if previous else set())
+    for f in os.listdir(self.write_dir):
+      if f.startswith("state-") and f.endswith(".h5") and f not in keep:
+        try:
+          os.remove(os.path.join(self.write_dir, f))
+        except OSError:
+          pass
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+  """Adds the current learning rate to the logs (before TensorBoard)."""
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      optimizer = self.model.optimizer
+      logs["learning_rate"] = float(
+          keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class ImageSummaries(keras.callbacks.Callback):
+  """Writes input / prediction / reconstruction images to TensorBoard.
+
+  Args:
+    log_dir: TensorBoard directory.
+    images: [N, H, W, 3] normalised images (a fixed batch).
+    every_epochs: write every this many epochs.
+  """
+
+  def __init__(self, log_dir, images, every_epochs=1):
+    super().__init__()
+    self.log_dir = log_dir
+    self.images = images
+    self.every_epochs = every_epochs
+    self._writer = None
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch % self.every_epochs:
+      return
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.log_dir)
+    outputs = self.model({"image": self.images}, training=False)
+    size = tf.shape(self.images)[1:3]
+    ids = tf.argmax(tf.image.resize(outputs["labelmap_logits"], size), -1)
+    colours = tf.gather(tf.constant(voc_palette()), ids)
+    recon = tf.image.resize(outputs["reconstruction"], size, method="nearest")
+
+    def to_uint8(x):
+      return tf.cast(tf.clip_by_value(image_ops.denormalize_image(x), 0, 255),
+                     tf.uint8)
+
+    with self._writer.as_default():
+      tf.summary.image("input", to_uint8(self.images), step=epoch)
+      tf.summary.image("prediction", colours, step=epoch)
+      tf.summary.image("reconstruction", to_uint8(recon), step=epoch)
+    self._writer.flush()

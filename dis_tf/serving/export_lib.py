@@ -1,0 +1,193 @@
+"""The export library: a trained model as a TF Serving model version.
+
+`export_saved_model` writes one version of a TF Serving model base path:
+
+  export_dir/<version>/saved_model.pb
+  export_dir/<version>/variables/
+  export_dir/<version>/assets.extra/tf_serving_warmup_requests
+
+A version is written to `export_dir/.tmp-<version>-<pid>` and renamed into
+place, so a server polling `export_dir` never sees a half-written version
+(it only loads integer-named sub-directories). The warmup file holds one
+`PredictionLog` per prediction signature, which TF Serving replays at load
+time. `export_from_model_dir` loads a training run (with config overrides)
+and exports it: what `export/export_saved_model.py` runs.
+"""
+
+import contextlib
+import os
+import shutil
+
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from dis_tf import model_dir as model_dir_lib
+from dis_tf.serving import module as module_lib
+
+WARMUP_FILENAME = "tf_serving_warmup_requests"
+
+
+def next_version(export_dir):
+  """The next free integer version under the model base path (from 1)."""
+  versions = [int(name) for name in _listdir(export_dir)
+              if name.isdigit()
+              and os.path.isdir(os.path.join(export_dir, name))]
+  return max(versions, default=0) + 1
+
+
+def _listdir(path):
+  try:
+    return os.listdir(path)
+  except FileNotFoundError:
+    return []
+
+
+def _encoded_test_image(height, width, fmt):
+  """A deterministic gradient image, encoded (warmup payload)."""
+  y = tf.linspace(0.0, 255.0, height)[:, None]
+  x = tf.linspace(0.0, 255.0, width)[None, :]
+  image = tf.stack([y + 0 * x, x + 0 * y, (x + y) / 2], axis=-1)
+  image = tf.cast(image, tf.uint8)
+  if fmt == "png":
+    return tf.io.encode_png(image).numpy()
+  return tf.io.encode_jpeg(image).numpy()
+
+
+def warmup_requests(input_size, t_test, model_name="dis"):
+  """PredictionLog records that exercise every prediction signature.
+
+  Args:
+    input_size: the network input size (sets the warmup image sizes).
+    t_test: the export's step count (used for the `serving_steps` record).
+    model_name: the TF Serving model name put in the requests.
+
+  Returns:
+    A list of `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
+  """
+  encoded = [_encoded_test_image(input_size, input_size, "jpeg"),
+             _encoded_test_image(input_size // 2 + 1, input_size + 3, "png")]
+  image = tf.image.decode_png(encoded[1], channels=3)[None].numpy()
+  inputs_by_signature = {
+      "serving_default": {"image_bytes": tf.make_tensor_proto(encoded)},
+      "serving_steps": {
+          "image_bytes": tf.make_tensor_proto(encoded[:1]),
+          "steps": tf.make_tensor_proto([t_test], dtype=tf.int32)},
+      "predict_images": {"images": tf.make_tensor_proto(image)},
+      "predict_images_float": {
+          "images": tf.make_tensor_proto(image.astype("float32"))},
+  }
+  logs = []
+  for signature, inputs in inputs_by_signature.items():
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name,
+                                       signature_name=signature))
+    for key, proto in inputs.items():
+      request.inputs[key].CopyFrom(proto)
+    logs.append(prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)))
+  return logs
+
+
+def write_warmup(path, logs):
+  """Writes PredictionLog records as the TFRecord file TF Serving reads."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with tf.io.TFRecordWriter(path) as writer:
+    for log in logs:
+      writer.write(log.SerializeToString())
+
+
+@contextlib.contextmanager
+def _version_directory(export_dir, version):
+  """Yields a temp directory that becomes `export_dir/<version>` on success.
+
+  The temp name (`.tmp-<version>-<pid>`) is not an integer, so TF Serving
+  ignores it; the rename into place is atomic, and the base directory is
+  fsynced after it. On an error the temp directory is removed.
+  """
+  target = os.path.join(export_dir, str(int(version)))
+  tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    yield tmp
+    os.rename(tmp, target)
+    fd = os.open(export_dir, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def export_saved_model(model, export_dir, t_test=30, input_size=353,
+                       latent_step_size=None, version=None, class_names=None,
+                       max_steps=module_lib.DEFAULT_MAX_STEPS,
+                       model_name="dis", warmup=True):
+  """Writes `model` as version `version` under the base path `export_dir`.
+
+  The SavedModel goes to a temporary directory inside `export_dir` (not an
+  integer name, so TF Serving ignores it) and is renamed into place.
+
+  Args:
+    model: a `DISModel`.
+    export_dir: TF Serving model base path.
+    t_test: latent steps of the fixed-step signatures.
+    input_size: network input size S.
+    latent_step_size: latent step size; None uses the model's.
+    version: integer version; None takes the next free one.
+    class_names: C class names; None derives them from the model.
+    max_steps: largest per-request `steps` of `serving_steps`.
+    model_name: model name written into the warmup requests.
+    warmup: write `assets.extra/tf_serving_warmup_requests`.
+
+  Returns:
+    The path of the written version directory.
+
+  Raises:
+    ValueError: for a bad --version, or if that version already exists.
+  """
+  os.makedirs(export_dir, exist_ok=True)
+  if version is None:
+    version = next_version(export_dir)
+  if int(version) < 0:
+    raise ValueError(f"--version must be >= 0, got {version}.")
+  target = os.path.join(export_dir, str(int(version)))
+  if os.path.exists(target):
+    raise ValueError(f"--version={version}: {target} already exists; "
+                     "pick another version or omit --version.")
+  module = module_lib.build_serving_module(
+      model, t_test, input_size, latent_step_size, class_names, max_steps)
+  with _version_directory(export_dir, version) as tmp:
+    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    if warmup:
+      write_warmup(os.path.join(tmp, "assets.extra", WARMUP_FILENAME),
+                   warmup_requests(input_size, t_test, model_name))
+  return target
+
+
+def export_from_model_dir(model_dir, export_dir, overrides=None,
+                          input_size=None, version=None, model_name="dis"):
+  """Loads a training run and exports it (`export/export_saved_model.py`).
+
+  Args:
+    model_dir: a dis_tf training directory (config.json + model.keras).
+    export_dir: TF Serving model base path.
+    overrides: optional config overrides (`dis_tf.model_dir.load_config`);
+      the export takes t_test from `latent.t_test` and the latent step size
+      from `latent.step_size`.
+    input_size: network input size; None takes `data.crop_size`.
+    version: integer version; None takes the next free one.
+    model_name: model name written into the warmup requests.
+
+  Returns:
+    The path of the written version directory.
+  """
+  config, model = model_dir_lib.load(model_dir, overrides)
+  return export_saved_model(
+      model, export_dir, t_test=config.latent.t_test,
+      input_size=config.data.crop_size if input_size is None else input_size,
+      latent_step_size=config.latent.step_size, version=version,
+      model_name=model_name)

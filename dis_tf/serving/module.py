@@ -1,0 +1,372 @@
+"""The serving computation and the exported `tf.Module` with its signatures.
+
+The serving graph holds the paper's test-time inference (Sec. 2.1,
+"Inference in Test") through `DISModel.infer`: the backbone once, `t_test`
+gradient steps on the latent features (u1, v1), then the tag-refined
+labelmap, upsampled to each image's original size in bands.
+
+Signatures (every input and output is batched unless noted):
+
+  serving_default       image_bytes: string [B] (JPEG / PNG / GIF / BMP,
+                        any size, RGB, grayscale or RGBA)
+  serving_steps         image_bytes: string [B], steps: int32 [B] (latent
+                        steps per image, 0..max_steps; batched like every
+                        input so that REST row format and server-side
+                        batching work)
+  predict_images        images: uint8 [B, H, W, 3]
+  predict_images_float  images: float32 [B, H, W, 3], values in 0..255
+  metadata              no inputs
+
+Outputs of the four prediction signatures:
+
+  class_ids          int32 [B, Hmax, Wmax]: per-pixel class id at each
+                     image's original resolution, padded with 255 to the
+                     batch's largest height / width (crop with height, width)
+  height, width      int32 [B]: each image's original size
+  probabilities      float32 [B, h, w, C]: tag-refined class probabilities at
+                     feature resolution (h = w = ceil(input_size / 8))
+  tag_probabilities  float32 [B, C]: sigmoid(v3), background fixed at 1
+  class_names        string [B, C]: the class names (repeated per example so
+                     that REST row-format responses stay batch-aligned)
+
+Outputs of `metadata`: class_names string [C], t_test int32 [],
+input_size int32 [2], latent_step_size float32 [], max_steps int32 [].
+"""
+
+import functools
+
+import tensorflow as tf
+
+from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES
+from dis_tf.modeling import gram as gram_lib
+from dis_tf.serving import inputs
+
+# Upper bound of the per-request `steps` input of `serving_steps`: one bad
+# request must not occupy a server thread for hours.
+DEFAULT_MAX_STEPS = 1000
+SIGNATURES = ("serving_default", "serving_steps", "predict_images",
+              "predict_images_float", "metadata")
+PREDICTION_OUTPUTS = ("class_ids", "height", "width", "probabilities",
+                      "tag_probabilities", "class_names")
+# Rows of the original-size labelmap computed at once (upsample + argmax):
+# bounds that buffer to _ARGMAX_BAND_ROWS x width x C float32.
+_ARGMAX_BAND_ROWS = 64
+
+
+def class_names_for(num_classes):
+  """Class names for a model with `num_classes` labelmap classes.
+
+  Args:
+    num_classes: labelmap classes, background included.
+
+  Returns:
+    A tuple of `num_classes` strings: the VOC names for 21 classes, else
+    "background", "class_1", ... .
+  """
+  if num_classes == len(VOC_CLASSES):
+    return tuple(VOC_CLASSES)
+  return ("background",) + tuple(f"class_{i}" for i in range(1, num_classes))
+
+
+def predict_normalized(model, images, steps, original_sizes, class_names,
+                       latent_step_size=None, gram_fields=None):
+  """The serving computation on a normalised batch at the input size.
+
+  Every signature, and `predict_in_process`, ends here: `model.infer` runs
+  the backbone once and `steps` latent steps, and the refined probabilities
+  are upsampled to each image's original size before the argmax.
+
+  Args:
+    model: a `DISModel`.
+    images: [B, S, S, 3] float32, normalised with
+      `dis_tf.image_ops.normalize_image`.
+    steps: latent steps: an int, a scalar int32 tensor, or a [B] int32
+      tensor (per-example counts).
+    original_sizes: [B, 2] int32 (height, width) of the original images.
+    class_names: sequence of C class names.
+    latent_step_size: latent step size; None uses the model's.
+    gram_fields: the Gram kernels of the model's weights, built once (see
+      `DISServingModule`); None builds them per call.
+
+  Returns:
+    Dict of the outputs listed in the module docstring.
+  """
+  result = model.infer(images, steps, step_size=latent_step_size,
+                       gram_fields=gram_fields)
+  probabilities = result["probabilities"]
+  tag_probabilities = result["tag_probabilities"]
+  original_sizes = tf.cast(original_sizes, tf.int32)
+  batch = tf.shape(images)[0]
+  names = tf.constant(list(class_names), tf.string)
+  return {
+      "class_ids": _class_ids_at_sizes(probabilities, original_sizes),
+      "height": original_sizes[:, 0],
+      "width": original_sizes[:, 1],
+      "probabilities": probabilities,
+      "tag_probabilities": tag_probabilities,
+      "class_names": tf.tile(names[None, :], [batch, 1]),
+  }
+
+
+def _interpolation_matrix(in_size, out_size):
+  """[out, in] weights of `tf.image.resize` bilinear along one axis."""
+  eye = tf.eye(in_size)[None, :, :, None]
+  return tf.image.resize(eye, tf.stack([out_size, in_size]),
+                         method=tf.image.ResizeMethod.BILINEAR)[0, :, :, 0]
+
+
+def _upsampled_argmax(probs, size, band_rows=_ARGMAX_BAND_ROWS):
+  """argmax over C of `probs` [h, w, C] bilinearly resized to `size`.
+
+  The same weights as `tf.image.resize` (bilinear is separable: rows, then
+  columns), but the [H, W, C] float32 upsampled map is never materialised
+  (3 GB for a 6000 x 6000 image and 21 classes): the columns are resized
+  once ([h, W, C]), then the rows in bands of `band_rows`.
+  """
+  h, w = tf.shape(probs)[0], tf.shape(probs)[1]
+  ry = _interpolation_matrix(h, size[0])  # [H, h]
+  rx = _interpolation_matrix(w, size[1])  # [W, w]
+  columns = tf.einsum("xw,hwc->hxc", rx, probs)  # [h, W, C]
+  num_bands = (size[0] + band_rows - 1) // band_rows
+
+  def body(i, bands):
+    rows = ry[i * band_rows:(i + 1) * band_rows]
+    band = tf.einsum("yh,hxc->yxc", rows, columns)
+    return i + 1, bands.write(i, tf.argmax(band, -1, output_type=tf.int32))
+
+  _, bands = tf.while_loop(
+      lambda i, _: i < num_bands, body,
+      [tf.constant(0), tf.TensorArray(tf.int32, size=num_bands,
+                                      infer_shape=False,
+                                      element_shape=[None, None])],
+      parallel_iterations=1)
+  return tf.reshape(bands.concat(), size)
+
+
+def _class_ids_at_sizes(probabilities, sizes):
+  """Per-example upsample + argmax, padded to the batch max with 255."""
+  max_size = tf.reduce_max(sizes, axis=0)
+
+  def one(args):
+    probs, size = args
+    ids = _upsampled_argmax(probs, size)
+    padding = tf.stack([[0, max_size[0] - size[0]],
+                        [0, max_size[1] - size[1]]])
+    return tf.pad(ids, padding, constant_values=IGNORE_LABEL)
+
+  return tf.map_fn(one, (probabilities, sizes),
+                   fn_output_signature=tf.TensorSpec([None, None], tf.int32),
+                   parallel_iterations=1)
+
+
+def _underlying_variables(model):
+  """The `tf.Variable`s behind a Keras 3 model's weights (see the module)."""
+  variables = []
+  seen = set()
+  for weight in model.weights:
+    variable = getattr(weight, "value", weight)
+    if not isinstance(variable, tf.Variable):
+      raise TypeError(f"Weight {weight.path!r} is not backed by a tf.Variable "
+                      f"({type(variable).__name__}); export needs the "
+                      "TensorFlow backend (KERAS_BACKEND=tensorflow).")
+    if id(variable) not in seen:
+      seen.add(id(variable))
+      variables.append(variable)
+  return variables
+
+
+class DISServingModule(tf.Module):
+  """The exported object: serving `tf.function`s and the raw variables.
+
+  The Keras 3 pitfall (tensorflow/tensorflow#72963, keras-team/keras#20095,
+  tensorflow/serving#2250): a `tf.Module` that tracks a Keras 3 model saves
+  each weight twice, once as the Keras `Variable` wrapper (which exports a
+  fresh `tf.Variable` copy of itself) and once as the `tf.Variable` the
+  traced functions capture. `tf.saved_model.load` copes, but the TF1 /
+  TF Serving C++ loader restores the checkpoint by name and the captured
+  handles end up uninitialised ("Could not find variable ..."). So the
+  module never tracks the model: it tracks exactly the underlying
+  `tf.Variable`s the functions capture, and reaches the Keras layers only
+  through closures, which SavedModel does not serialise.
+
+  The Gram kernels of the latent loop (`dis_tf.modeling.gram`) depend only
+  on the weights, which are fixed here, so they are built once, at export,
+  and saved as the non-trainable variables `gram_fields`; a request only
+  applies them (training builds them per step, as its weights change).
+
+  Args:
+    model: a `DISModel` (TensorFlow backend).
+    t_test: latent steps of the fixed-step signatures.
+    input_size: network input size S (images are resized to S x S).
+    latent_step_size: latent step size; None uses the model's.
+    class_names: C class names; None derives them from `model.num_classes`.
+    max_steps: largest `steps` accepted by `serving_steps`.
+  """
+
+  def __init__(self, model, t_test, input_size, latent_step_size=None,
+               class_names=None, max_steps=DEFAULT_MAX_STEPS):
+    super().__init__(name="dis_serving")
+    if t_test < 0:
+      raise ValueError(f"--t_test must be >= 0, got {t_test}.")
+    if input_size < 8:
+      raise ValueError(f"--input_size must be >= 8, got {input_size}.")
+    if latent_step_size is not None and not latent_step_size > 0:
+      raise ValueError(f"--latent.step_size must be > 0, got "
+                       f"{latent_step_size}.")
+    if class_names is None:
+      class_names = class_names_for(model.num_classes)
+    class_names = tuple(class_names)
+    if len(class_names) != model.num_classes:
+      raise ValueError(f"{len(class_names)} class names for a model with "
+                       f"{model.num_classes} classes.")
+    # Tracked: the raw variables only (the root fix of the duplicate
+    # variables); the model itself stays out of the object graph.
+    self.model_variables = _underlying_variables(model)
+    gram_fields = None
+    if model.latent_method == "gram":
+      op = gram_lib.GramOperator.from_heads(model)
+      gram_fields = [
+          tf.Variable(value, trainable=False, name=f"gram_{name}")
+          for name, value in zip(op.FIELDS, op.fields())]
+    self.gram_fields = gram_fields
+    self._t_test = int(t_test)
+    self._input_size = int(input_size)
+    self._latent_step_size = float(model.latent_step_size
+                                   if latent_step_size is None
+                                   else latent_step_size)
+    self._class_names = class_names
+    self._max_steps = int(max_steps)
+
+    predict = functools.partial(predict_normalized, model,
+                                class_names=class_names,
+                                latent_step_size=self._latent_step_size,
+                                gram_fields=gram_fields)
+    size = self._input_size
+    t_test = self._t_test
+    max_steps = self._max_steps
+
+    def serving_default(image_bytes):
+      images, sizes = inputs.decode_images(image_bytes, size)
+      return predict(images, t_test, sizes)
+
+    def serving_steps(image_bytes, steps):
+      steps = inputs.check_steps(steps, max_steps, tf.size(image_bytes))
+      images, sizes = inputs.decode_images(image_bytes, size)
+      return predict(images, steps, sizes)
+
+    def predict_images(images):
+      images, sizes = inputs.prepare_image_tensor(images, size)
+      return predict(images, t_test, sizes)
+
+    def metadata():
+      return {
+          "class_names": tf.constant(list(class_names), tf.string),
+          "t_test": tf.constant(t_test, tf.int32),
+          "input_size": tf.constant([size, size], tf.int32),
+          "latent_step_size": tf.constant(self._latent_step_size,
+                                          tf.float32),
+          "max_steps": tf.constant(max_steps, tf.int32),
+      }
+
+    bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+    self.serving_default = tf.function(
+        serving_default, input_signature=[bytes_spec])
+    self.serving_steps = tf.function(
+        serving_steps,
+        input_signature=[bytes_spec,
+                         tf.TensorSpec([None], tf.int32, name="steps")])
+    self.predict_images = tf.function(
+        predict_images,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                       name="images")])
+    self.predict_images_float = tf.function(
+        predict_images,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                       name="images")])
+    self.metadata = tf.function(metadata, input_signature=[])
+
+  @property
+  def t_test(self):
+    return self._t_test
+
+  @property
+  def input_size(self):
+    return self._input_size
+
+  @property
+  def class_names(self):
+    return self._class_names
+
+  def signatures(self):
+    """{signature name: concrete function} for `tf.saved_model.save`."""
+    return {name: getattr(self, name).get_concrete_function()
+            for name in SIGNATURES}
+
+
+def build_serving_module(model, t_test, input_size, latent_step_size=None,
+                         class_names=None, max_steps=DEFAULT_MAX_STEPS):
+  """Builds the `DISServingModule` that `export_saved_model` writes.
+
+  Args:
+    model: a `DISModel`.
+    t_test: latent steps of the fixed-step signatures (paper: 30).
+    input_size: network input size S.
+    latent_step_size: latent step size; None uses the model's.
+    class_names: C class names; None derives them from the model.
+    max_steps: largest per-request `steps` of `serving_steps`.
+
+  Returns:
+    A `DISServingModule`.
+  """
+  return DISServingModule(model, t_test, input_size,
+                          latent_step_size=latent_step_size,
+                          class_names=class_names, max_steps=max_steps)
+
+
+def predict_in_process(model, images, t_test, input_size,
+                       latent_step_size=None, class_names=None, module=None):
+  """Runs the exported serving computation in this process.
+
+  Same code path as the SavedModel: the call goes through the serving
+  module's `tf.function`s.
+
+  Args:
+    model: a `DISModel`.
+    images: a list / 1-D array of encoded image bytes (the
+      `serving_default` path), or a [B, H, W, 3] uint8 or float (0..255)
+      image batch (the `predict_images` / `predict_images_float` path).
+    t_test: latent steps.
+    input_size: network input size S.
+    latent_step_size: latent step size; None uses the model's.
+    class_names: C class names; None derives them from the model.
+    module: optional prebuilt `DISServingModule` (saves retracing); its
+      own `input_size` and `latent_step_size` apply then.
+
+  Returns:
+    Dict of NumPy arrays, the outputs of the prediction signatures.
+  """
+  if module is None:
+    module = build_serving_module(model, t_test, input_size,
+                                  latent_step_size=latent_step_size,
+                                  class_names=class_names)
+  if isinstance(images, (list, tuple)) and images and isinstance(
+      images[0], bytes):
+    images = tf.constant(list(images), tf.string)
+  images = tf.convert_to_tensor(images)
+  if images.dtype == tf.string:
+    steps = tf.fill(tf.shape(images), tf.constant(t_test, tf.int32))
+    outputs = module.serving_steps(images, steps)
+  elif images.dtype == tf.uint8:
+    outputs = _fixed_or_steps(module, module.predict_images, images, t_test)
+  else:
+    outputs = _fixed_or_steps(module, module.predict_images_float,
+                              tf.cast(images, tf.float32), t_test)
+  return {k: v.numpy() for k, v in outputs.items()}
+
+
+def _fixed_or_steps(module, function, images, t_test):
+  if t_test != module.t_test:
+    raise ValueError(f"t_test={t_test} differs from the module's "
+                     f"{module.t_test}; image-tensor signatures have a fixed "
+                     "step count.")
+  return function(images)
