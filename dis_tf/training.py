@@ -148,6 +148,12 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
   # First: MultiWorkerMirroredStrategy must configure the TF context before
   # anything initialises it.
   strategy = make_strategy(config.train.strategy)
+  # Then the TF runtime is initialised, before the seeds and op determinism
+  # are set below: with the runtime first created after them, a resumed
+  # deterministic run no longer reproduced an uninterrupted one (seen when
+  # the pipeline's import-time tf.constant, which used to initialise it
+  # here, was removed; tests/test_reliability_training.py).
+  tf.config.list_logical_devices()
   dataset_fn = dataset_fn or pipeline.train_dataset
   model_dir = config.model_dir
   _check_writable(model_dir)
