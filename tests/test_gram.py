@@ -206,6 +206,15 @@ def _heads(depth, seed=0):
   return heads
 
 
+def _heads_float64(depth):
+  """`_heads(depth)` built under the float64 dtype policy."""
+  keras.config.set_dtype_policy("float64")
+  try:
+    return _heads(depth)
+  finally:
+    keras.config.set_dtype_policy("float32")
+
+
 def _features(shape, seed=0):
   """ReLU-like u1 (as the backbone's last stage), v1 its spatial mean."""
   rng = np.random.RandomState(seed)
@@ -261,11 +270,7 @@ def test_gram_and_direct_agree_with_block_scales_and_monotone(update,
   # In float64: with "per_pixel" the gram path forms the u1 part as the
   # full operator minus the v1 part, which costs float32 a few 1e-3 of
   # relative rounding here; in float64 both paths agree to rounding.
-  keras.config.set_dtype_policy("float64")
-  try:
-    heads = _heads(16)
-  finally:
-    keras.config.set_dtype_policy("float32")
+  heads = _heads_float64(16)
   u1, v1, target, tags = _features((2, 5, 7, 16))
   _assert_paths_agree(heads, tf.cast(u1, tf.float64), tf.cast(v1, tf.float64),
                       target.astype(np.float64),
@@ -365,11 +370,7 @@ def test_gram_and_direct_agree_resnet101_head_float64_default_step(with_tags):
   # (see above) is 1e9 times smaller, so the two paths must agree to
   # rounding while u3 moves by about a third of its scale and 15-50% of
   # the labels change in 30 steps.
-  keras.config.set_dtype_policy("float64")
-  try:
-    heads = _heads(2048)
-  finally:
-    keras.config.set_dtype_policy("float32")
+  heads = _heads_float64(2048)
   u1, v1, target, tags = _features((1, 45, 45, 2048))
   _assert_paths_agree(heads, tf.cast(u1, tf.float64), tf.cast(v1, tf.float64),
                       target.astype(np.float64),
