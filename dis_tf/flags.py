@@ -21,6 +21,7 @@ value the same way.
 """
 
 import json
+import re
 
 from absl import app
 from absl import flags
@@ -179,6 +180,11 @@ def parse_t_tests(values, flag_name="--t_test"):
   if not result:
     raise ValueError(f"{flag_name}: no step count given (e.g. 0,10,30).")
   return sorted(result)
+
+
+def split_file_name(split):
+  """A split name safe in file names: "val[100:]" -> "val_100__"."""
+  return re.sub(r"[^A-Za-z0-9_.-]", "_", split)
 
 
 def parse_scales(values, flag_name="--scales"):

@@ -115,3 +115,9 @@ def test_unknown_key_and_bad_type_are_named(tool, saved_config_dir,
     assert proc.returncode != 0
     assert "model.tiny_width=8" in proc.stderr
     assert "cannot change after training" in proc.stderr
+
+
+@pytest.mark.parametrize("split, expected", [
+    ("val", "val"), ("val[100:]", "val_100__"), ("train[:50%]", "train__50__")])
+def test_split_file_name_has_no_brackets_or_colons(split, expected):
+  assert dis_flags.split_file_name(split) == expected

@@ -25,7 +25,6 @@ and --tag_threshold are short names of --data.eval_split and
 """
 
 import os
-import re
 
 from absl import app
 from absl import flags
@@ -88,9 +87,9 @@ def main(argv):
     stored.model_dir = FLAGS.model_dir
     selection.record_selection(stored, chosen, scores, select_split, count)
     print(selection.describe(chosen, scores, select_split, count))
-  # "val[100:]" -> eval_val_100_ (no brackets or colons in folder names).
+  # "val[100:]" -> eval_val_100__ (no brackets or colons in folder names).
   output_dir = FLAGS.output_dir or os.path.join(
-      FLAGS.model_dir, "eval_" + re.sub(r"[^A-Za-z0-9_.-]", "_", split))
+      FLAGS.model_dir, "eval_" + dis_flags.split_file_name(split))
   class_names = classes.VOC_CLASSES[:config.model.num_classes]
 
   dataset = pipeline.eval_dataset(config, split)

@@ -91,8 +91,8 @@ def main(argv):
   model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
   split = config.data.eval_split
   t_tests = FLAGS.t_test or [config.latent.t_test]
-  output = FLAGS.output or os.path.join(FLAGS.model_dir, "figures",
-                                        f"{split}.png")
+  output = FLAGS.output or os.path.join(
+      FLAGS.model_dir, "figures", f"{dis_flags.split_file_name(split)}.png")
   # Deterministic order so that "the first N" is the same on every run.
   config.data.deterministic = True
   dataset = pipeline.eval_dataset(config, split)
