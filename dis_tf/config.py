@@ -18,6 +18,7 @@ import typing
 from typing import Any, Mapping, Optional
 
 from dis_tf import atomic
+from dis_tf import errors
 
 # Values of the fields that take one of a few names (the flags are enums).
 BACKBONES = ("tiny", "resnet50", "resnet101")
@@ -239,7 +240,7 @@ class ExperimentConfig:
       kwargs[field.name] = value
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-      raise ValueError(f"Unknown config keys: {sorted(unknown)}")
+      raise errors.UserError(f"Unknown config keys: {sorted(unknown)}")
     return cls(**kwargs)
 
   def save(self, model_dir):
@@ -253,10 +254,9 @@ class ExperimentConfig:
     """Reads `model_dir/config.json` written by `save`."""
     path = os.path.join(model_dir, CONFIG_FILENAME)
     if not os.path.exists(path):
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"{path} does not exist: --model_dir must be a dis_tf training "
-          "directory (tools/train.py writes config.json there)."
-      )
+          "directory (tools/train.py writes config.json there).")
     with open(path) as f:
       return cls.from_dict(json.load(f))
 
@@ -276,8 +276,8 @@ def _section_from_dict(section_cls, values, name):
   known = {f.name for f in dataclasses.fields(section_cls)}
   unknown = set(values) - known
   if unknown:
-    raise ValueError(f"Unknown keys in config section '{name}': "
-                     f"{sorted(unknown)}")
+    raise errors.UserError(f"Unknown keys in config section '{name}': "
+                           f"{sorted(unknown)}")
   return section_cls(**values)
 
 
@@ -322,7 +322,7 @@ class FieldSpec:
     if value is None:
       if self.optional:
         return None
-      raise ValueError(f"{self.key}=None: this field cannot be None.")
+      raise errors.UserError(f"{self.key}=None: this field cannot be None.")
     if self.type is bool:
       ok = isinstance(value, bool)
     elif self.type is int:
@@ -333,11 +333,12 @@ class FieldSpec:
     else:
       ok = isinstance(value, str)
     if not ok:
-      raise ValueError(f"{self.key}={value!r}: expected {self.type_name}, "
-                       f"got {type(value).__name__}.")
+      raise errors.UserError(
+          f"{self.key}={value!r}: expected {self.type_name}, "
+          f"got {type(value).__name__}.")
     if self.choices is not None and value not in self.choices:
-      raise ValueError(f"{self.key}={value!r}: expected one of "
-                       f"{self.choices}.")
+      raise errors.UserError(f"{self.key}={value!r}: expected one of "
+                             f"{self.choices}.")
     return value
 
   @property
@@ -419,8 +420,8 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
     if spec is None:
       section = key.partition(".")[0]
       known = sorted(k for k in specs if k.partition(".")[0] == section)
-      raise ValueError(f"Unknown config key {key!r}; expected one of "
-                       f"{known or sorted(specs)}.")
+      raise errors.UserError(f"Unknown config key {key!r}; expected one of "
+                             f"{known or sorted(specs)}.")
     section, _, name = key.rpartition(".")
     target = getattr(config, section) if section else config
     setattr(target, name, spec.check(value))
@@ -438,8 +439,8 @@ def resolve_config(preset, overrides=None):
     An `ExperimentConfig`.
   """
   if preset not in PRESETS:
-    raise ValueError(f"--preset={preset!r}: expected one of "
-                     f"{sorted(PRESETS)}.")
+    raise errors.UserError(f"--preset={preset!r}: expected one of "
+                           f"{sorted(PRESETS)}.")
   return apply_overrides(PRESETS[preset](), overrides or {})
 
 

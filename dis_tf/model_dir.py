@@ -18,6 +18,7 @@ import keras
 
 from dis_tf import atomic
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf.config import ExperimentConfig
 # Also registers the dis_tf Keras classes that model.keras files name.
 from dis_tf.modeling import dis_model
@@ -72,9 +73,10 @@ def load_config(model_dir, overrides=None):
     ValueError: an unknown key, a bad value, or a changed `model.*` field.
   """
   if not model_dir:
-    raise ValueError("--model_dir is required.")
+    raise errors.UserError("--model_dir is required.")
   if not os.path.isdir(model_dir):
-    raise FileNotFoundError(f"--model_dir={model_dir}: no such directory.")
+    raise errors.MissingFileError(
+        f"--model_dir={model_dir}: no such directory.")
   config = ExperimentConfig.load(model_dir)
   overrides = dict(overrides or {})
   for key, value in overrides.items():
@@ -82,7 +84,7 @@ def load_config(model_dir, overrides=None):
     if section == "model" and hasattr(config.model, name):
       trained = getattr(config.model, name)
       if value != trained:
-        raise ValueError(
+        raise errors.UserError(
             f"{key}={value!r}: the model.* fields describe the trained "
             f"network in {model_path(model_dir)} and cannot change after "
             f"training (its config.json has {trained!r}).")
@@ -107,7 +109,7 @@ def load_trained_model(model_dir, config=None):
   """
   path = model_path(model_dir)
   if not os.path.exists(path):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"{path} does not exist: the training run in {model_dir} has not "
         "finished (tools/train.py writes it at the end).")
   model = keras.saving.load_model(path, safe_mode=True)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from dis_tf import atomic
 from dis_tf import callbacks as callbacks_lib
+from dis_tf import errors
 from dis_tf import keras_compat
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.data import pipeline
@@ -48,11 +49,11 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
-      raise ValueError("--strategy=multi_worker needs the TF_CONFIG "
-                       "environment variable (cluster and task).")
+      raise errors.UserError("--strategy=multi_worker needs the TF_CONFIG "
+                             "environment variable (cluster and task).")
     return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"--strategy={name!r}: expected default, mirrored or "
-                   "multi_worker.")
+  raise errors.UserError(f"--strategy={name!r}: expected default, mirrored or "
+                         "multi_worker.")
 
 
 def phase_settings(train_config, phase):
@@ -82,8 +83,9 @@ def make_optimizer(train_config, learning_rate, steps):
                                 weight_decay=decay)
   if train_config.optimizer == "adam":
     return keras.optimizers.Adam(schedule, weight_decay=decay)
-  raise ValueError(f"optimizer={train_config.optimizer!r}: expected sgd or "
-                   "adam.")
+  raise errors.UserError(
+      f"optimizer={train_config.optimizer!r}: expected sgd or "
+      "adam.")
 
 
 def _phase_weights_path(model_dir, phase):
@@ -142,9 +144,10 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
     The trained `DISModel`.
   """
   if stage not in STAGES:
-    raise ValueError(f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
+    raise errors.UserError(
+        f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
   if not config.model_dir:
-    raise ValueError("--model_dir is required.")
+    raise errors.UserError("--model_dir is required.")
   # First: MultiWorkerMirroredStrategy must configure the TF context before
   # anything initialises it.
   strategy = make_strategy(config.train.strategy)
@@ -181,7 +184,7 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
   if stage == "semi":
     start = _phase_weights_path(model_dir, "c")
     if not os.path.exists(start):
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"--stage=semi starts from the stage-1 weights {start}, which do "
           "not exist: run --stage=full (or all) first.")
     model.load_weights(start)
@@ -245,4 +248,5 @@ def _check_writable(model_dir):
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise OSError(f"--model_dir={model_dir} is not writable: {e}") from e
+    raise errors.UnwritablePathError(
+        f"--model_dir={model_dir} is not writable: {e}") from e

@@ -26,13 +26,13 @@ SavedModel) and served_labelmap.png (the served prediction, colourised).
 
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import reports
@@ -138,4 +138,4 @@ def serve_one_image(version_dir, config, output_png):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

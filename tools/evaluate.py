@@ -26,12 +26,12 @@ and --tag_threshold are short names of --data.eval_split and
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from dis_tf import classes
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import model_dir as model_dir_lib
@@ -73,11 +73,11 @@ def main(argv):
   if FLAGS.select_t_test:
     select_split = config.data.select_split
     if not select_split:
-      raise app.UsageError("--select_t_test needs --select_split (the "
-                           "config has no data.select_split).")
+      raise errors.UserError("--select_t_test needs --select_split (the "
+                             "config has no data.select_split).")
     if select_split == split:
-      raise app.UsageError(f"--select_split={select_split} is the evaluated "
-                           "split: the choice must be held out from it.")
+      raise errors.UserError(f"--select_split={select_split} is the evaluated "
+                             "split: the choice must be held out from it.")
     chosen, scores, count = selection.select_t_test(
         model, pipeline.eval_dataset(config, select_split), t_tests,
         config.model.num_classes)
@@ -100,7 +100,7 @@ def main(argv):
       num_classes=config.model.num_classes,
       tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit)
   if results["num_images"] == 0:
-    raise ValueError(f"--split={split}: no images to evaluate.")
+    raise errors.UserError(f"--split={split}: no images to evaluate.")
   paths = reports.write_reports(
       results, output_dir, class_names,
       extra={"model_dir": os.path.abspath(FLAGS.model_dir), "split": split})
@@ -114,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

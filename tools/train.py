@@ -20,10 +20,10 @@ configuration and exits; it is written to --model_dir/config.json. A killed
 run resumes where it stopped when started again with the same flags.
 """
 
-from absl import app
 from absl import flags
 
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf import training
 
@@ -56,7 +56,7 @@ flags.adopt_module_key_flags(dis_flags)
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
   config = config_lib.resolve_config(FLAGS.preset,
                                      dis_flags.config_overrides())
   if dis_flags.print_config_and_exit(config):
@@ -67,4 +67,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model_dir")
-  app.run(main)
+  errors.run(main)

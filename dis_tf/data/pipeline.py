@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf import image_ops
 from dis_tf.data import voc
 from dis_tf.data import web_tags
@@ -239,18 +240,20 @@ def builder_for(config, name):
   data = config.data
   if name == "voc":
     if not data.voc_dir:
-      raise ValueError("config.data.voc_dir is not set: it must point at the "
-                       "folder holding VOCdevkit/VOC2012 (docs/DATA.md).")
+      raise errors.UserError(
+          "config.data.voc_dir is not set: it must point at the "
+          "folder holding VOCdevkit/VOC2012 (docs/DATA.md).")
     builder = voc.voc_builder(data.voc_dir, _data_dir(config),
                               data.skip_bad_files)
   elif name == "web_tags":
     if not data.weak_dir:
-      raise ValueError("config.data.weak_dir is not set: it must point at a "
-                       "web_tags folder with annotations.jsonl (docs/DATA.md).")
+      raise errors.UserError(
+          "config.data.weak_dir is not set: it must point at a "
+          "web_tags folder with annotations.jsonl (docs/DATA.md).")
     builder = web_tags.web_tags_builder(data.weak_dir, _data_dir(config),
                                         data.skip_bad_files)
   else:
-    raise ValueError(
+    raise errors.UserError(
         f"Unknown dataset {name!r}; expected 'voc' or 'web_tags'.")
   return builder
 
@@ -294,16 +297,17 @@ def _read(builder, split, config):
   # order, so a slice is the same images whatever the file shuffling.
   base = split.split("[", 1)[0]
   if base not in builder.info.splits:
-    raise ValueError(
+    raise errors.UserError(
         f"Split {split!r} not in {builder.name}/{builder.builder_config.name} "
         f"(available: {sorted(builder.info.splits)}).")
   try:
     num_examples = builder.info.splits[split].num_examples
   except (ValueError, KeyError, AssertionError) as e:
-    raise ValueError(f"Split {split!r} of {builder.name}: bad slice ({e}); "
-                     "expected e.g. 'val', 'val[:100]' or 'val[100:]'.") from e
+    raise errors.UserError(
+        f"Split {split!r} of {builder.name}: bad slice ({e}); "
+        "expected e.g. 'val', 'val[:100]' or 'val[100:]'.") from e
   if num_examples == 0:
-    raise ValueError(f"Split {split!r} of {builder.name} is empty.")
+    raise errors.UserError(f"Split {split!r} of {builder.name} is empty.")
   return builder.as_dataset(
       split=split, shuffle_files=not config.data.deterministic,
       read_config=tfds.ReadConfig(shuffle_seed=config.train.seed))
@@ -339,7 +343,7 @@ def _weak_sources(config):
   if config.data.use_voc_weak_tags:
     builder = _prepared(config, "voc")
     if "tags_only" not in builder.info.splits:
-      raise ValueError(
+      raise errors.UserError(
           "config.data.use_voc_weak_tags is set but the VOC folder "
           f"{config.data.voc_dir} has no tag-only images (needs "
           "ImageSets/Main/*.txt and Annotations/*.xml; docs/DATA.md).")
@@ -347,7 +351,7 @@ def _weak_sources(config):
                     _read(builder, "tags_only", config).map(weak),
                     builder.info.splits["tags_only"].num_examples))
   if not sources:
-    raise ValueError(
+    raise errors.UserError(
         "Stage 'semi' needs weak images: set config.data.weak_dir and/or "
         "config.data.use_voc_weak_tags.")
   return sources
@@ -384,7 +388,7 @@ def _augmented_batches(raw, is_weak, batch, config, seed_offset):
 def split_batch_sizes(batch_size, weak_fraction):
   """(full, weak) examples per stage-2 batch; weak = round(B * fraction)."""
   if not 0.0 <= weak_fraction <= 1.0:
-    raise ValueError(f"weak_fraction={weak_fraction} must be in [0, 1].")
+    raise errors.UserError(f"weak_fraction={weak_fraction} must be in [0, 1].")
   num_weak = int(round(batch_size * weak_fraction))
   return batch_size - num_weak, num_weak
 

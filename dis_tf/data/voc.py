@@ -45,6 +45,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf.data import safe_paths
 
 # Flat VOC palette for Pillow, computed once (writing masks is a hot loop of
@@ -52,7 +53,7 @@ from dis_tf.data import safe_paths
 _PALETTE_LIST = classes.voc_palette(256).reshape(-1).tolist()
 
 
-class BadFileError(ValueError):
+class BadFileError(errors.UserError):
   """A dataset file is unreadable or inconsistent; names file and problem."""
 
 
@@ -338,7 +339,7 @@ def find_voc_root(manual_dir):
                     os.path.join(manual_dir, "VOC2012"), manual_dir):
     if os.path.isdir(os.path.join(candidate, "JPEGImages")):
       return candidate
-  raise FileNotFoundError(
+  raise errors.MissingFileError(
       f"{manual_dir}: no VOCdevkit/VOC2012/JPEGImages, VOC2012/JPEGImages or "
       "JPEGImages/ folder found; point voc_dir at the folder holding "
       "VOCdevkit/ (see docs/DATA.md).")
@@ -486,7 +487,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     manual = getattr(dl_manager, "_manual_dir", None)
     if manual is not None and os.path.realpath(os.fspath(manual)) != (
         os.path.realpath(source)) and os.path.isdir(os.fspath(manual)):
-      raise ValueError(
+      raise errors.UserError(
           f"Builder config {self.builder_config.name} reads {source}, but the "
           f"download config's manual_dir is {manual}; use voc_builder() for "
           "the new folder.")
@@ -499,7 +500,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     for split in ("train", "val", "trainval"):
       path = os.path.join(seg_dir, f"{split}.txt")
       if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"{path} is missing: the VOC2012 folder {root} must have "
             "ImageSets/Segmentation/{train,val,trainval}.txt.")
       splits[split] = self._generate_examples(

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.serving import module as module_lib
 
@@ -153,11 +154,11 @@ def export_saved_model(model, export_dir, t_test=30, input_size=353,
   if version is None:
     version = next_version(export_dir)
   if int(version) < 0:
-    raise ValueError(f"--version must be >= 0, got {version}.")
+    raise errors.UserError(f"--version must be >= 0, got {version}.")
   target = os.path.join(export_dir, str(int(version)))
   if os.path.exists(target):
-    raise ValueError(f"--version={version}: {target} already exists; "
-                     "pick another version or omit --version.")
+    raise errors.UserError(f"--version={version}: {target} already exists; "
+                           "pick another version or omit --version.")
   module = module_lib.build_serving_module(
       model, t_test, input_size, latent_step_size, class_names, max_steps)
   with _version_directory(export_dir, version) as tmp:

@@ -37,6 +37,7 @@ import functools
 
 import tensorflow as tf
 
+from dis_tf import errors
 from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.serving import inputs
@@ -207,12 +208,12 @@ class DISServingModule(tf.Module):
                class_names=None, max_steps=DEFAULT_MAX_STEPS):
     super().__init__(name="dis_serving")
     if t_test < 0:
-      raise ValueError(f"--t_test must be >= 0, got {t_test}.")
+      raise errors.UserError(f"--t_test must be >= 0, got {t_test}.")
     if input_size < 8:
-      raise ValueError(f"--input_size must be >= 8, got {input_size}.")
+      raise errors.UserError(f"--input_size must be >= 8, got {input_size}.")
     if latent_step_size is not None and not latent_step_size > 0:
-      raise ValueError(f"--latent.step_size must be > 0, got "
-                       f"{latent_step_size}.")
+      raise errors.UserError(f"--latent.step_size must be > 0, got "
+                             f"{latent_step_size}.")
     if class_names is None:
       class_names = class_names_for(model.num_classes)
     class_names = tuple(class_names)
