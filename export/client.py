@@ -8,23 +8,24 @@
 
 Prints each image's tags (classes whose tag probability exceeds
 --tag_threshold) and the classes present in its labelmap, and writes the
-colour (VOC palette) labelmap as `<output_dir>/<image name>_labelmap.png`.
+files of `tools/predict.py` (`dis_tf.prediction_io`) into --output_dir:
+`<stem>_labelmap.png` (class ids, VOC palette), `<stem>_overlay.png` and
+`predictions.jsonl` ("t_test" is --steps, null without it).
 With --steps the `serving_steps` signature runs that many latent steps
 instead of the export's fixed t_test.
 """
 
 import base64
-import io
 import json
 import os
 import urllib.error
 import urllib.request
 
-from absl import app
 from absl import flags
 import numpy as np
-from PIL import Image
 
+from dis_tf import errors
+from dis_tf import prediction_io
 from dis_tf.classes import voc_palette
 
 # Signatures that take encoded images (see dis_tf/serving/module.py).
@@ -190,17 +191,9 @@ def colorize(class_ids):
   return voc_palette()[np.asarray(class_ids, np.int64) % 256]
 
 
-def write_png(path, rgb):
-  """Writes a [H, W, 3] uint8 image as PNG."""
-  buffer = io.BytesIO()
-  Image.fromarray(np.asarray(rgb, np.uint8)).save(buffer, format="PNG")
-  with open(path, "wb") as f:
-    f.write(buffer.getvalue())
-
-
 def run(paths, server, protocol="rest", model_name="dis", steps=None,
         version=None, output_dir=".", tag_threshold=0.5):
-  """Predicts `paths`, prints tags and writes colour labelmaps.
+  """Predicts `paths`, prints tags and writes the prediction files.
 
   Args:
     paths: image files.
@@ -209,31 +202,31 @@ def run(paths, server, protocol="rest", model_name="dis", steps=None,
     model_name: the served model name.
     steps: optional latent steps per request.
     version: optional model version.
-    output_dir: where the labelmap PNGs go.
-    tag_threshold: tag probability threshold for printing.
+    output_dir: where the output files go (`dis_tf.prediction_io`).
+    tag_threshold: tag probability threshold of the printed and written
+      tags.
 
   Returns:
     The list of labelmap PNG paths written.
   """
   if protocol not in ("rest", "grpc"):
-    raise ValueError(f"--protocol must be 'rest' or 'grpc', got {protocol!r}.")
-  images = []
-  for path in paths:
-    with open(path, "rb") as f:
-      images.append(f.read())
+    raise errors.UserError(
+        f"--protocol must be 'rest' or 'grpc', got {protocol!r}.")
+  # Read and checked here, so that a bad file is named before any request.
+  images = [prediction_io.read_image(path) for path in paths]
   predict = rest_predict if protocol == "rest" else grpc_predict
-  outputs = predict(server, model_name, images, steps=steps, version=version)
-  os.makedirs(output_dir, exist_ok=True)
+  outputs = predict(server, model_name, [image.data for image in images],
+                    steps=steps, version=version)
   written = []
-  for i, (path, summary) in enumerate(zip(paths, summarize(outputs,
-                                                           tag_threshold))):
-    tags = ", ".join(f"{name} ({p:.2f})" for name, p in summary["tags"])
-    print(f"{path}: tags: {tags or '-'}; labelmap: "
-          f"{', '.join(summary['labelmap_classes'])}")
-    stem = os.path.splitext(os.path.basename(path))[0]
-    out = os.path.join(output_dir, f"{stem}_labelmap.png")
-    write_png(out, colorize(labelmap(outputs, i)))
-    written.append(out)
+  # The files of tools/predict.py (dis_tf.prediction_io), so that a served
+  # and an in-process prediction of an image are identical files.
+  with prediction_io.PredictionWriter(output_dir, tag_threshold) as writer:
+    for i, image in enumerate(images):
+      record = writer.write(
+          image.path, image.rgb, labelmap(outputs, i),
+          outputs["tag_probabilities"][i], outputs["class_names"][i], steps)
+      print(prediction_io.describe(record))
+      written.append(os.path.join(output_dir, record["labelmap"]))
   return written
 
 
@@ -257,11 +250,12 @@ def _define_flags():
                        "Latent steps for this request (serving_steps); "
                        "default: the export's t_test (serving_default).")
   flags.DEFINE_integer("version", None, "Model version (default: latest).")
-  flags.DEFINE_string("output_dir", ".", "Where labelmap PNGs are written.")
+  flags.DEFINE_string("output_dir", ".", "Where the labelmaps, overlays and "
+                      "predictions.jsonl are written.")
   flags.DEFINE_float("tag_threshold", 0.5, "Printed-tag threshold.")
   flags.mark_flags_as_required(["images"])
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)
