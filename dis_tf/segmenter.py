@@ -77,6 +77,8 @@ class Segmenter:
     max_steps: the largest `t_test` the graph accepts.
     tag_threshold: tag probability above which a class is a tag.
     source: what was loaded (for messages).
+    keep_alive: objects the serving function needs alive (the loaded
+      SavedModel; the model and module of a training run).
   """
 
   def __init__(self, serving_steps, class_names, t_test, max_steps,
@@ -87,7 +89,7 @@ class Segmenter:
     self.max_steps = int(max_steps)
     self.tag_threshold = float(tag_threshold)
     self.source = source
-    # The loaded SavedModel object: its signatures need it alive.
+    # A restored SavedModel's signatures do not keep its object alive.
     self._keep_alive = keep_alive
 
   def check_t_test(self, t_test):
