@@ -58,6 +58,14 @@ _SEMI_FIELDS = (
     + [f"data.{f}" for f in ("use_voc_weak_tags", "weak_fraction")])
 
 
+# Every other field, named so that a new config field must be put in one
+# list or the other (tests/test_reliability_runs.py checks this).
+NOT_FINGERPRINTED = ("latent.t_test", "latent.update", "data.eval_split",
+                     "data.select_split", "data.data_dir", "data.voc_dir",
+                     "data.weak_dir", "data.deterministic", "train.strategy",
+                     "model_dir")
+
+
 class ConfigMismatchError(ValueError):
   """model_dir holds training state from another training configuration."""
 
