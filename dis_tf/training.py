@@ -18,6 +18,7 @@ import os
 import shutil
 
 from absl import logging
+import h5py
 import keras
 import tensorflow as tf
 
@@ -270,6 +271,17 @@ def _remove_training_state(model_dir):
           f" of {model_dir} ==", flush=True)
 
 
+def _h5_problem(path):
+  """None if every dataset of the HDF5 file `path` reads, else the error."""
+  try:
+    with h5py.File(path, "r") as f:
+      f.visititems(lambda name, obj: obj[()]
+                   if isinstance(obj, h5py.Dataset) else None)
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+  return None
+
+
 def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
   """Loads the weights of the last readable finished phase of `chain`.
 
@@ -309,6 +321,11 @@ def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
       model.load_weights(path)
       break
     except (OSError, ValueError, KeyError) as e:
+      if _h5_problem(path) is None:
+        # A complete file that does not fit this network: not corruption,
+        # so nothing is set aside (the config fingerprints name the cause).
+        raise ValueError(f"{path} is a complete weights file but cannot be "
+                         f"loaded into this run's network ({e}).") from e
       failed = True
       if index < num_fixed:
         raise OSError(

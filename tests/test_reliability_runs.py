@@ -419,6 +419,20 @@ def test_corrupt_phase_weights_fall_back_to_the_last_good_phase(
   model_dir_lib.load(model_dir)
 
 
+def test_complete_weights_of_another_network_are_not_set_aside(
+    run_copy, tiny_config, tiny_model, dataset_fn):
+  """Only an unreadable file is corruption; a complete file that does not
+  fit the network is an error and stays where it is."""
+  model_dir = run_copy()
+  path_c = model_dir_lib.phase_weights_path(model_dir, "c")
+  tiny_model(width=16).save_weights(path_c)
+  with pytest.raises(ValueError, match="is a complete weights file but "
+                     "cannot be loaded into this run's network"):
+    training.train(_config(tiny_config, model_dir), "full",
+                   dataset_fn=dataset_fn, verbose=0)
+  assert os.path.exists(path_c) and not os.path.exists(path_c + ".corrupt")
+
+
 def test_corrupt_stage1_weights_for_stage2_name_the_recovery(
     run_copy, tiny_config, dataset_fn):
   model_dir = run_copy()
