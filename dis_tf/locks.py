@@ -67,8 +67,9 @@ def _pid_alive(pid, start_ticks=None):
 
 
 def _describe(holder):
-  return (f"pid {holder.get('pid')} on host {holder.get('host')!r}, "
-          f"since {holder.get('started')}")
+  text = f"pid {holder.get('pid')} on host {holder.get('host')!r}"
+  return text + (f", since {holder['started']}" if holder.get("started")
+                 else "")
 
 
 def _read(path):
@@ -158,14 +159,24 @@ class FileLock:
     os.remove(aside)
     return True
 
-  def acquire(self):
+  def acquire(self, wait_seconds=0.0, poll_seconds=0.5):
     """Creates the lock file.
+
+    Args:
+      wait_seconds: while a live holder has the lock, retry for this long
+        (0: fail at once).
+      poll_seconds: time between retries.
+
+    Returns:
+      self.
 
     Raises:
       LockHeldError: naming the holder's pid and host.
     """
     os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-    for _ in range(5):
+    deadline = time.monotonic() + wait_seconds
+    contended, announced = 0, False
+    while True:
       try:
         self._create()
         return self
@@ -174,19 +185,31 @@ class FileLock:
       holder = _read(self.path)
       if holder is None:
         continue  # Released meanwhile.
-      if not self._stale(holder):
+      if self._stale(holder):
+        if self._take_over(holder):
+          logging.warning("Took over the stale lock %s of the %s (its "
+                          "holder, %s, is no longer running).", self.path,
+                          self.what, _describe(holder))
+          print(f"Warning: took over the stale lock {self.path} (holder "
+                f"{_describe(holder)} is dead).", file=sys.stderr,
+                flush=True)
+        else:
+          contended += 1
+          if contended >= 5:
+            raise LockHeldError(f"Could not take the lock {self.path} of "
+                                f"the {self.what}: contended; try again.")
+        continue
+      if time.monotonic() >= deadline:
         raise LockHeldError(
             f"Another process holds the lock of the {self.what}: "
             f"{_describe(holder)} (lock file {self.path}). Wait for it to "
             "finish; if it is dead, delete the lock file.")
-      if self._take_over(holder):
-        logging.warning("Took over the stale lock %s of the %s (its holder, "
-                        "%s, is no longer running).", self.path, self.what,
-                        _describe(holder))
-        print(f"Warning: took over the stale lock {self.path} (holder "
-              f"{_describe(holder)} is dead).", file=sys.stderr, flush=True)
-    raise LockHeldError(f"Could not take the lock {self.path} of the "
-                        f"{self.what}: contended; try again.")
+      if not announced:
+        announced = True
+        logging.warning("Waiting (up to %.0f s) for %s, which holds the lock "
+                        "of the %s.", wait_seconds, _describe(holder),
+                        self.what)
+      time.sleep(poll_seconds)
 
   def release(self):
     """Removes the lock file if it is still this process's."""
@@ -201,7 +224,8 @@ class FileLock:
     self.token = None
 
   def __enter__(self):
-    return self.acquire()
+    # `with lock:` acquires; `with lock.acquire(wait_seconds):` already has.
+    return self if self.token is not None else self.acquire()
 
   def __exit__(self, *exc):
     self.release()

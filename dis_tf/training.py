@@ -314,7 +314,7 @@ def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
       logging.warning("%s follows an unfinished phase; setting it aside "
                       "(%s).", path, atomic.set_aside(path, ".stale"))
   index = done - 1
-  failed = False
+  corrupt = []  # (path, where it was moved, error)
   while index >= 0:
     path = _phase_weights_path(model_dir, chain[index])
     try:
@@ -326,7 +326,6 @@ def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
         # so nothing is set aside (the config fingerprints name the cause).
         raise ValueError(f"{path} is a complete weights file but cannot be "
                          f"loaded into this run's network ({e}).") from e
-      failed = True
       if index < num_fixed:
         raise OSError(
             f"{path} is corrupt and cannot be loaded ({e}). Rebuild it with "
@@ -334,16 +333,18 @@ def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
             "(and the run's other flags; it retrains phase c from phase b, "
             "or earlier phases from the last readable one), then rerun "
             "--stage=semi.") from e
-      aside = atomic.set_aside(path) if is_chief else path
-      previous = (_phase_weights_path(model_dir, chain[index - 1])
-                  if index > 0 else "the initial weights")
-      message = (f"{path} is corrupt and cannot be loaded ({e}); moved to "
-                 f"{aside}. Phase {chain[index]} is trained again from "
-                 f"{previous}.")
-      logging.warning(message)
-      print(f"Warning: {message}", flush=True)
+      corrupt.append((path, atomic.set_aside(path) if is_chief else path, e))
       index -= 1
-  if index < 0 and failed:
+  source = (_phase_weights_path(model_dir, chain[index]) if index >= 0
+            else "the initial weights")
+  retrained = ", ".join(chain[index + 1:done])
+  for path, aside, error in corrupt:
+    message = (f"{path} is corrupt and cannot be loaded ({error}); moved to "
+               f"{aside}. Phase(s) {retrained} are trained again from "
+               f"{source}.")
+    logging.warning(message)
+    print(f"Warning: {message}", flush=True)
+  if index < 0 and corrupt:
     model = rebuild()  # A failed load may have set some weights.
   return model, index + 1
 

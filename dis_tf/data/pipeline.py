@@ -257,7 +257,13 @@ def builder_for(config, name):
   return builder
 
 
-def prepare_datasets(config):
+# How long the pipelines wait for another process that is preparing the
+# same data_dir (e.g. the other workers of a multi-worker job, which all
+# find the data unprepared at the start) before failing.
+PREPARE_WAIT_SECONDS = 3600.0
+
+
+def prepare_datasets(config, wait_seconds=0.0):
   """Runs download_and_prepare on every builder the config uses.
 
   Idempotent: an already prepared builder is not rebuilt (the config name
@@ -265,10 +271,14 @@ def prepare_datasets(config):
   prepared anew instead of reusing stale data). While anything is prepared,
   `data_dir/.prepare.lock` is held: a concurrent prepare of the same
   data_dir fails with `locks.LockHeldError` naming the holder's pid and
-  host (a stale lock of a dead process is taken over).
+  host (a stale lock of a dead process is taken over), unless the holder
+  finishes within `wait_seconds`.
 
   Args:
     config: ExperimentConfig.
+    wait_seconds: how long to wait for a live process preparing the same
+      data_dir (the pipelines wait `PREPARE_WAIT_SECONDS`); what it
+      prepared is then used.
 
   Returns:
     dict "voc" / "web_tags" -> prepared builder (only those configured).
@@ -283,7 +293,7 @@ def prepare_datasets(config):
   # One prepare per data_dir at a time: a second process gets an error
   # naming the holder (dis_tf.locks).
   data_dir = _data_dir(config)
-  with locks.prepare_lock(data_dir):
+  with locks.prepare_lock(data_dir).acquire(wait_seconds):
     for name, builder in builders.items():
       if builder.is_prepared():  # Prepared by the previous lock holder.
         continue
@@ -298,7 +308,7 @@ def prepare_datasets(config):
 def _prepared(config, name):
   builder = builder_for(config, name)
   if not builder.is_prepared():
-    prepare_datasets(config)
+    prepare_datasets(config, wait_seconds=PREPARE_WAIT_SECONDS)
   return builder
 
 
