@@ -80,6 +80,40 @@ def atomic_write(path):
     raise
 
 
+def _fsync_tree(root):
+  """fsyncs every file and directory under `root` (and `root`)."""
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      _fsync_path(os.path.join(dirpath, name))
+    _fsync_path(dirpath)
+
+
+def commit_directory(tmp_dir, path):
+  """Renames the finished directory `tmp_dir` to `path`, durably.
+
+  Every file and directory under `tmp_dir` is fsynced first, so that after
+  the rename (and the fsync of the parent directory) `path` is complete
+  even after a power loss. `path` must not exist (a directory rename does
+  not replace a non-empty one).
+
+  Args:
+    tmp_dir: a directory written completely, on the file system of `path`.
+    path: the final name.
+  """
+  _fsync_tree(tmp_dir)
+  os.rename(tmp_dir, path)
+  _fsync_path(os.path.dirname(path) or ".")
+
+
+def set_aside(path, suffix=".corrupt"):
+  """Renames an unreadable committed file to `path + suffix` (kept for
+  inspection, never read again); returns the new name."""
+  target = path + suffix
+  os.replace(path, target)
+  _fsync_path(os.path.dirname(path) or ".")
+  return target
+
+
 def write_text(path, text):
   """Writes the string `text` to `path` atomically (UTF-8)."""
   with atomic_write(path) as tmp:

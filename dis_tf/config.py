@@ -138,6 +138,10 @@ class DataConfig:
     shuffle_buffer: shuffle buffer size.
     skip_bad_files: skip unreadable / inconsistent files when building the
       datasets (counted and logged) instead of stopping at the first.
+    max_image_pixels: largest image (width x height) the dataset builders
+      decode; a larger one is a bad file (an error, or skipped with
+      skip_bad_files), refused from its header before any decoding. None:
+      no limit. The default is Pillow's own warning threshold.
   """
 
   data_dir: Optional[str] = None
@@ -154,6 +158,7 @@ class DataConfig:
   deterministic: bool = False
   shuffle_buffer: int = 1000
   skip_bad_files: bool = False
+  max_image_pixels: Optional[int] = 89_478_485
 
 
 @dataclasses.dataclass

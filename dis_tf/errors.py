@@ -16,7 +16,8 @@ its traceback.
 `UserError` subclasses `ValueError` (most user mistakes are bad values, and
 library callers catching `ValueError` keep working); `MissingFileError` is
 also a `FileNotFoundError`, `UnwritablePathError` an `OSError` and
-`PathExistsError` a `FileExistsError`, for callers that catch those.
+`PathExistsError` a `FileExistsError` and `CorruptFileError` an
+`OSError`, for callers that catch those.
 """
 
 import sys
@@ -44,6 +45,10 @@ class UnwritablePathError(UserError, OSError):
 
 class PathExistsError(UserError, FileExistsError):
   """A path the user named exists and would be overwritten."""
+
+
+class CorruptFileError(UserError, OSError):
+  """A file the run needs cannot be read; the message says how to rebuild."""
 
 
 def message(error):

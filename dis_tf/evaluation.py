@@ -70,6 +70,20 @@ def _as_batch(x, rank, name):
   return x
 
 
+def check_finite(image, name="image"):
+  """Raises ValueError if `image` holds NaN or Inf values.
+
+  The latent loop rejects non-finite steps and argmax maps NaN to class 0,
+  so a NaN image would otherwise be scored silently as background.
+  """
+  finite = tf.math.is_finite(tf.cast(image, tf.float32))
+  if not bool(tf.reduce_all(finite)):
+    bad = int(tf.size(finite)) - int(tf.math.count_nonzero(finite))
+    raise ValueError(f"{name}: the image has {bad} NaN or Inf value(s) of "
+                     f"{int(tf.size(finite))}; evaluation needs finite "
+                     "pixels.")
+
+
 def _variants(flip, scales):
   variants = []
   for scale in scales:
@@ -104,6 +118,7 @@ def predict(model, image, t_tests, flip=False, scales=(1.0,), tags=None,
     the first variant) and "image_target" ([h, w, 3], same pass).
   """
   image = tf.cast(_as_batch(image, 4, "image"), tf.float32)
+  check_finite(image)
   if tags is not None:
     tags = tf.cast(_as_batch(tags, 2, "tags"), tf.float32)
   t_tests = dis_flags.parse_t_tests(list(t_tests), "t_tests")
@@ -257,6 +272,7 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
     if "image" not in example:
       raise ValueError(f"example {index}: no 'image' key (keys: "
                        f"{sorted(example)}).")
+    check_finite(example["image"], example_file_name(example, index))
     out = predict(model, example["image"], t_tests, flip=flip,
                   scales=scales, compiled=compiled)
     mask = None

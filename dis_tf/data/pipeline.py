@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from dis_tf import classes
 from dis_tf import errors
 from dis_tf import image_ops
+from dis_tf import locks
 from dis_tf.data import voc
 from dis_tf.data import web_tags
 
@@ -244,29 +245,43 @@ def builder_for(config, name):
           "config.data.voc_dir is not set: it must point at the "
           "folder holding VOCdevkit/VOC2012 (docs/DATA.md).")
     builder = voc.voc_builder(data.voc_dir, _data_dir(config),
-                              data.skip_bad_files)
+                              data.skip_bad_files, data.max_image_pixels)
   elif name == "web_tags":
     if not data.weak_dir:
       raise errors.UserError(
           "config.data.weak_dir is not set: it must point at a "
           "web_tags folder with annotations.jsonl (docs/DATA.md).")
     builder = web_tags.web_tags_builder(data.weak_dir, _data_dir(config),
-                                        data.skip_bad_files)
+                                        data.skip_bad_files,
+                                        data.max_image_pixels)
   else:
     raise errors.UserError(
         f"Unknown dataset {name!r}; expected 'voc' or 'web_tags'.")
   return builder
 
 
-def prepare_datasets(config):
+# How long the pipelines wait for another process that is preparing the
+# same data_dir (e.g. the other workers of a multi-worker job, which all
+# find the data unprepared at the start) before failing.
+PREPARE_WAIT_SECONDS = 3600.0
+
+
+def prepare_datasets(config, wait_seconds=0.0):
   """Runs download_and_prepare on every builder the config uses.
 
   Idempotent: an already prepared builder is not rebuilt (the config name
   fingerprints the source folder, so a different or regenerated folder is
-  prepared anew instead of reusing stale data).
+  prepared anew instead of reusing stale data). While anything is prepared,
+  `data_dir/.prepare.lock` is held: a concurrent prepare of the same
+  data_dir fails with `locks.LockHeldError` naming the holder's pid and
+  host (a stale lock of a dead process is taken over), unless the holder
+  finishes within `wait_seconds`.
 
   Args:
     config: ExperimentConfig.
+    wait_seconds: how long to wait for a live process preparing the same
+      data_dir (the pipelines wait `PREPARE_WAIT_SECONDS`); what it
+      prepared is then used.
 
   Returns:
     dict "voc" / "web_tags" -> prepared builder (only those configured).
@@ -276,19 +291,27 @@ def prepare_datasets(config):
     builders["voc"] = builder_for(config, "voc")
   if config.data.weak_dir:
     builders["web_tags"] = builder_for(config, "web_tags")
-  for name, builder in builders.items():
-    logging.info("Preparing %s (%s) in %s", name, builder.builder_config.name,
-                 builder.data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=builder.builder_config.source_dir))
+  if all(builder.is_prepared() for builder in builders.values()):
+    return builders  # Nothing to write: no lock needed.
+  # One prepare per data_dir at a time: a second process gets an error
+  # naming the holder (dis_tf.locks).
+  data_dir = _data_dir(config)
+  with locks.prepare_lock(data_dir).acquire(wait_seconds):
+    for name, builder in builders.items():
+      if builder.is_prepared():  # Prepared by the previous lock holder.
+        continue
+      logging.info("Preparing %s (%s) in %s", name,
+                   builder.builder_config.name, builder.data_dir)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=builder.builder_config.source_dir))
   return builders
 
 
 def _prepared(config, name):
   builder = builder_for(config, name)
   if not builder.is_prepared():
-    prepare_datasets(config)
+    prepare_datasets(config, wait_seconds=PREPARE_WAIT_SECONDS)
   return builder
 
 

@@ -50,6 +50,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
+from dis_tf import atomic
 from dis_tf import classes
 from dis_tf import errors
 from dis_tf.data import captions
@@ -468,9 +469,10 @@ def generate_benchmark(out_dir, seed=0, num_train=150, num_val=300,
                   aug=len(lists["aug"]), tags_only=len(tag_only),
                   weak=num_weak, weak_captions=num_captions),
       seconds=round(time.time() - start, 2))
-  # Written last: its presence means the tree is complete.
-  with open(os.path.join(out_dir, MARKER), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+  # Written last (atomically: a kill cannot leave a truncated marker): its
+  # presence means the tree is complete.
+  atomic.write_json(os.path.join(out_dir, MARKER), summary, indent=2,
+                    sort_keys=True)
   return summary
 
 

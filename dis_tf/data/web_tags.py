@@ -104,10 +104,13 @@ class WebTagsConfig(tfds.core.BuilderConfig):
     skip_bad_files: skip (count, log) bad images / empty tag lists instead of
       raising. Malformed JSON, unknown tag names and unsafe paths are always
       errors: they are mistakes in the index, not in one image.
+    max_image_pixels: larger images are bad files (not decoded); None: no
+      limit.
   """
 
   source_dir: Optional[str] = None
   skip_bad_files: bool = False
+  max_image_pixels: Optional[int] = voc.DEFAULT_MAX_IMAGE_PIXELS
 
 
 class WebTags(tfds.core.GeneratorBasedBuilder):
@@ -174,10 +177,12 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
               f"{path}:{line_no}: empty tag list for {rel!r}"
               + (f" (caption {caption!r} names no VOC class)" if caption
                  else "") + ".")
-        _, encoded = voc.read_rgb_image(image_path)
+        _, encoded = voc.read_rgb_image(
+            image_path, self.builder_config.max_image_pixels)
       except voc.BadFileError as e:
         counter.bad(e)
         continue
+      counter.kept()
       yield key, {
           "image": encoded,
           "tags": tags,
@@ -189,13 +194,15 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
     counter.report()
 
 
-def web_tags_builder(weak_dir, data_dir, skip_bad_files=False):
+def web_tags_builder(weak_dir, data_dir, skip_bad_files=False,
+                     max_image_pixels=voc.DEFAULT_MAX_IMAGE_PIXELS):
   """The web-tag builder for a given folder.
 
   Args:
     weak_dir: folder with annotations.jsonl and the images.
     data_dir: tfds data dir.
     skip_bad_files: skip and count bad files instead of raising.
+    max_image_pixels: larger images are bad files (None: no limit).
 
   Returns:
     A `WebTags` builder whose config name fingerprints `weak_dir`.
@@ -206,10 +213,12 @@ def web_tags_builder(weak_dir, data_dir, skip_bad_files=False):
         "(see docs/DATA.md).")
   config = WebTagsConfig(
       name=voc.source_fingerprint(
-          weak_dir, [os.path.join(weak_dir, ANNOTATIONS)], skip_bad_files),
+          weak_dir, [os.path.join(weak_dir, ANNOTATIONS)], skip_bad_files,
+          max_image_pixels),
       description=f"web tags read from {os.path.realpath(weak_dir)}",
       source_dir=os.path.realpath(weak_dir),
-      skip_bad_files=skip_bad_files)
+      skip_bad_files=skip_bad_files,
+      max_image_pixels=max_image_pixels)
   return voc.cached_builder(WebTags, data_dir, config)
 
 

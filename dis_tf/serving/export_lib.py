@@ -23,6 +23,7 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from dis_tf import atomic
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.serving import module as module_lib
@@ -104,20 +105,18 @@ def _version_directory(export_dir, version):
   """Yields a temp directory that becomes `export_dir/<version>` on success.
 
   The temp name (`.tmp-<version>-<pid>`) is not an integer, so TF Serving
-  ignores it; the rename into place is atomic, and the base directory is
-  fsynced after it. On an error the temp directory is removed.
+  ignores it; its files are fsynced, the rename into place is atomic, and
+  the base directory is fsynced after it (`atomic.commit_directory`). On
+  an error the temp directory is removed.
   """
   target = os.path.join(export_dir, str(int(version)))
   tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     yield tmp
-    os.rename(tmp, target)
-    fd = os.open(export_dir, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+    # Every file of the SavedModel is fsynced before the rename, the base
+    # directory after it.
+    atomic.commit_directory(tmp, target)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
