@@ -129,9 +129,8 @@ def test_non_chief_writes_its_own_directory():
 def test_val_image_grid_follows_its_flag(images, tmp_path, tiny_config,
                                          dataset_fn, mini_benchmark,
                                          tensorboard_events):
-  # Phase a alone, one epoch; the val images of the mini benchmark.
+  # One epoch per phase; the val images of the mini benchmark.
   config = tiny_config(tmp_path / "run", steps=2)
-  config.train.phase_b_steps = config.train.phase_c_steps = 0
   config.data.voc_dir = mini_benchmark["voc_dir"]
   config.data.data_dir = mini_benchmark["data_dir"]
   config.train.tensorboard_images = images
