@@ -183,7 +183,8 @@ class TrainConfig:
       `data.eval_split` "val[100:]") into TensorBoard: image, image target,
       z3 at `latent.t_test`, labelmaps at t = 0 and `latent.t_test`, ground
       truth (`dis_tf.callbacks.ImageSummaries`).
-    tensorboard_num_images: rows of that grid.
+    tensorboard_num_images: val images (rows) of the `tensorboard_images`
+      grid.
     strategy: tf.distribute strategy: "default" (one device), "mirrored"
       (all local devices) or "multi_worker" (reads TF_CONFIG).
     seed: random seed of the weights, the data order and augmentation.
