@@ -220,11 +220,6 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
   with strategy.scope():
     model = build_dis_model(config)
   phases = STAGES[stage]
-  image_examples = None
-  if write_dir == model_dir and not all(
-      os.path.exists(_phase_weights_path(model_dir, p)) for p in phases):
-    # Only the chief draws the grid (the workers' would be the same).
-    image_examples = _image_examples(config)
   if stage == "semi":
     start = _phase_weights_path(model_dir, "c")
     if not os.path.exists(start):
@@ -232,6 +227,11 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
           f"--stage=semi starts from the stage-1 weights {start}, which do "
           "not exist: run --stage=full (or all) first.")
     model.load_weights(start)
+  image_examples = None
+  if write_dir == model_dir and not all(
+      os.path.exists(_phase_weights_path(model_dir, p)) for p in phases):
+    # Only the chief draws the grid (the workers' would be the same).
+    image_examples = _image_examples(config)
 
   for phase in phases:
     done = _phase_weights_path(model_dir, phase)
