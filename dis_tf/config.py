@@ -184,6 +184,13 @@ class TrainConfig:
     poly_power: power of the poly learning-rate decay (DeepLab).
     weight_decay: decoupled weight decay (0 disables it).
     steps_per_epoch: steps between checkpoints, backups and summaries.
+    tensorboard_images: at every epoch end, draw a grid of the first
+      `tensorboard_num_images` images of the evaluation split ("val" for
+      `data.eval_split` "val[100:]") into TensorBoard: image, image target,
+      z3 at `latent.t_test`, labelmaps at t = 0 and `latent.t_test`, ground
+      truth (`dis_tf.callbacks.ImageSummaries`).
+    tensorboard_num_images: val images (rows) of the `tensorboard_images`
+      grid.
     strategy: tf.distribute strategy: "default" (one device), "mirrored"
       (all local devices) or "multi_worker" (reads TF_CONFIG).
     seed: random seed of the weights, the data order and augmentation.
@@ -203,6 +210,8 @@ class TrainConfig:
   poly_power: float = 0.9
   weight_decay: float = 1e-4
   steps_per_epoch: int = 500
+  tensorboard_images: bool = True
+  tensorboard_num_images: int = 4
   strategy: str = _choice("default", STRATEGIES)
   seed: int = 0
 

@@ -18,8 +18,10 @@ are in `dis_tf.reports`, tag cleaning in `dis_tf.tag_cleaning`):
 
   results = evaluate_model(model, dataset, t_tests=(0, 10, 30))
   markdown, csv = reports.format_table3(results, VOC_CLASSES)
+  write_summaries(results, summary_dir(model_dir, "val"))  # TensorBoard
 """
 
+import os
 import time
 import weakref
 
@@ -330,3 +332,66 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
       "seconds": seconds,
       "seconds_per_image": seconds / num_images if num_images else None,
   }
+
+
+# ---------------------------------------------------------------------------
+# TensorBoard
+# ---------------------------------------------------------------------------
+
+
+def summary_dir(model_dir, split, flip=False, scales=(1.0,)):
+  """The TensorBoard run of an evaluation: one per split and test variant.
+
+  `MODEL_DIR/logs/eval/<split>` (file-name safe: "val[100:]" ->
+  "val_100__"), with "_flip" and "_ms<scales>" for flip and multi-scale
+  averaging, so that TensorBoard draws the variants of a split as runs
+  of one chart.
+
+  Args:
+    model_dir: the training run.
+    split: the evaluated split.
+    flip: flip averaging.
+    scales: test scales.
+
+  Returns:
+    The directory path.
+  """
+  name = dis_flags.split_file_name(split)
+  if flip:
+    name += "_flip"
+  if tuple(scales) != (1.0,):
+    name += "_ms" + "_".join(f"{s:g}" for s in scales)
+  return os.path.join(model_dir, "logs", "eval", name)
+
+
+SUMMARY_TAGS = {"eval/miou": "mean_iou", "eval/pixel_accuracy":
+                "pixel_accuracy"}
+
+
+def write_summaries(results, log_dir):
+  """Writes the mIoU and pixel accuracy of each t_test as TensorBoard scalars.
+
+  Tags `eval/miou` and `eval/pixel_accuracy` (fractions, as in
+  results.json), step = t_test: TensorBoard's chart is the curve of mIoU
+  against t_test. The event files already in `log_dir` are removed first:
+  the latest evaluation of a split and variant replaces the earlier one (as
+  its reports do), instead of two points at each step.
+
+  Args:
+    results: the dict of `evaluate_model`.
+    log_dir: the run directory (see `summary_dir`).
+
+  Returns:
+    `log_dir`.
+  """
+  for old in tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+    tf.io.gfile.remove(old)
+  writer = tf.summary.create_file_writer(log_dir)
+  with writer.as_default():
+    for setting in results["settings"]:
+      for tag, key in SUMMARY_TAGS.items():
+        value = setting[key]
+        if value is not None and np.isfinite(value):
+          tf.summary.scalar(tag, value, step=setting["t_test"])
+  writer.close()
+  return log_dir

@@ -4,7 +4,8 @@
 (paper Sec. 3: a, b, c, then stage 2 "semi") is one `model.fit` with the
 callbacks of `dis_tf.callbacks`: progress bar, an atomic weights checkpoint,
 an atomic backup (a killed run resumes inside the phase it was in), and
-TensorBoard (losses, learning rate, mIoU, image summaries). A finished phase
+TensorBoard (losses, learning rate, mIoU, and a grid of val images and
+predictions: `train.tensorboard_images`). A finished phase
 leaves `checkpoints/phase_<p>.weights.h5`; a rerun skips finished phases.
 
 Every checkpoint is written to a temp file and renamed, so a SIGKILL or a
@@ -14,6 +15,7 @@ uninterrupted one. With MultiWorkerMirroredStrategy only the chief writes
 model_dir; worker i writes model_dir/workers/worker_<i>/. See RELIABILITY.md.
 """
 
+import copy
 import os
 import shutil
 
@@ -114,11 +116,46 @@ def _write_dir(model_dir, strategy):
                       f"{resolver.task_type}_{resolver.task_id}")
 
 
-def _callbacks(config, phase, sample_images, write_dir=None):
+def _image_examples(config):
+  """The fixed val examples of the TensorBoard image grid, or None.
+
+  The first `train.tensorboard_num_images` examples of the split that
+  `data.eval_split` slices ("val" for "val[100:]": a slice can be longer
+  than a small split, and the first images of "val" are in the synthetic
+  preset's selection split "val[:100]", not in the reported one), read in
+  file order whatever `data.deterministic` says, so that every epoch and
+  every phase shows the same images. None (no grid) when the grid is off,
+  when the config has no VOC folder (a caller's own `dataset_fn`), or when
+  the split cannot be read: the grid is worth a warning, not a failed
+  training.
+  """
+  train_config = config.train
+  if not train_config.tensorboard_images:
+    return None
+  if train_config.tensorboard_num_images < 1:
+    raise ValueError("--train.tensorboard_num_images="
+                     f"{train_config.tensorboard_num_images}: must be >= 1 "
+                     "(--notrain.tensorboard_images turns the grid off).")
+  if not config.data.voc_dir:
+    logging.info("No data.voc_dir: no TensorBoard image grid.")
+    return None
+  split = config.data.eval_split.split("[", 1)[0]
+  ordered = copy.deepcopy(config)
+  ordered.data.deterministic = True
+  try:
+    return list(pipeline.eval_dataset(ordered, split).take(
+        train_config.tensorboard_num_images))
+  except ValueError as e:
+    logging.warning("No TensorBoard image grid (%s); "
+                    "--notrain.tensorboard_images silences this.", e)
+    return None
+
+
+def _callbacks(config, phase, image_examples, write_dir=None):
   model_dir = config.model_dir
   write_dir = write_dir or model_dir
   logs = os.path.join(write_dir, "logs", f"phase_{phase}")
-  return [
+  callbacks = [
       callbacks_lib.AtomicBackupAndRestore(
           os.path.join(model_dir, "backup", f"phase_{phase}"),
           write_dir=os.path.join(write_dir, "backup", f"phase_{phase}")),
@@ -127,8 +164,13 @@ def _callbacks(config, phase, sample_images, write_dir=None):
                        f"phase_{phase}_latest.weights.h5")),
       callbacks_lib.LearningRateLogger(),
       keras.callbacks.TensorBoard(logs),
-      callbacks_lib.ImageSummaries(logs, sample_images),
   ]
+  if image_examples:
+    # Next to Keras's "train" run: TensorBoard shows phase_<p>/validation.
+    callbacks.append(callbacks_lib.ImageSummaries(
+        os.path.join(logs, "validation"), image_examples,
+        config.latent.t_test))
+  return callbacks
 
 
 def train(config, stage="all", dataset_fn=None, verbose="auto",
@@ -391,6 +433,10 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
 
   model, first = _load_last_good(build(), chain, num_fixed, model_dir,
                                  is_chief, build)
+  image_examples = None
+  if is_chief and max(first, num_fixed) < len(chain):
+    # Only the chief draws the grid (the workers' would be the same).
+    image_examples = _image_examples(config)
   for phase in chain[num_fixed:first]:
     logging.info("Phase %s already finished (%s); skipping.", phase,
                  _phase_weights_path(model_dir, phase))
@@ -401,7 +447,6 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
     steps, learning_rate = phase_settings(config.train, phase)
     data = dataset_fn(config, "semi" if phase == "semi" else "full")
     first_batch = next(iter(data.take(1)))
-    sample_images = first_batch["image"][:4]
     per_epoch = min(config.train.steps_per_epoch, steps)
     epochs = -(-steps // per_epoch)
     logging.info("Phase %s: %d steps (%d epochs of %d), lr %g.", phase,
@@ -412,7 +457,7 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
       model.compile(optimizer=make_optimizer(config.train, learning_rate,
                                              epochs * per_epoch))
     if steps > 0:
-      callbacks = _callbacks(config, phase, sample_images, write_dir)
+      callbacks = _callbacks(config, phase, image_examples, write_dir)
       resumed = 0
       for callback in callbacks:
         if isinstance(callback, callbacks_lib.AtomicBackupAndRestore):

@@ -123,3 +123,37 @@ def test_non_chief_writes_its_own_directory():
   assert training._write_dir("/m", Strategy()) == "/m/workers/worker_3"
   Extended.should_checkpoint = True
   assert training._write_dir("/m", Strategy()) == "/m"
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_val_image_grid_follows_its_flag(images, tmp_path, tiny_config,
+                                         dataset_fn, mini_benchmark,
+                                         tensorboard_events):
+  # One epoch per phase; the val images of the mini benchmark.
+  config = tiny_config(tmp_path / "run", steps=2)
+  config.data.voc_dir = mini_benchmark["voc_dir"]
+  config.data.data_dir = mini_benchmark["data_dir"]
+  config.train.tensorboard_images = images
+  config.train.tensorboard_num_images = 2
+  training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  logs = tmp_path / "run" / "logs" / "phase_a"
+  assert "epoch_loss" in tensorboard_events(str(logs / "train"))
+  tags = {}
+  for directory, _, _ in os.walk(logs):
+    tags.update(tensorboard_events(directory))
+  if images:
+    (grid,) = tags["val_images"]
+    assert grid["step"] == 0
+    assert len(grid["value"]) == 3  # Width, height and one PNG.
+  else:
+    assert "val_images" not in tags
+    assert not (logs / "validation").exists()
+
+
+def test_image_grid_needs_a_positive_number_of_images(tmp_path, tiny_config,
+                                                      dataset_fn):
+  config = tiny_config(tmp_path / "run")
+  config.data.voc_dir = "/unused"
+  config.train.tensorboard_num_images = 0
+  with pytest.raises(ValueError, match="tensorboard_num_images"):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)

@@ -93,6 +93,8 @@ def main(argv):
       tag_threshold=config.latent.tag_threshold)
   eval_dir = os.path.join(config.model_dir, "eval_val")
   reports.write_reports(results, eval_dir)
+  evaluation.write_summaries(
+      results, evaluation.summary_dir(config.model_dir, eval_split))
   markdown, _ = reports.format_table3(results)
   print(markdown)
   print(reports.format_summary(results))

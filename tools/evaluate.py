@@ -16,7 +16,9 @@ behind it in MODEL_DIR/t_test_selection.json. Writes to --output_dir
 (default MODEL_DIR/eval_SPLIT):
 table3.md / table3.csv (per-class IoU, one row per setting, mIoU last),
 summary.md (pixel accuracy, mIoU, tag precision / recall / F1 / mAP) and
-results.json (everything, confusion matrices included).
+results.json (everything, confusion matrices included). The mIoU and pixel
+accuracy of each t_test also go to TensorBoard (tags eval/miou and
+eval/pixel_accuracy, step = t_test) in MODEL_DIR/logs/eval/SPLIT.
 
 Any field of the run's configuration can be overridden by its flag (see
 --helpfull), e.g. --latent.step_size=0.2 or --data.skip_bad_files; --split
@@ -104,6 +106,9 @@ def main(argv):
   paths = reports.write_reports(
       results, output_dir, class_names,
       extra={"model_dir": os.path.abspath(FLAGS.model_dir), "split": split})
+  paths["tensorboard"] = evaluation.write_summaries(
+      results, evaluation.summary_dir(FLAGS.model_dir, split, FLAGS.flip,
+                                      FLAGS.scales))
   markdown, _ = reports.format_table3(results, class_names)
   print(f"{results['num_images']} images of split {split!r} in "
         f"{results['seconds']:.1f} s\n")
