@@ -15,17 +15,20 @@ Fixtures:
   prepare_tfds   prepares a builder from a manual dir; `tfds_examples` reads
                  a split back.
   mini_benchmark a generated synthetic benchmark (VOC tree + web_tags
-                 folder) with both tfds datasets prepared; session-wide,
-                 read-only.
+                 folder) with both tfds datasets prepared; built once per
+                 run (shared by pytest-xdist workers), read-only.
   trained_run    `tools/train.py --stage=all --deterministic` on the mini
-                 benchmark; session-wide, for tests that only read it.
+                 benchmark; built once per run (shared by pytest-xdist
+                 workers), for tests that only read it.
   run_tool       runs a tool script in a subprocess (absl flags are
                  process-global), as a user runs it; `tool_env` is its
                  environment, for tests that start tools themselves.
 """
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -215,6 +218,36 @@ MINI_BENCHMARK = dict(num_train=8, num_val=4, num_weak=8, num_tags_only=2,
                       image_size=48)
 
 
+def _shared(tmp_path_factory, name, build):
+  """Builds a read-only session resource once per test run.
+
+  Under pytest-xdist every worker is its own session, so a plain session
+  fixture would be built once per worker. The first worker builds it in the
+  run's shared base directory (the pattern of the pytest-xdist docs) while
+  holding a lock; the others wait and read its JSON summary.
+
+  Args:
+    tmp_path_factory: pytest's session `tmp_path_factory`.
+    name: folder name of the resource.
+    build: `build(directory) -> JSON-able summary`; `directory` exists.
+
+  Returns:
+    The summary.
+  """
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  directory = base / name
+  done = base / f"{name}.json"
+  with open(base / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      directory.mkdir(exist_ok=True)
+      summary = build(str(directory))
+      done.write_text(json.dumps(summary))
+  return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def mini_benchmark(tmp_path_factory):
   """The synthetic benchmark at `MINI_BENCHMARK` sizes, tfds prepared.
@@ -224,18 +257,20 @@ def mini_benchmark(tmp_path_factory):
     --weak_dir, --data_dir)} plus the `MINI_BENCHMARK` counts. Tests must
     not change it.
   """
-  root = str(tmp_path_factory.mktemp("mini_benchmark"))
-  summary = synthetic.generate_benchmark(root, **MINI_BENCHMARK)
-  paths = {"root": root, "voc_dir": summary["voc_dir"],
-           "weak_dir": summary["weak_dir"],
-           "data_dir": os.path.join(root, "tfds")}
-  config = config_lib.resolve_config("synthetic", {
-      "data.voc_dir": paths["voc_dir"], "data.weak_dir": paths["weak_dir"],
-      "data.data_dir": paths["data_dir"]})
-  pipeline.prepare_datasets(config)
-  flags = [f"--voc_dir={paths['voc_dir']}", f"--weak_dir={paths['weak_dir']}",
-           f"--data_dir={paths['data_dir']}"]
-  return dict(MINI_BENCHMARK, flags=flags, **paths)
+  def build(root):
+    summary = synthetic.generate_benchmark(root, **MINI_BENCHMARK)
+    paths = {"root": root, "voc_dir": summary["voc_dir"],
+             "weak_dir": summary["weak_dir"],
+             "data_dir": os.path.join(root, "tfds")}
+    config = config_lib.resolve_config("synthetic", {
+        "data.voc_dir": paths["voc_dir"], "data.weak_dir": paths["weak_dir"],
+        "data.data_dir": paths["data_dir"]})
+    pipeline.prepare_datasets(config)
+    flags = [f"--voc_dir={paths['voc_dir']}",
+             f"--weak_dir={paths['weak_dir']}",
+             f"--data_dir={paths['data_dir']}"]
+    return dict(MINI_BENCHMARK, flags=flags, **paths)
+  return _shared(tmp_path_factory, "mini_benchmark", build)
 
 
 def _tool_env(**extra):
@@ -295,16 +330,19 @@ def trained_run(tmp_path_factory, mini_benchmark):
     {"model_dir", "flags" (its command line, without --model_dir),
     "source" (`source_hash()` when it started)}. Tests must not change it.
   """
-  model_dir = str(tmp_path_factory.mktemp("trained_run") / "run")
   flags = mini_benchmark["flags"] + [
       "--preset=synthetic", "--stage=all", "--backbone=tiny",
       "--crop_size=48", "--batch_size=2", "--phase_a_steps=4",
       "--phase_b_steps=4", "--phase_c_steps=4", "--semi_steps=4",
       "--steps_per_epoch=2", "--t_train=2", "--tag_weight=0.5",
       "--deterministic"]
-  source = _source_hash()
-  _run_tool("tools/train.py", f"--model_dir={model_dir}", *flags)
-  return {"model_dir": model_dir, "flags": flags, "source": source}
+
+  def build(directory):
+    model_dir = os.path.join(directory, "run")
+    source = _source_hash()
+    _run_tool("tools/train.py", f"--model_dir={model_dir}", *flags)
+    return {"model_dir": model_dir, "flags": flags, "source": source}
+  return _shared(tmp_path_factory, "trained_run", build)
 
 
 def _tensorboard_events(log_dir):
