@@ -10,7 +10,8 @@ input, random bytes, a truncated JPEG, a 1x1 image, a 6000x6000 image, a
 decompression bomb (20000x20000 PNG of a few KB), a 16-bit PNG, a batch
 mixing sizes and formats, requests over the export's bounds (batch size,
 padded output pixels), GIFs (one frame; animated; a frame outside the
-screen; tiny sub-blocks) and BMPs (bottom-up, top-down, a header bomb).
+screen; one-byte data sub-blocks; 100 extension blocks) and BMPs
+(bottom-up, top-down, a header bomb).
 Then 8 threads share the Session for a bounded number of requests and
 every answer must equal the single-threaded one. A last test measures the
 peak RSS of the same over-bound requests against an export with small
@@ -86,17 +87,43 @@ def _gif(frames=1, h=30, w=40):
   return buffer.getvalue()
 
 
-def _gif_blocks(frame_w, frame_h, screen=(2, 2), block=255, data=b""):
-  """A hand-made one-frame GIF: a `screen` (w, h) logical screen and a
-  frame_w x frame_h frame whose LZW data is cut into `block`-byte
-  sub-blocks."""
-  data = data or bytes([0x04, 0x01, 0x00]) * 100
-  blocks = b"".join(bytes([len(data[i:i + block])]) + data[i:i + block]
-                    for i in range(0, len(data), block))
+def _sub_blocks(data, block):
+  """GIF data sub-blocks of `block` bytes, with the 0 terminator."""
+  return b"".join(bytes([len(data[i:i + block])]) + data[i:i + block]
+                  for i in range(0, len(data), block)) + b"\0"
+
+
+def _gif_blocks(frame_w, frame_h, screen=(2, 2), extensions=0):
+  """A hand-made one-frame GIF: a `screen` (w, h) logical screen, then
+  `extensions` comment extensions, then a frame_w x frame_h frame."""
   return (b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0)
           + b"\0\0\0\xff\xff\xff"  # 2-colour global table
+          + b"\x21\xfe\x01c\x00" * extensions
           + b"\x2c" + struct.pack("<HHHHB", 0, 0, frame_w, frame_h, 0)
-          + b"\x02" + blocks + b"\0" + b"\x3b")
+          + b"\x02" + _sub_blocks(bytes([0x04, 0x01, 0x00]) * 100, 255)
+          + b"\x3b")
+
+
+def _gif_rechunked(gif, block):
+  """`gif` (one frame, PIL) with its data re-cut into `block`-byte
+  sub-blocks: the same image, many more blocks for the header walk."""
+  pos = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+  out = [gif[:pos]]
+  while gif[pos] != 0x3B:
+    if gif[pos] == 0x2C:
+      flags = gif[pos + 9]
+      head = 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    else:
+      head = 2
+    out.append(gif[pos:pos + head])
+    pos += head
+    data = b""
+    while gif[pos]:
+      data += gif[pos + 1:pos + 1 + gif[pos]]
+      pos += gif[pos] + 1
+    pos += 1
+    out.append(_sub_blocks(data, block))
+  return b"".join(out) + b"\x3b"
 
 
 def _bmp(array, top_down=False, claim=None):
@@ -159,9 +186,11 @@ def _requests():
       "gif_frame_outside_screen": ([_gif_blocks(5000, 5000)],
                                    r"element\] \[0\] \[is a GIF with a "
                                    r"frame outside its logical screen"),
-      "gif_tiny_blocks": ([_gif_blocks(2, 2, block=1, data=bytes(2000))],
-                          r"element\] \[0\] \[is a GIF whose data is "
-                          r"split into too many small blocks"),
+      "gif_one_byte_sub_blocks": ([_gif_rechunked(_gif(h=60, w=70), 1)],
+                                  "ok"),
+      "gif_100_extensions": ([_gif_blocks(2, 2, extensions=100)],
+                             r"element\] \[0\] \[is a GIF with more than "
+                             r"64 blocks"),
       "bmp": ([_bmp(_gradient(30, 40))], "ok"),
       "bmp_top_down": ([_bmp(_gradient(30, 40), top_down=True)], "ok"),
       "bmp_bomb_20000": ([_bmp(_gradient(2, 2), claim=20000)],
@@ -333,8 +362,9 @@ def test_eight_threads_agree_with_single_threaded(served):
 
 def test_gif_and_bmp_are_served_at_their_size(served):
   r = served["results"]["requests"]
-  for name, size in (("gif", [30, 40]), ("bmp", [30, 40]),
-                     ("bmp_top_down", [30, 40])):
+  for name, size in (("gif", [30, 40]), ("gif_one_byte_sub_blocks",
+                                          [60, 70]),
+                     ("bmp", [30, 40]), ("bmp_top_down", [30, 40])):
     assert r[name][0]["ok"], (name, r[name][0])
     assert [r[name][0]["heights"], r[name][0]["widths"]] == [
         [size[0]], [size[1]]], name
