@@ -37,9 +37,8 @@ max_batch_steps (int64 []). A request over a bound gets InvalidArgument
 naming it (see `dis_tf.serving.inputs`).
 """
 
-import functools
-
 import dataclasses
+import functools
 
 import tensorflow as tf
 
