@@ -217,6 +217,35 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class ServingConfig:
+  """Bounds of one request to the exported model (`dis_tf.serving`).
+
+  The export bakes them into its signatures and its `metadata`; a request
+  over a bound gets InvalidArgument naming the bound (its flag) before any
+  image is decoded or any output allocated. Each must be >= 1.
+
+  Attributes:
+    max_batch_size: most images (or image-tensor rows) in one request.
+    max_image_pixels: largest height x width of one image, read from the
+      file header before decoding (40 Mpixel: 6000 x 6000 fits).
+    max_batch_pixels: largest batch x max height x max width of one
+      request: the int32 `class_ids` output is padded to the batch's
+      largest image, so this bounds it (4 bytes per pixel: 320 MB at the
+      default 80 Mpixel).
+    max_steps: largest per-image `steps` of `serving_steps`.
+    max_batch_steps: largest batch size x max(steps) of one
+      `serving_steps` request (the latent loop runs max(steps) steps on the
+      whole batch), e.g. 8 images x 1000 steps or 32 x 250.
+  """
+
+  max_batch_size: int = 32
+  max_image_pixels: int = 40_000_000
+  max_batch_pixels: int = 80_000_000
+  max_steps: int = 1000
+  max_batch_steps: int = 8000
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
   """Everything a run needs; written to `model_dir/config.json`.
 
@@ -226,6 +255,7 @@ class ExperimentConfig:
     latent: latent inference.
     data: input pipelines.
     train: optimisation.
+    serving: bounds of a request to the exported model.
     model_dir: the training directory (see `dis_tf.model_dir`).
   """
 
@@ -234,6 +264,7 @@ class ExperimentConfig:
   latent: LatentConfig = dataclasses.field(default_factory=LatentConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
   model_dir: Optional[str] = None
 
   def to_dict(self):
@@ -283,6 +314,7 @@ _SECTIONS = {
     "latent": LatentConfig,
     "data": DataConfig,
     "train": TrainConfig,
+    "serving": ServingConfig,
 }
 
 
