@@ -375,7 +375,7 @@ def test_write_itself_fails_on_a_full_tmpfs(tmp_path, monkeypatch, kind,
   write of version 2 itself fails (for checkpoints the free-space estimate
   is bypassed: the disk fills between the check and the write). 0 KiB left:
   the write fails at once; 64 KiB left: it fails half-way (model.keras is
-  ~190 KB). The error is an OSError (ENOSPC) naming the file, no temp file
+  ~150 KB). The error is an OSError (ENOSPC) naming the file, no temp file
   is left, and the file still holds version 1. (A *checkpoint* failing
   half-way kills the process inside HDF5: the next test.)"""
   mount = str(tmp_path / "disk")
@@ -432,7 +432,7 @@ except OSError as e:
 
 def test_checkpoint_write_failing_half_way_keeps_the_committed_file(
     tmp_path, tiny_model, tool_env):
-  """The disk fills half-way through a checkpoint (64 KiB left of a ~200
+  """The disk fills half-way through a checkpoint (64 KiB left of a ~140
   KB file), past the free-space estimate: measured, HDF5 then kills the
   process with SIGSEGV (h5py 3.14; `file write failed ... errno = 28` from
   its deallocators first). A clean OSError is accepted too. Either way the
