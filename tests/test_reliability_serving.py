@@ -17,6 +17,18 @@ every answer must equal the single-threaded one. A last test measures the
 peak RSS of the same over-bound requests against an export with small
 bounds and one whose bounds allow them.
 
+Damaged and unusual files, exactly:
+
+* a JPEG cut in half is an error, never a partial decode (DecodeImage does
+  not set `try_recover_truncated`): `jpeg::Uncompress failed. Invalid JPEG
+  data or crop window.`;
+* a JPEG cut inside its header (30 bytes) fails when its size is read,
+  before decoding: `Invalid JPEG data, size 30`;
+* a 16-bit PNG is decoded to 8 bits by keeping the high byte (v >> 8,
+  not a rounded v / 257), then resized and normalised like any 8-bit image
+  (checked against a NumPy reference, and served exactly like the 8-bit
+  PNG of those high bytes).
+
 Memory bound (see RELIABILITY.md): per image, the header size is checked
 before decoding (<= 40 Mpixel), one image is decoded at a time (3 bytes /
 pixel), the labelmap is upsampled + argmaxed in 64-row bands (64 x W x C x
@@ -39,7 +51,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from dis_tf import image_ops
 from dis_tf.serving import export_lib
+from dis_tf.serving import inputs
 
 SIZE = 64
 T_TEST = 2
@@ -139,12 +153,20 @@ def _bmp(array, top_down=False, claim=None):
   return bytes(data)
 
 
+def _sixteen_bit():
+  """A 40 x 30 16-bit gray image whose low bytes are noise: v >> 8 is the
+  gradient, and differs from round(v / 257) at many pixels."""
+  low = np.random.RandomState(1).randint(0, 256, (40, 30))
+  return (_gradient(40, 30)[..., 0].astype(np.uint16) * 256 + low).astype(
+      np.uint16)
+
+
 def _requests():
   rng = np.random.RandomState(0)
   good = _jpeg(_gradient(50, 70))
   one = _png(np.full((1, 1, 3), 7, np.uint8))
   full_jpeg = _jpeg(rng.randint(0, 256, (80, 60, 3)).astype(np.uint8))
-  sixteen = (_gradient(40, 30)[..., 0].astype(np.uint16) * 257)
+  sixteen = _sixteen_bit()
   big = np.zeros((6000, 6000, 3), np.uint8)
   big[:3000, :, 0] = 255
   big[:, 3000:, 2] = 200
@@ -155,10 +177,15 @@ def _requests():
       "zero_bytes": ([good, b""], r"element\] \[1\] \[is not a JPEG"),
       "random_bytes": ([bytes(rng.randint(0, 256, 1000).astype(np.uint8))],
                        r"element\] \[0\] \[is not a JPEG"),
-      "truncated_jpeg": ([full_jpeg[: len(full_jpeg) // 2]], "ok|JPEG"),
-      "jpeg_header_only": ([full_jpeg[:30]], "JPEG|truncated"),
+      "truncated_jpeg": ([full_jpeg[: len(full_jpeg) // 2]],
+                         r"(?m)^jpeg::Uncompress failed\. Invalid JPEG data "
+                         r"or crop window\.$"),
+      "jpeg_header_only": ([full_jpeg[:30]],
+                           r"(?m)^Invalid JPEG data, size 30$"),
       "one_pixel": ([_png(np.full((1, 1, 3), 200, np.uint8))], "ok"),
       "png_16_bit": ([_png(sixteen)], "ok"),
+      "png_16_bit_high_bytes": ([_png((sixteen >> 8).astype(np.uint8))],
+                                "ok"),
       "mixed_batch": ([good, _png(_gradient(1, 1)),
                        _png(_gradient(33, 120)[..., :1].repeat(3, -1)),
                        full_jpeg, _png(np.concatenate(
@@ -204,7 +231,7 @@ def _requests():
 
 
 _SERVER = textwrap.dedent(r'''
-  import json, sys, threading, time
+  import hashlib, json, sys, threading, time
   import numpy as np
   import psutil
   import tensorflow as tf
@@ -236,6 +263,8 @@ _SERVER = textwrap.dedent(r'''
         entry["ids"] = [int(out["class_ids"].min()) if out["class_ids"].size
                         else 0, int(out["class_ids"].max())
                         if out["class_ids"].size else 0]
+        entry["class_ids_sha1"] = hashlib.sha1(
+            out["class_ids"].tobytes()).hexdigest()
         entry["heights"] = out["height"].tolist()
         entry["widths"] = out["width"].tolist()
       except tf.errors.InvalidArgumentError as e:
@@ -330,12 +359,39 @@ def test_each_input_is_a_result_or_a_named_invalid_argument(served, name):
 def test_specific_results(served):
   r = served["results"]["requests"]
   assert not r["empty_batch"][0]["ok"]
+  # Damaged JPEGs are errors, not partial decodes.
+  assert not r["truncated_jpeg"][0]["ok"]
+  assert not r["jpeg_header_only"][0]["ok"]
   assert r["one_pixel"][0]["shapes"]["class_ids"] == [1, 1, 1]
   assert r["png_16_bit"][0]["heights"] == [40]
+  assert r["png_16_bit"][0]["widths"] == [30]
+  # The 16-bit PNG is served exactly as the 8-bit PNG of its high bytes.
+  assert (r["png_16_bit"][0]["class_ids_sha1"]
+          == r["png_16_bit_high_bytes"][0]["class_ids_sha1"])
   assert r["huge_6000"][0]["shapes"]["class_ids"] == [1, 6000, 6000]
   assert r["mixed_batch"][0]["heights"] == [50, 1, 33, 80, 20, 40]
   assert r["mixed_batch"][0]["widths"] == [70, 1, 120, 60, 20, 30]
   assert r["mixed_batch"][0]["shapes"]["class_ids"] == [6, 80, 120]
+
+
+def test_sixteen_bit_png_keeps_the_high_byte():
+  """decode_images (the function traced into every signature) against a
+  NumPy reference: 16 -> 8 bits by v >> 8, gray to RGB, then / 255 and the
+  normalisation; at the network size (no resize) the match is exact."""
+  sixteen = _sixteen_bit()
+  images, sizes = inputs.decode_images([_png(sixteen)], 40)
+  assert sizes.numpy().tolist() == [[40, 30]]
+  # At the network size there is no resize: compare a 30 x 30 crop.
+  square = sixteen[:30]
+  images, sizes = inputs.decode_images([_png(square)], 30)
+  assert sizes.numpy().tolist() == [[30, 30]]
+  eight = np.repeat((square >> 8)[..., None], 3, -1).astype(np.float64)
+  reference = ((eight / 255.0 - np.array(image_ops.MEAN_RGB))
+               / np.array(image_ops.STDDEV_RGB))
+  np.testing.assert_allclose(images.numpy()[0], reference, rtol=0,
+                             atol=1e-5)
+  rounded = np.repeat(np.round(square / 257.0)[..., None], 3, -1)
+  assert (rounded != eight).mean() > 0.2  # The reference can tell them apart.
 
 
 def test_memory_is_bounded_and_does_not_grow(served):

@@ -1,7 +1,6 @@
 """Training driver: phases in order, model_dir layout, resume after a crash."""
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -44,7 +43,10 @@ def test_train_writes_the_model_dir_layout(tmp_path, tiny_config,
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(
-    tmp_path, monkeypatch, tiny_config, dataset_fn):
+    tmp_path, monkeypatch, capsys, tiny_config, dataset_fn):
+  """Killed at the start of phase b's epoch 2: the rerun skips phase a and
+  resumes phase b after epoch 1 (from the log and the backup; a restart
+  from scratch would give the same weights too)."""
   # Deterministic mode: op determinism, so both runs can match bit for bit.
   ref_config = tiny_config(tmp_path / "ref")
   ref_config.data.deterministic = True
@@ -61,10 +63,17 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
   assert (tmp_path / "killed/checkpoints/phase_a.weights.h5").exists()
   assert not (tmp_path / "killed/checkpoints/phase_b.weights.h5").exists()
-  assert os.listdir(tmp_path / "killed/backup/phase_b")
+  state = json.loads(
+      (tmp_path / "killed/backup/phase_b/state.json").read_text())
+  assert state["epoch"] == 1
 
   monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  capsys.readouterr()
   resumed = training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert "== phase a:" not in out, out
+  assert "== phase b: resuming after epoch 1 of 2 ==" in out, out
+  assert "== phase c: 4 steps ==" in out, out
   for a, b in zip(_weights(reference), _weights(resumed)):
     np.testing.assert_array_equal(a, b)
 
