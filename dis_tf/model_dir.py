@@ -64,7 +64,14 @@ _SEMI_FIELDS = (
 NOT_FINGERPRINTED = ("latent.t_test", "latent.update", "data.eval_split",
                      "data.select_split", "data.data_dir", "data.voc_dir",
                      "data.weak_dir", "data.deterministic", "train.strategy",
-                     "model_dir")
+                     "model_dir",
+                     # What TensorBoard shows, and the export's request
+                     # bounds: neither changes the trained weights.
+                     "train.tensorboard_images",
+                     "train.tensorboard_num_images",
+                     "serving.max_batch_size", "serving.max_image_pixels",
+                     "serving.max_batch_pixels", "serving.max_steps",
+                     "serving.max_batch_steps")
 
 
 class ConfigMismatchError(errors.UserError):

@@ -1,6 +1,7 @@
 """Training driver: phases in order, model_dir layout, resume after a crash."""
 
 import json
+import os
 
 import keras
 import numpy as np
