@@ -165,8 +165,9 @@ def test_client_writes_the_same_files(setup, tool_outputs, tmp_path,
                                       monkeypatch):
   loaded = tf.saved_model.load(setup["saved_model"])
 
-  def fake_rest(server, model_name, image_bytes, steps=None, version=None):
-    del server, model_name, version
+  def fake_rest(server, model_name, image_bytes, steps=None, version=None,
+                connection=None):
+    del server, model_name, version, connection
     out = loaded.signatures["serving_steps"](
         image_bytes=tf.constant(image_bytes),
         steps=tf.constant([steps] * len(image_bytes), tf.int32))

@@ -60,15 +60,17 @@ ARGS = ["--backbone=tiny", "--crop_size=32", "--batch_size=2",
         "--phase_a_steps=8", "--phase_b_steps=2", "--phase_c_steps=2",
         "--steps_per_epoch=2", "--stage=full", "--deterministic"]
 # What a finished --stage=full run leaves in model_dir (the chief) and in
-# workers/worker_1/ (worker 1: the same, without config.json). Backups are
-# deleted when their phase is committed.
+# workers/worker_1/ (worker 1: the same, without config.json and the phase
+# fingerprints, which only the chief records). Backups are deleted when
+# their phase is committed; the chief's train.lock when the run ends.
 _EVENTS = "events.out.tfevents.*"
 _FINISHED = sorted(
     [f"checkpoints/phase_{p}{s}.weights.h5" for p in "abc"
      for s in ("", "_latest")]
     + [f"logs/phase_{p}/{d}{_EVENTS}" for p in "abc" for d in ("", "train/")]
     + ["model.keras"])
-CHIEF_FILES = sorted(_FINISHED + ["config.json"])
+CHIEF_FILES = sorted(_FINISHED + ["config.json"] + [
+    f"checkpoints/phase_{p}.fingerprint.json" for p in "abc"])
 WORKER_FILES = _FINISHED
 
 
