@@ -41,7 +41,8 @@ def _remove_quietly(path):
     pass
 
 
-def _fsync_path(path):
+def fsync_path(path):
+  """fsyncs a file or a directory (its entries: a rename's commit)."""
   fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
@@ -72,9 +73,9 @@ def atomic_write(path):
   tmp = temp_path(path)
   try:
     yield tmp
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    _fsync_path(directory)
+    fsync_path(directory)
   except BaseException:
     _remove_quietly(tmp)
     raise
@@ -84,8 +85,8 @@ def _fsync_tree(root):
   """fsyncs every file and directory under `root` (and `root`)."""
   for dirpath, _, files in os.walk(root):
     for name in files:
-      _fsync_path(os.path.join(dirpath, name))
-    _fsync_path(dirpath)
+      fsync_path(os.path.join(dirpath, name))
+    fsync_path(dirpath)
 
 
 def commit_directory(tmp_dir, path):
@@ -102,7 +103,7 @@ def commit_directory(tmp_dir, path):
   """
   _fsync_tree(tmp_dir)
   os.rename(tmp_dir, path)
-  _fsync_path(os.path.dirname(path) or ".")
+  fsync_path(os.path.dirname(path) or ".")
 
 
 def set_aside(path, suffix=".corrupt"):
@@ -110,7 +111,7 @@ def set_aside(path, suffix=".corrupt"):
   inspection, never read again); returns the new name."""
   target = path + suffix
   os.replace(path, target)
-  _fsync_path(os.path.dirname(path) or ".")
+  fsync_path(os.path.dirname(path) or ".")
   return target
 
 

@@ -25,6 +25,7 @@ import uuid
 
 from absl import logging
 
+from dis_tf import atomic
 from dis_tf import errors
 
 TRAIN_LOCK = "train.lock"
@@ -88,14 +89,6 @@ def _read(path):
     return {}  # Killed between create and write: no holder recorded.
 
 
-def _fsync_dir(directory):
-  fd = os.open(directory, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
 class FileLock:
   """An exclusive lock file; use as a context manager.
 
@@ -125,7 +118,7 @@ class FileLock:
       os.fsync(fd)
     finally:
       os.close(fd)
-    _fsync_dir(os.path.dirname(self.path) or ".")
+    atomic.fsync_path(os.path.dirname(self.path) or ".")
     self.token = holder["token"]
 
   def _stale(self, holder):

@@ -67,10 +67,14 @@ _EVENTS = "events.out.tfevents.*"
 _FINISHED = sorted(
     [f"checkpoints/phase_{p}{s}.weights.h5" for p in "abc"
      for s in ("", "_latest")]
-    + [f"logs/phase_{p}/{d}{_EVENTS}" for p in "abc" for d in ("", "train/")]
+    + [f"logs/phase_{p}/train/{_EVENTS}" for p in "abc"]
     + ["model.keras"])
-CHIEF_FILES = sorted(_FINISHED + ["config.json"] + [
-    f"checkpoints/phase_{p}.fingerprint.json" for p in "abc"])
+# Only the chief records the phase fingerprints and draws the TensorBoard
+# image grid (logs/phase_<p>/validation).
+CHIEF_FILES = sorted(
+    _FINISHED + ["config.json"]
+    + [f"checkpoints/phase_{p}.fingerprint.json" for p in "abc"]
+    + [f"logs/phase_{p}/validation/{_EVENTS}" for p in "abc"])
 WORKER_FILES = _FINISHED
 
 
@@ -246,14 +250,17 @@ def test_kill_one_worker_restart_both_resume_identical(tmp_path,
   # Only the chief wrote model_dir (its backup is what both read); worker 1
   # wrote only its own directory, the same layout without config.json. A
   # process can be stopped inside a write: temp names are allowed here.
-  in_phase_a = {"logs/phase_a/" + _EVENTS, "logs/phase_a/train/" + _EVENTS,
-                "backup/phase_a/state.json"}
+  in_phase_a = {"logs/phase_a/train/" + _EVENTS, "backup/phase_a/state.json"}
+  # The chief's own files; its lock stays behind a SIGKILL (the restarted
+  # chief takes it over: the holder is dead).
+  chief_only = {"config.json", "checkpoints/phase_a.fingerprint.json",
+                "logs/phase_a/validation/" + _EVENTS, "train.lock"}
   for stem in ["checkpoints/phase_a_latest"] + [
       f"backup/phase_a/state-{e:06d}" for e in range(1, 5)]:
     in_phase_a |= {stem + ".weights.h5", stem + ".tmp.weights.h5"}
   chief_files, chief_pids = _files(model_dir)
   worker_files, worker_pids = _files(worker_dir)
-  assert set(chief_files) <= in_phase_a | {"config.json"}, chief_files
+  assert set(chief_files) <= in_phase_a | chief_only, chief_files
   assert set(worker_files) <= in_phase_a, worker_files
   assert "config.json" in chief_files
   assert f"backup/phase_a/state-{killed_at:06d}.weights.h5" in chief_files

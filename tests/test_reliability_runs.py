@@ -377,8 +377,8 @@ def test_every_rename_goes_through_the_atomic_helper():
 def test_export_commit_fsyncs_every_file_before_the_rename(
     tmp_path, monkeypatch):
   events = []
-  original_fsync, original_rename = atomic._fsync_path, os.rename
-  monkeypatch.setattr(atomic, "_fsync_path",
+  original_fsync, original_rename = atomic.fsync_path, os.rename
+  monkeypatch.setattr(atomic, "fsync_path",
                       lambda p: events.append(("fsync", p))
                       or original_fsync(p))
   monkeypatch.setattr(os, "rename", lambda a, b: events.append(
