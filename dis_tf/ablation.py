@@ -26,6 +26,7 @@ import numpy as np
 
 from dis_tf import atomic
 from dis_tf import diagnosis
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
 from dis_tf import reports
@@ -123,8 +124,9 @@ def run_seed(base_config, workdir, seed, plan):
                                   t_train)
 
   if not config.data.select_split:
-    raise ValueError("The ablation chooses t_test and the best t_train on "
-                     "config.data.select_split, which is not set.")
+    raise errors.UserError(
+        "The ablation chooses t_test and the best t_train on "
+        "config.data.select_split, which is not set.")
   dis_names = [f"DIS t_train={t}" for t in plan.t_trains]
   num_classes = config.model.num_classes
   scores = {}
@@ -181,8 +183,9 @@ def _load_seed_scores(path, plan, config):
       saved = json.load(f)
     scoring, result = saved["scoring"], saved["result"]
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path}: unreadable per-seed scores ({e!r}); delete "
-                     "it to re-score this seed.") from e
+    raise errors.UserError(
+        f"{path}: unreadable per-seed scores ({e!r}); delete "
+        "it to re-score this seed.") from e
   if scoring != _scoring_plan(plan, config):
     print(f"{path} was scored with {scoring}, not "
           f"{_scoring_plan(plan, config)}; "
@@ -298,8 +301,8 @@ def load_results(path):
     return (saved["seeds"], plan, saved["command"], saved["generator"],
             saved.get("config"))
   except (KeyError, TypeError) as e:
-    raise ValueError(f"{path}: not a results JSON of tools/ablation.py "
-                     f"({e!r}).") from e
+    raise errors.UserError(f"{path}: not a results JSON of tools/ablation.py "
+                           f"({e!r}).") from e
 
 
 def _mean_std(values):

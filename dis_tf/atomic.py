@@ -41,7 +41,8 @@ def _remove_quietly(path):
     pass
 
 
-def _fsync_path(path):
+def fsync_path(path):
+  """fsyncs a file or a directory (its entries: a rename's commit)."""
   fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
@@ -72,12 +73,46 @@ def atomic_write(path):
   tmp = temp_path(path)
   try:
     yield tmp
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    _fsync_path(directory)
+    fsync_path(directory)
   except BaseException:
     _remove_quietly(tmp)
     raise
+
+
+def _fsync_tree(root):
+  """fsyncs every file and directory under `root` (and `root`)."""
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      fsync_path(os.path.join(dirpath, name))
+    fsync_path(dirpath)
+
+
+def commit_directory(tmp_dir, path):
+  """Renames the finished directory `tmp_dir` to `path`, durably.
+
+  Every file and directory under `tmp_dir` is fsynced first, so that after
+  the rename (and the fsync of the parent directory) `path` is complete
+  even after a power loss. `path` must not exist (a directory rename does
+  not replace a non-empty one).
+
+  Args:
+    tmp_dir: a directory written completely, on the file system of `path`.
+    path: the final name.
+  """
+  _fsync_tree(tmp_dir)
+  os.rename(tmp_dir, path)
+  fsync_path(os.path.dirname(path) or ".")
+
+
+def set_aside(path, suffix=".corrupt"):
+  """Renames an unreadable committed file to `path + suffix` (kept for
+  inspection, never read again); returns the new name."""
+  target = path + suffix
+  os.replace(path, target)
+  fsync_path(os.path.dirname(path) or ".")
+  return target
 
 
 def write_text(path, text):

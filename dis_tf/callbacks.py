@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import time
 
 from absl import logging
 import keras
@@ -25,8 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from dis_tf import atomic
-from dis_tf import image_ops
-from dis_tf.classes import voc_palette
+from dis_tf import visualization
 
 
 def _estimated_checkpoint_bytes(model):
@@ -204,38 +204,56 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class ImageSummaries(keras.callbacks.Callback):
-  """Writes input / prediction / reconstruction images to TensorBoard.
+  """Draws a fixed grid of val images and predictions into TensorBoard.
+
+  At every epoch end (the step of Keras's epoch scalars), one image tagged
+  `val_images`: a row per example of `examples`, with the columns of
+  `dis_tf.visualization.figure_columns`: the image, the image target I, the
+  reconstruction z3 after `t_test` latent steps, the labelmaps at t = 0 and
+  at `t_test` (VOC palette) and the ground truth. The predictions come from
+  the path of evaluation (`dis_tf.evaluation.predict`: `DISModel.infer`,
+  the latent loop compiled once per model and reused by a later
+  evaluation of the same model), so the grid shows what the evaluation
+  scores.
 
   Args:
-    log_dir: TensorBoard directory.
-    images: [N, H, W, 3] normalised images (a fixed batch).
-    every_epochs: write every this many epochs.
+    log_dir: TensorBoard run directory.
+    examples: list of batch-1 evaluation dicts ("image" [1, H, W, 3]
+      normalised, "mask" [1, H, W], "file_name" [1]), the same every epoch.
+    t_test: latent steps of the second labelmap and of z3.
   """
 
-  def __init__(self, log_dir, images, every_epochs=1):
+  TAG = "val_images"
+
+  def __init__(self, log_dir, examples, t_test):
     super().__init__()
     self.log_dir = log_dir
-    self.images = images
-    self.every_epochs = every_epochs
+    self.examples = list(examples)
+    self.t_test = int(t_test)
     self._writer = None
 
+  def grid(self):
+    """(uint8 [H, W, 3] grid of the current model, its Markdown caption)."""
+    rows = [visualization.figure_row(self.model, example, [self.t_test])
+            for example in self.examples]
+    names = ", ".join(os.path.basename(r["file_name"]) for r in rows)
+    caption = (f"Columns: {' | '.join(visualization.figure_columns(rows))}."
+               f" Rows: {names}.")
+    return visualization.grid_image(rows), caption
+
   def on_epoch_end(self, epoch, logs=None):
-    if epoch % self.every_epochs:
-      return
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)
-    outputs = self.model({"image": self.images}, training=False)
-    size = tf.shape(self.images)[1:3]
-    ids = tf.argmax(tf.image.resize(outputs["labelmap_logits"], size), -1)
-    colours = tf.gather(tf.constant(voc_palette()), ids)
-    recon = tf.image.resize(outputs["reconstruction"], size, method="nearest")
-
-    def to_uint8(x):
-      return tf.cast(tf.clip_by_value(image_ops.denormalize_image(x), 0, 255),
-                     tf.uint8)
-
+    start = time.time()
+    grid, caption = self.grid()
     with self._writer.as_default():
-      tf.summary.image("input", to_uint8(self.images), step=epoch)
-      tf.summary.image("prediction", colours, step=epoch)
-      tf.summary.image("reconstruction", to_uint8(recon), step=epoch)
+      tf.summary.image(self.TAG, grid[None], step=epoch, description=caption)
     self._writer.flush()
+    # The grid's cost, for whoever wonders what it adds to an epoch.
+    logging.info("TensorBoard image grid of epoch %d: %.1f s", epoch + 1,
+                 time.time() - start)
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None

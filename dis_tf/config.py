@@ -18,6 +18,7 @@ import typing
 from typing import Any, Mapping, Optional
 
 from dis_tf import atomic
+from dis_tf import errors
 
 # Values of the fields that take one of a few names (the flags are enums).
 BACKBONES = ("tiny", "resnet50", "resnet101")
@@ -137,6 +138,10 @@ class DataConfig:
     shuffle_buffer: shuffle buffer size.
     skip_bad_files: skip unreadable / inconsistent files when building the
       datasets (counted and logged) instead of stopping at the first.
+    max_image_pixels: largest image (width x height) the dataset builders
+      decode; a larger one is a bad file (an error, or skipped with
+      skip_bad_files), refused from its header before any decoding. None:
+      no limit. The default is Pillow's own warning threshold.
   """
 
   data_dir: Optional[str] = None
@@ -153,6 +158,7 @@ class DataConfig:
   deterministic: bool = False
   shuffle_buffer: int = 1000
   skip_bad_files: bool = False
+  max_image_pixels: Optional[int] = 89_478_485
 
 
 @dataclasses.dataclass
@@ -178,6 +184,13 @@ class TrainConfig:
     poly_power: power of the poly learning-rate decay (DeepLab).
     weight_decay: decoupled weight decay (0 disables it).
     steps_per_epoch: steps between checkpoints, backups and summaries.
+    tensorboard_images: at every epoch end, draw a grid of the first
+      `tensorboard_num_images` images of the evaluation split ("val" for
+      `data.eval_split` "val[100:]") into TensorBoard: image, image target,
+      z3 at `latent.t_test`, labelmaps at t = 0 and `latent.t_test`, ground
+      truth (`dis_tf.callbacks.ImageSummaries`).
+    tensorboard_num_images: val images (rows) of the `tensorboard_images`
+      grid.
     strategy: tf.distribute strategy: "default" (one device), "mirrored"
       (all local devices) or "multi_worker" (reads TF_CONFIG).
     seed: random seed of the weights, the data order and augmentation.
@@ -197,8 +210,39 @@ class TrainConfig:
   poly_power: float = 0.9
   weight_decay: float = 1e-4
   steps_per_epoch: int = 500
+  tensorboard_images: bool = True
+  tensorboard_num_images: int = 4
   strategy: str = _choice("default", STRATEGIES)
   seed: int = 0
+
+
+@dataclasses.dataclass
+class ServingConfig:
+  """Bounds of one request to the exported model (`dis_tf.serving`).
+
+  The export bakes them into its signatures and its `metadata`; a request
+  over a bound gets InvalidArgument naming the bound (its flag) before any
+  image is decoded or any output allocated. Each must be >= 1.
+
+  Attributes:
+    max_batch_size: most images (or image-tensor rows) in one request.
+    max_image_pixels: largest height x width of one image, read from the
+      file header before decoding (40 Mpixel: 6000 x 6000 fits).
+    max_batch_pixels: largest batch x max height x max width of one
+      request: the int32 `class_ids` output is padded to the batch's
+      largest image, so this bounds it (4 bytes per pixel: 320 MB at the
+      default 80 Mpixel).
+    max_steps: largest per-image `steps` of `serving_steps`.
+    max_batch_steps: largest batch size x max(steps) of one
+      `serving_steps` request (the latent loop runs max(steps) steps on the
+      whole batch), e.g. 8 images x 1000 steps or 32 x 250.
+  """
+
+  max_batch_size: int = 32
+  max_image_pixels: int = 40_000_000
+  max_batch_pixels: int = 80_000_000
+  max_steps: int = 1000
+  max_batch_steps: int = 8000
 
 
 @dataclasses.dataclass
@@ -211,6 +255,7 @@ class ExperimentConfig:
     latent: latent inference.
     data: input pipelines.
     train: optimisation.
+    serving: bounds of a request to the exported model.
     model_dir: the training directory (see `dis_tf.model_dir`).
   """
 
@@ -219,6 +264,7 @@ class ExperimentConfig:
   latent: LatentConfig = dataclasses.field(default_factory=LatentConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
   model_dir: Optional[str] = None
 
   def to_dict(self):
@@ -239,7 +285,7 @@ class ExperimentConfig:
       kwargs[field.name] = value
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-      raise ValueError(f"Unknown config keys: {sorted(unknown)}")
+      raise errors.UserError(f"Unknown config keys: {sorted(unknown)}")
     return cls(**kwargs)
 
   def save(self, model_dir):
@@ -253,10 +299,9 @@ class ExperimentConfig:
     """Reads `model_dir/config.json` written by `save`."""
     path = os.path.join(model_dir, CONFIG_FILENAME)
     if not os.path.exists(path):
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"{path} does not exist: --model_dir must be a dis_tf training "
-          "directory (tools/train.py writes config.json there)."
-      )
+          "directory (tools/train.py writes config.json there).")
     with open(path) as f:
       return cls.from_dict(json.load(f))
 
@@ -269,6 +314,7 @@ _SECTIONS = {
     "latent": LatentConfig,
     "data": DataConfig,
     "train": TrainConfig,
+    "serving": ServingConfig,
 }
 
 
@@ -276,8 +322,8 @@ def _section_from_dict(section_cls, values, name):
   known = {f.name for f in dataclasses.fields(section_cls)}
   unknown = set(values) - known
   if unknown:
-    raise ValueError(f"Unknown keys in config section '{name}': "
-                     f"{sorted(unknown)}")
+    raise errors.UserError(f"Unknown keys in config section '{name}': "
+                           f"{sorted(unknown)}")
   return section_cls(**values)
 
 
@@ -322,7 +368,7 @@ class FieldSpec:
     if value is None:
       if self.optional:
         return None
-      raise ValueError(f"{self.key}=None: this field cannot be None.")
+      raise errors.UserError(f"{self.key}=None: this field cannot be None.")
     if self.type is bool:
       ok = isinstance(value, bool)
     elif self.type is int:
@@ -333,11 +379,12 @@ class FieldSpec:
     else:
       ok = isinstance(value, str)
     if not ok:
-      raise ValueError(f"{self.key}={value!r}: expected {self.type_name}, "
-                       f"got {type(value).__name__}.")
+      raise errors.UserError(
+          f"{self.key}={value!r}: expected {self.type_name}, "
+          f"got {type(value).__name__}.")
     if self.choices is not None and value not in self.choices:
-      raise ValueError(f"{self.key}={value!r}: expected one of "
-                       f"{self.choices}.")
+      raise errors.UserError(f"{self.key}={value!r}: expected one of "
+                             f"{self.choices}.")
     return value
 
   @property
@@ -419,8 +466,8 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
     if spec is None:
       section = key.partition(".")[0]
       known = sorted(k for k in specs if k.partition(".")[0] == section)
-      raise ValueError(f"Unknown config key {key!r}; expected one of "
-                       f"{known or sorted(specs)}.")
+      raise errors.UserError(f"Unknown config key {key!r}; expected one of "
+                             f"{known or sorted(specs)}.")
     section, _, name = key.rpartition(".")
     target = getattr(config, section) if section else config
     setattr(target, name, spec.check(value))
@@ -438,8 +485,8 @@ def resolve_config(preset, overrides=None):
     An `ExperimentConfig`.
   """
   if preset not in PRESETS:
-    raise ValueError(f"--preset={preset!r}: expected one of "
-                     f"{sorted(PRESETS)}.")
+    raise errors.UserError(f"--preset={preset!r}: expected one of "
+                           f"{sorted(PRESETS)}.")
   return apply_overrides(PRESETS[preset](), overrides or {})
 
 

@@ -18,8 +18,10 @@ are in `dis_tf.reports`, tag cleaning in `dis_tf.tag_cleaning`):
 
   results = evaluate_model(model, dataset, t_tests=(0, 10, 30))
   markdown, csv = reports.format_table3(results, VOC_CLASSES)
+  write_summaries(results, summary_dir(model_dir, "val"))  # TensorBoard
 """
 
+import os
 import time
 import weakref
 
@@ -70,6 +72,20 @@ def _as_batch(x, rank, name):
   return x
 
 
+def check_finite(image, name="image"):
+  """Raises ValueError if `image` holds NaN or Inf values.
+
+  The latent loop rejects non-finite steps and argmax maps NaN to class 0,
+  so a NaN image would otherwise be scored silently as background.
+  """
+  finite = tf.math.is_finite(tf.cast(image, tf.float32))
+  if not bool(tf.reduce_all(finite)):
+    bad = int(tf.size(finite)) - int(tf.math.count_nonzero(finite))
+    raise ValueError(f"{name}: the image has {bad} NaN or Inf value(s) of "
+                     f"{int(tf.size(finite))}; evaluation needs finite "
+                     "pixels.")
+
+
 def _variants(flip, scales):
   variants = []
   for scale in scales:
@@ -104,6 +120,7 @@ def predict(model, image, t_tests, flip=False, scales=(1.0,), tags=None,
     the first variant) and "image_target" ([h, w, 3], same pass).
   """
   image = tf.cast(_as_batch(image, 4, "image"), tf.float32)
+  check_finite(image)
   if tags is not None:
     tags = tf.cast(_as_batch(tags, 2, "tags"), tf.float32)
   t_tests = dis_flags.parse_t_tests(list(t_tests), "t_tests")
@@ -257,6 +274,7 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
     if "image" not in example:
       raise ValueError(f"example {index}: no 'image' key (keys: "
                        f"{sorted(example)}).")
+    check_finite(example["image"], example_file_name(example, index))
     out = predict(model, example["image"], t_tests, flip=flip,
                   scales=scales, compiled=compiled)
     mask = None
@@ -314,3 +332,66 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
       "seconds": seconds,
       "seconds_per_image": seconds / num_images if num_images else None,
   }
+
+
+# ---------------------------------------------------------------------------
+# TensorBoard
+# ---------------------------------------------------------------------------
+
+
+def summary_dir(model_dir, split, flip=False, scales=(1.0,)):
+  """The TensorBoard run of an evaluation: one per split and test variant.
+
+  `MODEL_DIR/logs/eval/<split>` (file-name safe: "val[100:]" ->
+  "val_100__"), with "_flip" and "_ms<scales>" for flip and multi-scale
+  averaging, so that TensorBoard draws the variants of a split as runs
+  of one chart.
+
+  Args:
+    model_dir: the training run.
+    split: the evaluated split.
+    flip: flip averaging.
+    scales: test scales.
+
+  Returns:
+    The directory path.
+  """
+  name = dis_flags.split_file_name(split)
+  if flip:
+    name += "_flip"
+  if tuple(scales) != (1.0,):
+    name += "_ms" + "_".join(f"{s:g}" for s in scales)
+  return os.path.join(model_dir, "logs", "eval", name)
+
+
+SUMMARY_TAGS = {"eval/miou": "mean_iou", "eval/pixel_accuracy":
+                "pixel_accuracy"}
+
+
+def write_summaries(results, log_dir):
+  """Writes the mIoU and pixel accuracy of each t_test as TensorBoard scalars.
+
+  Tags `eval/miou` and `eval/pixel_accuracy` (fractions, as in
+  results.json), step = t_test: TensorBoard's chart is the curve of mIoU
+  against t_test. The event files already in `log_dir` are removed first:
+  the latest evaluation of a split and variant replaces the earlier one (as
+  its reports do), instead of two points at each step.
+
+  Args:
+    results: the dict of `evaluate_model`.
+    log_dir: the run directory (see `summary_dir`).
+
+  Returns:
+    `log_dir`.
+  """
+  for old in tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+    tf.io.gfile.remove(old)
+  writer = tf.summary.create_file_writer(log_dir)
+  with writer.as_default():
+    for setting in results["settings"]:
+      for tag, key in SUMMARY_TAGS.items():
+        value = setting[key]
+        if value is not None and np.isfinite(value):
+          tf.summary.scalar(tag, value, step=setting["t_test"])
+  writer.close()
+  return log_dir

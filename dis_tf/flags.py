@@ -23,11 +23,11 @@ value the same way.
 import json
 import re
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 
 FLAGS = flags.FLAGS
@@ -134,12 +134,13 @@ def run_config(argv):
     --print_config printed it (the tool then returns).
 
   Raises:
-    app.UsageError: positional arguments, or no --model_dir.
+    UserError: positional arguments, or no --model_dir.
   """
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required.")
+    raise errors.UserError("--model_dir is required: the folder of a "
+                           "training run (tools/train.py --model_dir).")
   config = model_dir_lib.load_config(FLAGS.model_dir, config_overrides())
   return None if print_config_and_exit(config) else config
 
@@ -172,13 +173,14 @@ def parse_t_tests(values, flag_name="--t_test"):
     try:
       number = int(item)
     except ValueError:
-      raise ValueError(f"{flag_name}: {item!r} is not an integer.") from None
+      raise errors.UserError(
+          f"{flag_name}: {item!r} is not an integer.") from None
     if number < 0:
-      raise ValueError(f"{flag_name}: {number} is negative; step counts "
-                       "must be >= 0.")
+      raise errors.UserError(f"{flag_name}: {number} is negative; step counts "
+                             "must be >= 0.")
     result.add(number)
   if not result:
-    raise ValueError(f"{flag_name}: no step count given (e.g. 0,10,30).")
+    raise errors.UserError(f"{flag_name}: no step count given (e.g. 0,10,30).")
   return sorted(result)
 
 
@@ -205,13 +207,14 @@ def parse_scales(values, flag_name="--scales"):
     try:
       scale = float(item)
     except ValueError:
-      raise ValueError(f"{flag_name}: {item!r} is not a number.") from None
+      raise errors.UserError(
+          f"{flag_name}: {item!r} is not a number.") from None
     if not np.isfinite(scale) or scale <= 0:
-      raise ValueError(f"{flag_name}: {item} must be a positive number.")
+      raise errors.UserError(f"{flag_name}: {item} must be a positive number.")
     if scale not in result:
       result.append(scale)
   if not result:
-    raise ValueError(f"{flag_name}: no scale given (e.g. 0.75,1,1.25).")
+    raise errors.UserError(f"{flag_name}: no scale given (e.g. 0.75,1,1.25).")
   return tuple(result)
 
 

@@ -2,7 +2,10 @@
 
   model_dir/config.json        resolved ExperimentConfig (written first)
   model_dir/model.keras        the final model (written last, atomically)
-  model_dir/checkpoints/       per-phase weights (latest and finished)
+  model_dir/train.lock         held by the training run (`dis_tf.locks`)
+  model_dir/checkpoints/       per-phase weights (latest and finished), and
+                               `phase_<p>.fingerprint.json`: the training
+                               fields each phase ran with (`fingerprint`)
   model_dir/backup/            BackupAndRestore state (resumes killed runs)
   model_dir/logs/              TensorBoard
   model_dir/workers/worker_<i>/  same layout, written by non-chief workers of
@@ -12,17 +15,133 @@ Evaluation, tag cleaning, visualisation and export need only `--model_dir`
 (`load`, with optional config overrides).
 """
 
+import copy
+import hashlib
+import json
 import os
+import zipfile
 
+from absl import logging
 import keras
 
 from dis_tf import atomic
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf.config import ExperimentConfig
 # Also registers the dis_tf Keras classes that model.keras files name.
 from dis_tf.modeling import dis_model
 
 MODEL_FILENAME = "model.keras"
+
+# ------------------------------------------------------------ fingerprints
+# The config fields that change what a phase trains. Not in the list, so
+# free to change between runs on one model_dir: evaluation-only fields
+# (latent.t_test, latent.update, data.eval_split, data.select_split), data
+# *locations* (data.data_dir, data.voc_dir, data.weak_dir: a folder may move,
+# e.g. to another machine; the tfds config name fingerprints its content
+# separately), data.deterministic and train.strategy (how, not what), and
+# model_dir.
+_COMMON_FIELDS = (
+    [f"model.{f}" for f in ("backbone", "weights", "num_classes",
+                            "tiny_width", "train_batchnorm", "output_stride")]
+    + [f"loss.{f}" for f in ("map_weight", "image_weight", "tag_weight")]
+    + [f"data.{f}" for f in ("train_split", "crop_size", "min_scale",
+                             "max_scale", "shuffle_buffer", "skip_bad_files",
+                             "max_image_pixels")]
+    + [f"train.{f}" for f in ("batch_size", "optimizer", "momentum",
+                              "poly_power", "weight_decay", "steps_per_epoch",
+                              "seed")])
+# Stage 2 also trains on pseudo labels of the weak images.
+_SEMI_FIELDS = (
+    [f"latent.{f}" for f in ("t_train", "step_size", "clip_norm",
+                             "soft_pseudo_labels", "tag_threshold", "method",
+                             "train_update", "monotone")]
+    + [f"data.{f}" for f in ("use_voc_weak_tags", "weak_fraction")])
+
+
+# Every other field, named so that a new config field must be put in one
+# list or the other (tests/test_reliability_runs.py checks this).
+NOT_FINGERPRINTED = ("latent.t_test", "latent.update", "data.eval_split",
+                     "data.select_split", "data.data_dir", "data.voc_dir",
+                     "data.weak_dir", "data.deterministic", "train.strategy",
+                     "model_dir",
+                     # What TensorBoard shows, and the export's request
+                     # bounds: neither changes the trained weights.
+                     "train.tensorboard_images",
+                     "train.tensorboard_num_images",
+                     "serving.max_batch_size", "serving.max_image_pixels",
+                     "serving.max_batch_pixels", "serving.max_steps",
+                     "serving.max_batch_steps")
+
+
+class ConfigMismatchError(errors.UserError):
+  """model_dir holds training state from another training configuration."""
+
+
+def training_fields(config, phase):
+  """{dotted key: value} of the fields that change what `phase` trains.
+
+  Args:
+    config: an `ExperimentConfig`.
+    phase: "a", "b", "c" or "semi".
+
+  Returns:
+    The fields (JSON values): the common ones, the phase's steps and
+    learning rate, and for "semi" the pseudo-label fields.
+  """
+  key = "semi" if phase == "semi" else f"phase_{phase}"
+  keys = _COMMON_FIELDS + [f"train.{key}_steps", f"train.{key}_lr"]
+  if phase == "semi":
+    keys += _SEMI_FIELDS
+  fields = {}
+  for dotted in keys:
+    section, _, name = dotted.partition(".")
+    fields[dotted] = getattr(getattr(config, section), name)
+  return json.loads(json.dumps(fields))  # As stored: JSON types.
+
+
+def fingerprint(fields):
+  """A short hash of `training_fields`."""
+  text = json.dumps(fields, sort_keys=True)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def fingerprint_path(model_dir, phase):
+  return os.path.join(model_dir, "checkpoints",
+                      f"phase_{phase}.fingerprint.json")
+
+
+def write_fingerprint(model_dir, config, phase):
+  """Records the training fields `phase` runs with (atomically)."""
+  fields = training_fields(config, phase)
+  atomic.write_json(fingerprint_path(model_dir, phase),
+                    {"phase": phase, "fingerprint": fingerprint(fields),
+                     "fields": fields}, indent=2, sort_keys=True)
+
+
+def read_fingerprint(model_dir, phase):
+  """The stored {"phase", "fingerprint", "fields"} of `phase`, or None."""
+  path = fingerprint_path(model_dir, phase)
+  try:
+    with open(path, encoding="utf-8") as f:
+      stored = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    logging.warning("Cannot read %s (%s); treating it as missing.", path, e)
+    return None
+  if not isinstance(stored, dict) or not isinstance(stored.get("fields"),
+                                                    dict):
+    return None
+  return stored
+
+
+def field_differences(stored, current):
+  """[(key, stored value, current value)] of the fields that differ."""
+  missing = "<not set>"
+  return [(key, stored.get(key, missing), current.get(key, missing))
+          for key in sorted(set(stored) | set(current))
+          if stored.get(key, missing) != current.get(key, missing)]
 
 
 def model_path(model_dir):
@@ -72,9 +191,10 @@ def load_config(model_dir, overrides=None):
     ValueError: an unknown key, a bad value, or a changed `model.*` field.
   """
   if not model_dir:
-    raise ValueError("--model_dir is required.")
+    raise errors.UserError("--model_dir is required.")
   if not os.path.isdir(model_dir):
-    raise FileNotFoundError(f"--model_dir={model_dir}: no such directory.")
+    raise errors.MissingFileError(
+        f"--model_dir={model_dir}: no such directory.")
   config = ExperimentConfig.load(model_dir)
   overrides = dict(overrides or {})
   for key, value in overrides.items():
@@ -82,7 +202,7 @@ def load_config(model_dir, overrides=None):
     if section == "model" and hasattr(config.model, name):
       trained = getattr(config.model, name)
       if value != trained:
-        raise ValueError(
+        raise errors.UserError(
             f"{key}={value!r}: the model.* fields describe the trained "
             f"network in {model_path(model_dir)} and cannot change after "
             f"training (its config.json has {trained!r}).")
@@ -90,8 +210,42 @@ def load_config(model_dir, overrides=None):
   return config_lib.apply_overrides(config, overrides)
 
 
+def phase_weights_path(model_dir, phase):
+  """`model_dir/checkpoints/phase_<phase>.weights.h5`: a finished phase."""
+  return os.path.join(model_dir, "checkpoints", f"phase_{phase}.weights.h5")
+
+
+def _zip_problem(path):
+  """None if `path` is a complete zip whose members match their CRCs, else
+  what is wrong (a truncated or garbled model.keras)."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      bad = z.testzip()
+  except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    return f"not a readable .keras (zip) file: {e}"
+  if bad is not None:
+    return f"member {bad!r} fails its CRC check"
+  return None
+
+
+def _model_from_phase_weights(model_dir, path, config):
+  """The network of config.json with the weights of `path` (a phase file)."""
+  build_config = copy.deepcopy(config or ExperimentConfig.load(model_dir))
+  # The weights come from `path`: do not fetch pretrained backbone weights.
+  build_config.model.weights = None
+  model = dis_model.build_dis_model(build_config)
+  model.load_weights(path)
+  return model
+
+
 def load_trained_model(model_dir, config=None):
   """Loads `model_dir/model.keras` (safe_mode=True).
+
+  A corrupt model.keras (truncated, or a member failing its CRC) is named
+  in a warning, and the model is rebuilt from config.json and the weights
+  of the last finished phase (`checkpoints/phase_semi.weights.h5`, else
+  `phase_c`), which are the weights model.keras was written with. Without
+  them the error names the command that rewrites it.
 
   Args:
     model_dir: a directory written by `tools/train.py`.
@@ -104,13 +258,39 @@ def load_trained_model(model_dir, config=None):
 
   Raises:
     FileNotFoundError: naming the missing file.
+    OSError: model.keras is corrupt and no phase weights can replace it.
   """
   path = model_path(model_dir)
   if not os.path.exists(path):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"{path} does not exist: the training run in {model_dir} has not "
         "finished (tools/train.py writes it at the end).")
-  model = keras.saving.load_model(path, safe_mode=True)
+  problem = _zip_problem(path)
+  if problem is None:
+    model = keras.saving.load_model(path, safe_mode=True)
+  else:
+    model = None
+    for phase in ("semi", "c"):
+      weights = phase_weights_path(model_dir, phase)
+      if not os.path.exists(weights):
+        continue
+      try:
+        model = _model_from_phase_weights(model_dir, weights, config)
+      except (OSError, ValueError, KeyError) as e:
+        logging.warning("%s cannot be loaded either (%s).", weights, e)
+        continue
+      logging.warning("%s is corrupt (%s); using the weights of the last "
+                      "finished phase, %s, which it was written with.",
+                      path, problem, weights)
+      break
+    if model is None:
+      raise errors.CorruptFileError(
+          f"{path} is corrupt ({problem}) and {model_dir} has no readable "
+          "checkpoints/phase_semi.weights.h5 or phase_c.weights.h5 to "
+          "rebuild it from. Rerun the training command of this run "
+          f"(python tools/train.py --model_dir={model_dir} ... with its "
+          "flags; config.json holds them): it rewrites model.keras from "
+          "its phase weights, or retrains the missing phases.")
   if config is not None:
     model.configure(**dis_model.runtime_settings(config))
   return model

@@ -11,6 +11,7 @@ default. The scores behind the choice go to `t_test_selection.json`.
 import os
 
 from dis_tf import atomic
+from dis_tf import errors
 from dis_tf import evaluation
 
 SELECTION_FILENAME = "t_test_selection.json"
@@ -46,7 +47,7 @@ def select_t_test(model, dataset, t_tests, num_classes=21):
   results = evaluation.evaluate_model(model, dataset, t_tests,
                                       num_classes=num_classes, log_every=0)
   if not results["num_images"]:
-    raise ValueError("select_t_test: the selection split has no images.")
+    raise errors.UserError("select_t_test: the selection split has no images.")
   scores = {s["t_test"]: s["mean_iou"] for s in results["settings"]}
   return choose_t_test(scores), scores, results["num_images"]
 

@@ -4,7 +4,8 @@
 (paper Sec. 3: a, b, c, then stage 2 "semi") is one `model.fit` with the
 callbacks of `dis_tf.callbacks`: progress bar, an atomic weights checkpoint,
 an atomic backup (a killed run resumes inside the phase it was in), and
-TensorBoard (losses, learning rate, mIoU, image summaries). A finished phase
+TensorBoard (losses, learning rate, mIoU, and a grid of val images and
+predictions: `train.tensorboard_images`). A finished phase
 leaves `checkpoints/phase_<p>.weights.h5`; a rerun skips finished phases.
 
 Every checkpoint is written to a temp file and renamed, so a SIGKILL or a
@@ -14,16 +15,21 @@ uninterrupted one. With MultiWorkerMirroredStrategy only the chief writes
 model_dir; worker i writes model_dir/workers/worker_<i>/. See RELIABILITY.md.
 """
 
+import copy
 import os
 import shutil
 
 from absl import logging
+import h5py
 import keras
 import tensorflow as tf
 
 from dis_tf import atomic
 from dis_tf import callbacks as callbacks_lib
+from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import keras_compat
+from dis_tf import locks
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.data import pipeline
 from dis_tf.modeling.dis_model import build_dis_model
@@ -48,11 +54,11 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
-      raise ValueError("--strategy=multi_worker needs the TF_CONFIG "
-                       "environment variable (cluster and task).")
+      raise errors.UserError("--strategy=multi_worker needs the TF_CONFIG "
+                             "environment variable (cluster and task).")
     return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"--strategy={name!r}: expected default, mirrored or "
-                   "multi_worker.")
+  raise errors.UserError(f"--strategy={name!r}: expected default, mirrored or "
+                         "multi_worker.")
 
 
 def phase_settings(train_config, phase):
@@ -82,12 +88,12 @@ def make_optimizer(train_config, learning_rate, steps):
                                 weight_decay=decay)
   if train_config.optimizer == "adam":
     return keras.optimizers.Adam(schedule, weight_decay=decay)
-  raise ValueError(f"optimizer={train_config.optimizer!r}: expected sgd or "
-                   "adam.")
+  raise errors.UserError(
+      f"optimizer={train_config.optimizer!r}: expected sgd or "
+      "adam.")
 
 
-def _phase_weights_path(model_dir, phase):
-  return os.path.join(model_dir, "checkpoints", f"phase_{phase}.weights.h5")
+_phase_weights_path = model_dir_lib.phase_weights_path
 
 
 def _is_chief(strategy):
@@ -110,11 +116,46 @@ def _write_dir(model_dir, strategy):
                       f"{resolver.task_type}_{resolver.task_id}")
 
 
-def _callbacks(config, phase, sample_images, write_dir=None):
+def _image_examples(config):
+  """The fixed val examples of the TensorBoard image grid, or None.
+
+  The first `train.tensorboard_num_images` examples of the split that
+  `data.eval_split` slices ("val" for "val[100:]": a slice can be longer
+  than a small split, and the first images of "val" are in the synthetic
+  preset's selection split "val[:100]", not in the reported one), read in
+  file order whatever `data.deterministic` says, so that every epoch and
+  every phase shows the same images. None (no grid) when the grid is off,
+  when the config has no VOC folder (a caller's own `dataset_fn`), or when
+  the split cannot be read: the grid is worth a warning, not a failed
+  training.
+  """
+  train_config = config.train
+  if not train_config.tensorboard_images:
+    return None
+  if train_config.tensorboard_num_images < 1:
+    raise ValueError("--train.tensorboard_num_images="
+                     f"{train_config.tensorboard_num_images}: must be >= 1 "
+                     "(--notrain.tensorboard_images turns the grid off).")
+  if not config.data.voc_dir:
+    logging.info("No data.voc_dir: no TensorBoard image grid.")
+    return None
+  split = config.data.eval_split.split("[", 1)[0]
+  ordered = copy.deepcopy(config)
+  ordered.data.deterministic = True
+  try:
+    return list(pipeline.eval_dataset(ordered, split).take(
+        train_config.tensorboard_num_images))
+  except ValueError as e:
+    logging.warning("No TensorBoard image grid (%s); "
+                    "--notrain.tensorboard_images silences this.", e)
+    return None
+
+
+def _callbacks(config, phase, image_examples, write_dir=None):
   model_dir = config.model_dir
   write_dir = write_dir or model_dir
   logs = os.path.join(write_dir, "logs", f"phase_{phase}")
-  return [
+  callbacks = [
       callbacks_lib.AtomicBackupAndRestore(
           os.path.join(model_dir, "backup", f"phase_{phase}"),
           write_dir=os.path.join(write_dir, "backup", f"phase_{phase}")),
@@ -123,12 +164,25 @@ def _callbacks(config, phase, sample_images, write_dir=None):
                        f"phase_{phase}_latest.weights.h5")),
       callbacks_lib.LearningRateLogger(),
       keras.callbacks.TensorBoard(logs),
-      callbacks_lib.ImageSummaries(logs, sample_images),
   ]
+  if image_examples:
+    # Next to Keras's "train" run: TensorBoard shows phase_<p>/validation.
+    callbacks.append(callbacks_lib.ImageSummaries(
+        os.path.join(logs, "validation"), image_examples,
+        config.latent.t_test))
+  return callbacks
 
 
-def train(config, stage="all", dataset_fn=None, verbose="auto"):
+def train(config, stage="all", dataset_fn=None, verbose="auto",
+          overwrite=False):
   """Runs the phases of `stage` and writes `model_dir/model.keras`.
+
+  A rerun on the same model_dir resumes: finished phases are skipped and an
+  interrupted one continues from its backup. Each phase records the
+  training fields it ran with (`model_dir.training_fields`); a rerun whose
+  fields differ from those of a phase with state in model_dir is an error
+  (`ConfigMismatchError`) unless `overwrite`. Only one run may train in a
+  model_dir at a time (`model_dir/train.lock`, taken by the chief).
 
   Args:
     config: resolved `ExperimentConfig` (`config.model_dir` must be set).
@@ -137,65 +191,262 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
     dataset_fn: `fn(config, stage) -> tf.data.Dataset` of training batches;
       defaults to `dis_tf.data.pipeline.train_dataset`.
     verbose: `fit` verbosity.
+    overwrite: discard the training state in model_dir (checkpoints,
+      backups, logs, model.keras) and train from scratch.
 
   Returns:
     The trained `DISModel`.
+
+  Raises:
+    ConfigMismatchError: model_dir holds state of another configuration.
+    LockHeldError: another run holds model_dir's lock.
   """
   if stage not in STAGES:
-    raise ValueError(f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
+    raise errors.UserError(
+        f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
   if not config.model_dir:
-    raise ValueError("--model_dir is required.")
+    raise errors.UserError("--model_dir is required.")
   # First: MultiWorkerMirroredStrategy must configure the TF context before
   # anything initialises it.
   strategy = make_strategy(config.train.strategy)
+  if overwrite and config.train.strategy == "multi_worker":
+    raise errors.UserError("--overwrite is not supported with "
+                     "--strategy=multi_worker (a worker could restore the "
+                     "state the chief is deleting): delete --model_dir, or "
+                     "use a new one.")
   # Then the TF runtime is initialised, before the seeds and op determinism
   # are set below: with the runtime first created after them, a resumed
   # deterministic run no longer reproduced an uninterrupted one (seen when
   # the pipeline's import-time tf.constant, which used to initialise it
   # here, was removed; tests/test_reliability_training.py).
   tf.config.list_logical_devices()
-  dataset_fn = dataset_fn or pipeline.train_dataset
   model_dir = config.model_dir
   _check_writable(model_dir)
+  # Only the chief takes the lock: the workers of one multi-worker job run
+  # together, and write only their own directories (see _write_dir).
+  with locks.held(locks.train_lock(model_dir), enabled=_is_chief(strategy)):
+    return _train(config, stage, dataset_fn or pipeline.train_dataset,
+                  verbose, overwrite, strategy)
+
+
+def _phase_has_state(model_dir, phase):
+  """A finished phase, or an interrupted one with a backup to resume."""
+  return (os.path.exists(_phase_weights_path(model_dir, phase))
+          or os.path.exists(os.path.join(model_dir, "backup",
+                                         f"phase_{phase}", "state.json")))
+
+
+def _previous_config(model_dir):
+  """config.json of the previous run in model_dir, or None."""
+  if not os.path.exists(os.path.join(model_dir, config_lib.CONFIG_FILENAME)):
+    return None
+  try:
+    return config_lib.ExperimentConfig.load(model_dir)
+  except (OSError, ValueError, TypeError) as e:
+    logging.warning("Cannot read the previous config.json of %s (%s).",
+                    model_dir, e)
+    return None
+
+
+def _check_fingerprints(config, model_dir, phases, previous):
+  """Raises ConfigMismatchError if a phase with state ran another config.
+
+  Args:
+    config: this run's config.
+    model_dir: the chief's model_dir.
+    phases: the phases this run reads or trains.
+    previous: the config.json found in model_dir (None if none): the
+      reference of state from before fingerprints were stored.
+
+  Returns:
+    The phases with state but no stored fingerprint (to record).
+  """
+  differences, unrecorded = [], []
+  for phase in phases:
+    if not _phase_has_state(model_dir, phase):
+      continue
+    stored = model_dir_lib.read_fingerprint(model_dir, phase)
+    if stored is not None:
+      fields = stored["fields"]
+    elif previous is not None:
+      fields = model_dir_lib.training_fields(previous, phase)
+      unrecorded.append(phase)
+    else:
+      logging.warning("Phase %s in %s has no recorded configuration; "
+                      "assuming it is this run's.", phase, model_dir)
+      unrecorded.append(phase)
+      continue
+    current = model_dir_lib.training_fields(config, phase)
+    for key, old, new in model_dir_lib.field_differences(fields, current):
+      differences.append((phase, key, old, new))
+  if differences:
+    phases_named = sorted({p for p, *_ in differences},
+                          key=("a", "b", "c", "semi").index)
+    lines = "\n".join(f"  phase {p}: {key}: {old!r} in model_dir, {new!r} "
+                      "now" for p, key, old, new in differences)
+    raise model_dir_lib.ConfigMismatchError(
+        f"--model_dir={model_dir} holds training state (phase "
+        f"{', '.join(phases_named)}) from another configuration:\n{lines}\n"
+        "Resuming would mix the two. Rerun with the run's original flags to "
+        "resume it, pass --overwrite to discard its training state and "
+        "train from scratch, or use a new --model_dir.")
+  return unrecorded
+
+
+# The training state --overwrite removes (the chief's model_dir only).
+_STATE_ENTRIES = ("checkpoints", "backup", "logs", "workers",
+                  model_dir_lib.MODEL_FILENAME)
+
+
+def _remove_training_state(model_dir):
+  removed = []
+  for name in _STATE_ENTRIES:
+    path = os.path.join(model_dir, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    elif os.path.exists(path):
+      os.remove(path)
+    else:
+      continue
+    removed.append(name)
+  if removed:
+    logging.warning("--overwrite: removed %s from %s.", ", ".join(removed),
+                    model_dir)
+    print(f"== --overwrite: removed the training state ({', '.join(removed)})"
+          f" of {model_dir} ==", flush=True)
+
+
+def _h5_problem(path):
+  """None if every dataset of the HDF5 file `path` reads, else the error."""
+  try:
+    with h5py.File(path, "r") as f:
+      f.visititems(lambda name, obj: obj[()]
+                   if isinstance(obj, h5py.Dataset) else None)
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+  return None
+
+
+def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
+  """Loads the weights of the last readable finished phase of `chain`.
+
+  Args:
+    model: the freshly built model.
+    chain: the phases in order: `num_fixed` leading phases this run only
+      reads (phase c for --stage=semi), then the phases it trains.
+    num_fixed: see `chain`.
+    model_dir: where the finished phases are.
+    is_chief: only the chief sets unreadable files aside.
+    rebuild: `fn() -> model`, a fresh model (after a failed partial load).
+
+  Returns:
+    (model, index in `chain` of the first phase to train).
+  """
+  done = 0
+  while (done < len(chain)
+         and os.path.exists(_phase_weights_path(model_dir, chain[done]))):
+    done += 1
+  if done < num_fixed:
+    start = _phase_weights_path(model_dir, chain[0])
+    raise errors.MissingFileError(
+        f"--stage=semi starts from the stage-1 weights {start}, which do "
+        "not exist: run --stage=full (or all) first.")
+  # A finished phase after an unfinished one (its predecessor was set
+  # aside): it was trained from weights that no longer exist.
+  for phase in chain[done:]:
+    path = _phase_weights_path(model_dir, phase)
+    if os.path.exists(path) and is_chief:
+      logging.warning("%s follows an unfinished phase; setting it aside "
+                      "(%s).", path, atomic.set_aside(path, ".stale"))
+  index = done - 1
+  corrupt = []  # (path, where it was moved, error)
+  while index >= 0:
+    path = _phase_weights_path(model_dir, chain[index])
+    try:
+      model.load_weights(path)
+      break
+    except (OSError, ValueError, KeyError) as e:
+      if _h5_problem(path) is None:
+        # A complete file that does not fit this network: not corruption,
+        # so nothing is set aside (the config fingerprints name the cause).
+        raise errors.UserError(
+            f"{path} is a complete weights file but cannot be loaded into "
+            f"this run's network ({e}).") from e
+      if index < num_fixed:
+        raise errors.CorruptFileError(
+            f"{path} is corrupt and cannot be loaded ({e}). Rebuild it with "
+            f"python tools/train.py --stage=full --model_dir={model_dir} "
+            "(and the run's other flags; it retrains phase c from phase b, "
+            "or earlier phases from the last readable one), then rerun "
+            "--stage=semi.") from e
+      corrupt.append((path, atomic.set_aside(path) if is_chief else path, e))
+      index -= 1
+  source = (_phase_weights_path(model_dir, chain[index]) if index >= 0
+            else "the initial weights")
+  retrained = ", ".join(chain[index + 1:done])
+  for path, aside, error in corrupt:
+    message = (f"{path} is corrupt and cannot be loaded ({error}); moved to "
+               f"{aside}. Phase(s) {retrained} are trained again from "
+               f"{source}.")
+    logging.warning(message)
+    print(f"Warning: {message}", flush=True)
+  if index < 0 and corrupt:
+    model = rebuild()  # A failed load may have set some weights.
+  return model, index + 1
+
+
+def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
+  """`train` once the lock is held."""
+  model_dir = config.model_dir
   # Non-chief workers of a multi-worker job write only their own directory.
   write_dir = _write_dir(model_dir, strategy)
-  if write_dir == model_dir:
+  is_chief = write_dir == model_dir
+  phases = STAGES[stage]
+  # The phases read before training (stage 2 starts from phase c).
+  chain = (("c",) if stage == "semi" else ()) + phases
+  num_fixed = len(chain) - len(phases)
+  if overwrite:
+    _remove_training_state(write_dir)
+  unrecorded = _check_fingerprints(config, model_dir, chain,
+                                   _previous_config(model_dir))
+  if is_chief:
     try:
       config.save(model_dir)
     except OSError as e:
       raise OSError(e.errno, f"--model_dir={model_dir}: cannot write "
                     f"config.json ({e}).") from e
+    for phase in unrecorded:
+      model_dir_lib.write_fingerprint(model_dir, config, phase)
   else:
     _check_writable(write_dir)
   # A SIGKILL inside a checkpoint write leaves its temp file; nothing else
   # can remove it (this process owns write_dir: see _write_dir).
   for path in atomic.remove_stale_temp_files(write_dir):
     logging.warning("Removed %s, left by a killed run.", path)
-  keras.utils.set_random_seed(config.train.seed)
   if config.data.deterministic:
     tf.config.experimental.enable_op_determinism()
 
-  with strategy.scope():
-    model = build_dis_model(config)
-  phases = STAGES[stage]
-  if stage == "semi":
-    start = _phase_weights_path(model_dir, "c")
-    if not os.path.exists(start):
-      raise FileNotFoundError(
-          f"--stage=semi starts from the stage-1 weights {start}, which do "
-          "not exist: run --stage=full (or all) first.")
-    model.load_weights(start)
+  def build():
+    keras.utils.set_random_seed(config.train.seed)
+    with strategy.scope():
+      return build_dis_model(config)
 
-  for phase in phases:
-    done = _phase_weights_path(model_dir, phase)
-    if os.path.exists(done):
-      logging.info("Phase %s already finished (%s); skipping.", phase, done)
-      model.load_weights(done)
-      continue
+  model, first = _load_last_good(build(), chain, num_fixed, model_dir,
+                                 is_chief, build)
+  image_examples = None
+  if is_chief and max(first, num_fixed) < len(chain):
+    # Only the chief draws the grid (the workers' would be the same).
+    image_examples = _image_examples(config)
+  for phase in chain[num_fixed:first]:
+    logging.info("Phase %s already finished (%s); skipping.", phase,
+                 _phase_weights_path(model_dir, phase))
+
+  for phase in chain[max(first, num_fixed):]:
+    if is_chief:
+      model_dir_lib.write_fingerprint(model_dir, config, phase)
     steps, learning_rate = phase_settings(config.train, phase)
     data = dataset_fn(config, "semi" if phase == "semi" else "full")
     first_batch = next(iter(data.take(1)))
-    sample_images = first_batch["image"][:4]
     per_epoch = min(config.train.steps_per_epoch, steps)
     epochs = -(-steps // per_epoch)
     logging.info("Phase %s: %d steps (%d epochs of %d), lr %g.", phase,
@@ -206,7 +457,7 @@ def train(config, stage="all", dataset_fn=None, verbose="auto"):
       model.compile(optimizer=make_optimizer(config.train, learning_rate,
                                              epochs * per_epoch))
     if steps > 0:
-      callbacks = _callbacks(config, phase, sample_images, write_dir)
+      callbacks = _callbacks(config, phase, image_examples, write_dir)
       resumed = 0
       for callback in callbacks:
         if isinstance(callback, callbacks_lib.AtomicBackupAndRestore):
@@ -245,4 +496,5 @@ def _check_writable(model_dir):
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise OSError(f"--model_dir={model_dir} is not writable: {e}") from e
+    raise errors.UnwritablePathError(
+        f"--model_dir={model_dir} is not writable: {e}") from e

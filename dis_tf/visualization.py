@@ -9,11 +9,15 @@ directly (no pyplot, no display needed).
 
   rows = [figure_row(model, example, t_tests=(10, 30)) for example in data]
   save_figure_grid(rows, "figure.png")
+
+`grid_image` tiles the same rows into one plain uint8 array (no legend or
+titles), the image that TensorBoard shows (`dis_tf.callbacks.ImageSummaries`).
 """
 
 import os
 
 import numpy as np
+from PIL import Image
 
 from dis_tf import classes
 from dis_tf import evaluation
@@ -70,6 +74,83 @@ def figure_row(model, example, t_tests, compiled=True):
   }
 
 
+# Cells of `grid_image`: the largest image side, at most this many pixels
+# (a VOC image of 500 px would make a 3000 px wide grid per epoch).
+MAX_PANEL_SIZE = 192
+# Pixels between cells, and their grey level.
+GRID_GAP = 2
+GRID_BACKGROUND = 64
+
+
+def figure_columns(rows):
+  """Column titles of `figure_row`s, in the order the grids draw them."""
+  has_truth = any(r["ground_truth"] is not None for r in rows)
+  return (["image", "image target I", f"z3 (t={rows[0]['t_max']})"]
+          + [f"labelmap t={t}" for t in rows[0]["labelmaps"]]
+          + (["ground truth"] if has_truth else []))
+
+
+def _fit(panel, size, resample):
+  """`panel` [h, w, 3] uint8 scaled to fit a size x size cell, centred."""
+  h, w = panel.shape[:2]
+  scale = size / max(h, w)
+  new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+  resized = np.asarray(Image.fromarray(panel).resize((new_w, new_h),
+                                                     resample))
+  cell = np.full((size, size, 3), GRID_BACKGROUND, np.uint8)
+  top, left = (size - new_h) // 2, (size - new_w) // 2
+  cell[top:top + new_h, left:left + new_w] = resized
+  return cell
+
+
+def grid_image(rows, panel_size=None):
+  """Tiles `figure_row`s into one uint8 image: a row per example.
+
+  Columns as in `figure_columns` (image, image target, z3, the labelmaps,
+  ground truth if any row has one; a row without it gets an empty cell).
+  Every panel is scaled to fit a square cell, keeping its aspect: nearest
+  neighbour for the labelmaps and the feature-size panels (their pixels
+  stay visible, their colours stay palette colours), bilinear for the
+  image.
+
+  Args:
+    rows: `figure_row` dicts with the same step counts.
+    panel_size: cell side in pixels (default: the largest image side, at
+      most `MAX_PANEL_SIZE`).
+
+  Returns:
+    uint8 [n * (panel_size + GRID_GAP) + GRID_GAP,
+    columns * (panel_size + GRID_GAP) + GRID_GAP, 3].
+  """
+  if not rows:
+    raise ValueError("No rows to draw (no image was selected).")
+  has_truth = any(r["ground_truth"] is not None for r in rows)
+  if panel_size is None:
+    panel_size = min(MAX_PANEL_SIZE,
+                     max(max(r["image"].shape[:2]) for r in rows))
+  palette = classes.voc_palette()
+  tiled = []
+  for row in rows:
+    cells = [_fit(row["image"], panel_size, Image.BILINEAR)]
+    panels = [row["image_target"], row["reconstruction"]]
+    panels += [colorize(row["labelmaps"][t], palette) for t in row["labelmaps"]]
+    if has_truth:
+      truth = row["ground_truth"]
+      panels.append(np.full((1, 1, 3), GRID_BACKGROUND, np.uint8)
+                    if truth is None else colorize(truth, palette))
+    cells += [_fit(p.astype(np.uint8), panel_size, Image.NEAREST)
+              for p in panels]
+    tiled.append(cells)
+  n, ncols, step = len(tiled), len(tiled[0]), panel_size + GRID_GAP
+  grid = np.full((n * step + GRID_GAP, ncols * step + GRID_GAP, 3),
+                 GRID_BACKGROUND, np.uint8)
+  for i, cells in enumerate(tiled):
+    for j, cell in enumerate(cells):
+      top, left = GRID_GAP + i * step, GRID_GAP + j * step
+      grid[top:top + panel_size, left:left + panel_size] = cell
+  return grid
+
+
 def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
                      title=None, panel_size=2.2, dpi=100):
   """Renders figure rows into one PNG grid with a class legend.
@@ -94,9 +175,7 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
     raise ValueError("No rows to draw (no image was selected).")
   t_values = list(rows[0]["labelmaps"])
   has_truth = any(r["ground_truth"] is not None for r in rows)
-  headers = (["image", "image target I", f"z3 (t={rows[0]['t_max']})"]
-             + [f"labelmap t={t}" for t in t_values]
-             + (["ground truth"] if has_truth else []))
+  headers = figure_columns(rows)
   ncols, nrows = len(headers), len(rows)
   palette = classes.voc_palette()
   fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + 0.9),

@@ -19,9 +19,9 @@ and their inputs and outputs are documented in `dis_tf/serving/module.py`
 and the README; the library is `dis_tf.serving`.
 """
 
-from absl import app
 from absl import flags
 
+from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf.serving import export_lib
 
@@ -54,4 +54,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["model_dir", "export_dir"])
-  app.run(main)
+  errors.run(main)

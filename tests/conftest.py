@@ -343,3 +343,23 @@ def trained_run(tmp_path_factory, mini_benchmark):
     _run_tool("tools/train.py", f"--model_dir={model_dir}", *flags)
     return {"model_dir": model_dir, "flags": flags, "source": source}
   return _shared(tmp_path_factory, "trained_run", build)
+
+
+def _tensorboard_events(log_dir):
+  events = {}
+  for path in sorted(tf.io.gfile.glob(os.path.join(log_dir,
+                                                   "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        events.setdefault(value.tag, []).append({
+            "step": event.step, "value": tf.make_ndarray(value.tensor),
+            "description": value.metadata.summary_description})
+  return events
+
+
+@pytest.fixture(scope="session")
+def tensorboard_events():
+  """`tensorboard_events(log_dir)` -> {tag: [{"step", "value" (the summary
+  tensor as an array: an image summary's is [width, height, PNG...]),
+  "description"}]}, read back from the event files of one run directory."""
+  return _tensorboard_events

@@ -141,3 +141,24 @@ def test_compiled_latent_cache_does_not_keep_models_alive(tiny_model):
   del temporary
   gc.collect()
   assert ref() is None
+
+
+def test_eval_summaries_replace_the_previous_evaluation(tmp_path,
+                                                        tensorboard_events):
+  assert evaluation.summary_dir("/m", "val[100:]") == "/m/logs/eval/val_100__"
+  assert evaluation.summary_dir("/m", "val", flip=True, scales=(0.75, 1.0)) \
+      == "/m/logs/eval/val_flip_ms0.75_1"
+
+  def results(miou):
+    return {"settings": [
+        {"t_test": t, "mean_iou": miou + t, "pixel_accuracy": 0.5}
+        for t in (0, 10, 30)]}
+
+  log_dir = str(tmp_path / "logs" / "eval" / "val")
+  evaluation.write_summaries(results(0.1), log_dir)
+  evaluation.write_summaries(results(0.2), log_dir)
+  events = tensorboard_events(log_dir)
+  assert [e["step"] for e in events["eval/miou"]] == [0, 10, 30]
+  np.testing.assert_allclose([float(e["value"]) for e in events["eval/miou"]],
+                             [0.2, 10.2, 30.2], rtol=1e-6)
+  assert len(events["eval/pixel_accuracy"]) == 3

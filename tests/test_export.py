@@ -389,18 +389,33 @@ def test_export_is_atomic_and_versions(exported, tmp_path, monkeypatch):
     export_lib.export_saved_model(exported["model"], base, version=3)
 
 
-def test_command_line_uses_config_t_test(exported, tmp_path):
-  """The CLI with defaults: the paper's t_test (30) and the config's size."""
-  base = str(tmp_path / "dis")
+# Request bounds given on the export command line (small, to test them).
+CLI_BOUNDS = {"max_batch_size": 2, "max_image_pixels": 5000,
+              "max_batch_pixels": 8000, "max_steps": 40,
+              "max_batch_steps": 50}
+
+
+@pytest.fixture(scope="module")
+def cli_export(exported, tmp_path_factory):
+  """export/export_saved_model.py run once: default t_test and size, and
+  the --serving.* bounds of CLI_BOUNDS."""
+  base = str(tmp_path_factory.mktemp("cli") / "dis")
   env = _quiet_env()
   env["PYTHONPATH"] = REPO  # Stands in for `pip install -e .`.
   subprocess.run(
       [sys.executable, "export/export_saved_model.py",
        f"--model_dir={exported['run_dir']}", f"--export_dir={base}",
-       "--version=7"],
+       "--version=7"] + [f"--serving.{k}={v}" for k, v in CLI_BOUNDS.items()],
       check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
+  return {"base": base,
+          "loaded": tf.saved_model.load(os.path.join(base, "7"))}
+
+
+def test_command_line_uses_config_t_test(exported, cli_export):
+  """The CLI with defaults: the paper's t_test (30) and the config's size."""
+  base = cli_export["base"]
   assert os.listdir(base) == ["7"]
-  meta = tf.saved_model.load(os.path.join(base, "7")).signatures["metadata"]()
+  meta = cli_export["loaded"].signatures["metadata"]()
   assert meta["t_test"].numpy() == 30
   assert meta["input_size"].numpy().tolist() == [SIZE, SIZE]
   config = config_lib.ExperimentConfig.load(exported["run_dir"])
@@ -512,3 +527,107 @@ def test_client_grpc(exported, tmp_path):
     assert all(name != "background" for name, _ in summary[0]["tags"])
   finally:
     server.stop(None)
+
+
+# ----------------------------------------------------------- request bounds
+def test_bounds_are_export_flags_recorded_in_metadata(exported, cli_export):
+  meta = cli_export["loaded"].signatures["metadata"]()
+  assert {k: int(meta[k].numpy()) for k in CLI_BOUNDS} == CLI_BOUNDS
+  # The defaults, stated in dis_tf.config.ServingConfig.
+  meta = exported["loaded"].signatures["metadata"]()
+  defaults = config_lib.ServingConfig()
+  assert {k: int(meta[k].numpy()) for k in serving_module.BOUNDS} == {
+      k: getattr(defaults, k) for k in serving_module.BOUNDS}
+  assert (defaults.max_batch_size, defaults.max_image_pixels,
+          defaults.max_batch_pixels, defaults.max_steps,
+          defaults.max_batch_steps) == (32, 40_000_000, 80_000_000, 1000, 8000)
+
+
+def _png_of(h, w):
+  return tf.io.encode_png(np.full((h, w, 3), 9, np.uint8)).numpy()
+
+
+@pytest.mark.parametrize("signature,inputs,match", [
+    ("serving_default", lambda: {"image_bytes": [_png_of(1, 1)] * 3},
+     r"image_bytes has\] \[3\] \[images; the limit\] "
+     r"\[--serving.max_batch_size\] \[of this export is\] \[2\]"),
+    ("serving_default", lambda: {"image_bytes": [_png_of(80, 80)]},
+     r"\[80\] \[x\] \[80\] \[pixels.*limit is\] \[5000\] "
+     r"\[pixels \(--serving.max_image_pixels\)"),
+    ("serving_default", lambda: {"image_bytes": [_png_of(50, 90),
+                                                 _png_of(1, 1)]},
+     r"image_bytes asks for\] \[2\] \[x\] \[50\] \[x\] \[90\] \[=\] "
+     r"\[9000\].*\[--serving.max_batch_pixels\] \[of this export is\] "
+     r"\[8000\]"),
+    ("serving_steps", lambda: {"image_bytes": [_png_of(4, 4)] * 2,
+                               "steps": tf.constant([30, 1], tf.int32)},
+     r"batch size x max\(steps\) =\] \[2\] \[x\] \[30\] \[=\] \[60\].*"
+     r"\[--serving.max_batch_steps\] \[of this export is\] \[50\]"),
+    ("serving_steps", lambda: {"image_bytes": [_png_of(4, 4)],
+                               "steps": tf.constant([41], tf.int32)},
+     r"steps must be in \[0,\] \[40\] \[\] \(--serving.max_steps\)"),
+    ("predict_images", lambda: {"images": tf.zeros([3, 2, 2, 3], tf.uint8)},
+     r"images has\] \[3\] \[images; the limit\] "
+     r"\[--serving.max_batch_size\]"),
+    ("predict_images", lambda: {"images": tf.zeros([1, 80, 80, 3], tf.uint8)},
+     r"images is\] \[80\] \[x\] \[80\] .*\[--serving.max_image_pixels\] "
+     r"\[of this export is\] \[5000\]"),
+    ("predict_images_float",
+     lambda: {"images": tf.zeros([2, 50, 90, 3], tf.float32)},
+     r"images asks for\] \[2\] \[x\] \[50\] \[x\] \[90\].*"
+     r"\[--serving.max_batch_pixels\]"),
+])
+def test_requests_over_a_bound_are_invalid_argument(cli_export, signature,
+                                                    inputs, match):
+  fn = cli_export["loaded"].signatures[signature]
+  args = {k: tf.constant(v) if isinstance(v, list) else v
+          for k, v in inputs().items()}
+  with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+    fn(**args)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, -0.5, 255.5])
+def test_float_images_must_be_finite_and_in_0_255(exported, value):
+  fn = exported["loaded"].signatures["predict_images_float"]
+  images = exported["tensor"].astype(np.float32)
+  images[1, 7, 9, 2] = value
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"Input images must hold finite values in "
+                     r"\[0, 255\]"):
+    fn(images=tf.constant(images))
+
+
+def test_float_images_at_the_range_ends_are_served(exported):
+  images = exported["tensor"].astype(np.float32)
+  images[0] = 0.0
+  images[1] = 255.0
+  out = exported["loaded"].signatures["predict_images_float"](
+      images=tf.constant(images))
+  assert out["class_ids"].shape == (2, 48, 56)
+
+
+def test_default_batch_size_bound_on_image_tensors(exported):
+  fn = exported["loaded"].signatures["predict_images"]
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"images has\] \[33\] \[images; the limit\] "
+                     r"\[--serving.max_batch_size\] \[of this export is\] "
+                     r"\[32\]"):
+    fn(images=tf.zeros([33, 1, 1, 3], tf.uint8))
+
+
+@pytest.mark.parametrize("bound,value", [
+    ("max_steps", 2), ("max_batch_steps", 2), ("max_image_pixels", 100),
+    ("max_batch_pixels", 100)])
+def test_bounds_that_refuse_the_warmup_fail_the_export(exported, tmp_path,
+                                                       bound, value):
+  bounds = config_lib.ServingConfig(**{bound: value})
+  with pytest.raises(ValueError, match=rf"--serving.{bound}={value} refuses "
+                     "this export's own warmup"):
+    export_lib.export_saved_model(exported["model"], str(tmp_path / "d"),
+                                  t_test=T_TEST, input_size=SIZE,
+                                  bounds=bounds)
+  assert os.listdir(tmp_path / "d") == []
+  with pytest.raises(ValueError, match="--serving.max_batch_size must be"):
+    export_lib.export_saved_model(
+        exported["model"], str(tmp_path / "d"), t_test=T_TEST,
+        input_size=SIZE, bounds=config_lib.ServingConfig(max_batch_size=0))

@@ -410,13 +410,37 @@ def test_model_infer_paths_agree_and_features_continue_exactly(tiny_model):
 
 
 @pytest.mark.parametrize("step_size", [1e6, 1e30])
-def test_gram_absurd_steps_are_rejected_not_nan(step_size, tiny_model):
+def test_gram_absurd_but_finite_steps_stay_finite(step_size, tiny_model):
+  """Steps this large still give finite iterates (u3 reaches ~1e28 at
+  1e30): they are taken, and everything stays finite."""
   model = tiny_model()
   image = np.random.RandomState(2).randn(2, 40, 56, 3).astype(np.float32)
+  start = model.infer(image, steps=0, return_features=True)
   result = model.infer(image, steps=5, step_size=step_size, clip_norm=None,
                        return_features=True)
   for key, value in result.items():
     assert np.all(np.isfinite(value.numpy())), key
+  assert not np.array_equal(result["u1"], start["u1"])  # Taken, not rejected.
+
+
+@pytest.mark.parametrize("step_size", [1e38, float(np.finfo(np.float32).max)])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_gram_overflowing_steps_are_rejected_and_change_nothing(
+    step_size, steps, tiny_model):
+  """A step whose iterate overflows float32 (here from step 5e37 on) is
+  rejected: every output, and the refined features (u1, v1), equal those of
+  no step at all, exactly."""
+  model = tiny_model()
+  image = np.random.RandomState(2).randn(2, 40, 56, 3).astype(np.float32)
+  start = model.infer(image, steps=0, return_features=True)
+  u1, v1 = model.backbone(image)
+  np.testing.assert_array_equal(start["u1"], u1)
+  np.testing.assert_array_equal(start["v1"], v1)
+  result = model.infer(image, steps=steps, step_size=step_size,
+                       clip_norm=None, return_features=True)
+  assert set(result) == set(start)
+  for key, value in result.items():
+    np.testing.assert_array_equal(value, start[key], err_msg=key)
 
 
 def test_stored_gram_fields_give_the_same_iterates():

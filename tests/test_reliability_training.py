@@ -23,6 +23,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ import h5py
 import numpy as np
 import pytest
 
+from dis_tf import atomic
+from dis_tf import callbacks as callbacks_lib
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import training
 
@@ -165,6 +168,38 @@ def assert_equal_to_reference(reference, source_hash):
   return check
 
 
+_PHASES = ("a", "b", "c", "semi")
+
+
+def _resume_point(model_dir, epochs=2):
+  """(phase, finished epochs, epochs) where a rerun continues, read from
+  the committed state (phase weights and backups); None if every phase is
+  done. `epochs`: of every phase (4 steps in epochs of 2)."""
+  for phase in _PHASES:
+    if os.path.exists(os.path.join(model_dir, "checkpoints",
+                                   f"phase_{phase}.weights.h5")):
+      continue
+    state = callbacks_lib.AtomicBackupAndRestore.read_state(
+        os.path.join(model_dir, "backup", f"phase_{phase}"))
+    return phase, (state or {}).get("epoch", 0), epochs
+  return None
+
+
+def _assert_resumed_at(out, point):
+  """The driver's log shows a run that continued at `point` (see
+  `_resume_point`; None: the first run, which starts phase a afresh)."""
+  phase, epoch, epochs = point or ("a", 0, 2)
+  before = _PHASES[:_PHASES.index(phase)]
+  for done in before:  # Finished phases are skipped, not retrained.
+    assert f"== phase {done}:" not in out, (point, out[-3000:])
+  if epoch:
+    assert (f"== phase {phase}: resuming after epoch {epoch} of {epochs} =="
+            in out), (point, out[-3000:])
+  else:
+    assert f"== phase {phase}: 4 steps ==" in out, (point, out[-3000:])
+    assert f"== phase {phase}: resuming" not in out, (point, out[-3000:])
+
+
 @pytest.mark.slow
 def test_sigkill_at_seeded_points_resumes_to_identical_weights(
     tmp_path, start, assert_equal_to_reference):
@@ -181,6 +216,7 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(
       ("write", "model.tmp.keras", 1),        # the final model.keras
   ]
   log = []
+  expected = None  # Where the next run must resume (from the disk state).
   for how, what, arg in kills:
     if how == "write":
       proc = start(model_dir, KILL_MATCH=what, KILL_AT=arg)
@@ -196,8 +232,23 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(
       proc.send_signal(signal.SIGKILL)
       code, out = _finish(proc)
     assert code == -signal.SIGKILL, (how, what, arg, out[-3000:])
-    log.append((how, what, arg, _assert_no_corrupt_checkpoint(model_dir)))
+    # This run (killed) started where the previous kill left the disk.
+    _assert_resumed_at(out, expected)
+    expected = _resume_point(model_dir)
+    log.append((how, what, arg, expected,
+                _assert_no_corrupt_checkpoint(model_dir)))
+    # Each row's claim, from the committed state the rerun will read.
+    if what == "phase_a":  # Resumes phase a from its last backup.
+      assert expected[0] == "a" and expected[1] >= 1, log
+    elif what == "backup/phase_b/state.json":  # Inside phase b, or later.
+      assert expected[0] != "a" and (expected[0] != "b"
+                                     or expected[1] >= 1), log
+    elif what == "phase_c.tmp":  # Phase c from its last (epoch-2) backup.
+      assert expected == ("c", 2, 2), log
+    elif what == "state-":  # Inside stage 2, not stage 1 again.
+      assert expected[0] == "semi", log
   # The last kill hit model.keras: stage 1 and 2 are done, nothing retrains.
+  assert expected is None, log
   assert not os.path.exists(model_dir_lib.model_path(model_dir)), log
   code, out = _finish(start(model_dir))
   assert code == 0, out[-3000:]
@@ -277,6 +328,149 @@ def test_full_disk_fails_at_the_write_and_keeps_last_good(
     _umount(mount)
 
 
+def _fill(mount, leave):
+  """Fills the filesystem at `mount` until `leave` bytes are free."""
+  with open(os.path.join(mount, "filler"), "wb", buffering=0) as f:
+    try:
+      while True:
+        f.write(b"\0" * 65536)
+    except OSError as e:
+      assert e.errno == errno.ENOSPC, e
+    f.truncate(max(0, f.tell() - leave))
+  return shutil.disk_usage(mount).free
+
+
+def _commit(kind, model, directory):
+  """Writes `model` with the commit function of `kind`; the final path."""
+  if kind == "checkpoint":
+    path = os.path.join(directory, "checkpoints", "phase_a.weights.h5")
+    callbacks_lib.save_weights_atomically(model, path)
+    return path
+  if kind == "model.keras":
+    return model_dir_lib.save_model(model, directory)
+  path = os.path.join(directory, "config.json")
+  atomic.write_json(path, {"weights": [float(w.numpy().sum())
+                                       for w in model.weights]})
+  return path
+
+
+def _read_back(kind, path, model):
+  """The weights (or JSON) committed at `path`."""
+  if kind == "checkpoint":
+    model.load_weights(path)
+    return [w.numpy() for w in model.weights]
+  if kind == "model.keras":
+    loaded = model_dir_lib.load_trained_model(os.path.dirname(path))
+    return [w.numpy() for w in loaded.weights]
+  with open(path) as f:
+    return [np.array(json.load(f)["weights"])]
+
+
+@pytest.mark.parametrize("kind,leave_kib", [
+    ("checkpoint", 0), ("model.keras", 0), ("model.keras", 64),
+    ("config.json", 0)])
+def test_write_itself_fails_on_a_full_tmpfs(tmp_path, monkeypatch, kind,
+                                            leave_kib, tiny_model):
+  """A real 4 MiB tmpfs filled *after* version 1 was committed, so the
+  write of version 2 itself fails (for checkpoints the free-space estimate
+  is bypassed: the disk fills between the check and the write). 0 KiB left:
+  the write fails at once; 64 KiB left: it fails half-way (model.keras is
+  ~150 KB). The error is an OSError (ENOSPC) naming the file, no temp file
+  is left, and the file still holds version 1. (A *checkpoint* failing
+  half-way kills the process inside HDF5: the next test.)"""
+  mount = str(tmp_path / "disk")
+  if not _mount_tmpfs(mount, "size=4m"):
+    pytest.skip("needs root to mount a tmpfs")
+  try:
+    model = tiny_model(width=8)
+    path = _commit(kind, model, os.path.join(mount, "run"))
+    version_1 = _read_back(kind, path, model)
+    for w in model.weights:
+      w.assign(w + 1.0)
+    monkeypatch.setattr(callbacks_lib, "_check_free_space",
+                        lambda *args: None)
+    assert _fill(mount, leave_kib * 1024) <= leave_kib * 1024
+    with pytest.raises(OSError) as info:
+      _commit(kind, model, os.path.join(mount, "run"))
+    assert info.value.errno == errno.ENOSPC, info.value
+    if kind != "config.json":  # atomic.write_json raises the plain error.
+      assert f"Could not write {'checkpoint ' * (kind == 'checkpoint')}" \
+             f"{path} (" in str(info.value), info.value
+    assert "No space left on device" in str(info.value) or (
+        "file write failed" in str(info.value)), info.value
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+    os.remove(os.path.join(mount, "filler"))
+    for a, b in zip(_read_back(kind, path, model), version_1):
+      np.testing.assert_array_equal(a, b)
+  finally:
+    _umount(mount)
+
+
+_HALF_WRITTEN_CHECKPOINT = r"""
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["REPO"], "tests"))
+import numpy as np
+import test_reliability_training as t
+from conftest import _tiny_config
+from dis_tf import callbacks as callbacks_lib
+from dis_tf.modeling.dis_model import build_dis_model
+mount, saved = sys.argv[1:3]
+model = build_dis_model(_tiny_config(width=8))
+path = t._commit("checkpoint", model, os.path.join(mount, "run"))
+np.savez(saved, *[w.numpy() for w in model.weights])
+for w in model.weights:
+  w.assign(w + 1.0)
+callbacks_lib._check_free_space = lambda *args: None
+print("free", t._fill(mount, 64 * 1024), flush=True)
+try:
+  t._commit("checkpoint", model, os.path.join(mount, "run"))
+except OSError as e:
+  print("OSError", e, flush=True)
+  sys.exit(3)
+"""
+
+
+def test_checkpoint_write_failing_half_way_keeps_the_committed_file(
+    tmp_path, tiny_model, tool_env):
+  """The disk fills half-way through a checkpoint (64 KiB left of a ~140
+  KB file), past the free-space estimate: measured, HDF5 then kills the
+  process with SIGSEGV (h5py 3.14; `file write failed ... errno = 28` from
+  its deallocators first). A clean OSError is accepted too. Either way the
+  committed file still holds version 1, and the only other file is the
+  temp file, which the next run removes (`atomic.is_temp_name`)."""
+  mount = str(tmp_path / "disk")
+  if not _mount_tmpfs(mount, "size=4m"):
+    pytest.skip("needs root to mount a tmpfs")
+  try:
+    script = tmp_path / "half_written.py"
+    script.write_text(_HALF_WRITTEN_CHECKPOINT)
+    saved = str(tmp_path / "version_1.npz")
+    proc = subprocess.run([sys.executable, str(script), mount, saved],
+                          env=tool_env(REPO=REPO), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (-signal.SIGSEGV, 3), (
+        proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    if proc.returncode == 3:
+      assert "Could not write checkpoint" in proc.stdout, proc.stdout
+    else:
+      assert "errno = 28" in proc.stderr, proc.stderr[-3000:]
+    directory = os.path.join(mount, "run", "checkpoints")
+    leftovers = set(os.listdir(directory)) - {"phase_a.weights.h5"}
+    assert "phase_a.weights.h5" in os.listdir(directory)
+    assert all(atomic.is_temp_name(name) for name in leftovers), leftovers
+    print(f"half-written checkpoint: exit status {proc.returncode}, "
+          f"left {sorted(leftovers)}")
+    os.remove(os.path.join(mount, "filler"))
+    model = tiny_model(width=8)
+    model.load_weights(os.path.join(directory, "phase_a.weights.h5"))
+    with np.load(saved) as version_1:
+      expected = [version_1[f"arr_{i}"] for i in range(len(version_1.files))]
+    for a, b in zip([w.numpy() for w in model.weights], expected):
+      np.testing.assert_array_equal(a, b)
+  finally:
+    _umount(mount)
+
+
 def test_enospc_mid_write_leaves_previous_checkpoint(
     tmp_path, monkeypatch, tiny_config, dataset_fn):
   """Without root: a write failing with ENOSPC after the first few."""
@@ -346,30 +540,62 @@ def test_corrupt_legacy_state_is_reported(tmp_path, tiny_config, dataset_fn):
 
 
 def test_previous_backup_used_when_current_is_unreadable(
-    tmp_path, tiny_config, dataset_fn):
+    tmp_path, tiny_config, dataset_fn, monkeypatch, capsys):
+  """The epoch-2 state is bit rot: the rerun restores exactly the epoch-1
+  state (weights and optimizer variables) and retrains epoch 2."""
   model_dir = str(tmp_path / "run")
   config = tiny_config(model_dir)
   config.data.deterministic = True
-  # Phase a, 2 epochs: stop after both backups are written.
+  # Phase a, 2 epochs: stop after both backups are written, keeping the
+  # state at the end of epoch 1 (what state-000001 holds).
   original = training._callbacks
+  saved = {}
+
+  def snapshot(model):
+    return ([w.numpy() for w in model.weights],
+            [v.numpy() for v in model.optimizer.variables])
 
   class Stop(training.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
+      if epoch == 0:  # After the backup callback wrote state-000001.
+        saved["epoch_1"] = snapshot(self.model)
       if epoch == 1:
         raise KeyboardInterrupt
 
-  training._callbacks = lambda *a: original(*a) + [Stop()]
-  try:
-    with pytest.raises(KeyboardInterrupt):
-      training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
-  finally:
-    training._callbacks = original
+  monkeypatch.setattr(training, "_callbacks",
+                      lambda *a: original(*a) + [Stop()])
+  with pytest.raises(KeyboardInterrupt):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  monkeypatch.setattr(training, "_callbacks", original)
   backup = os.path.join(model_dir, "backup", "phase_a")
   with open(os.path.join(backup, "state.json")) as f:
     state = json.load(f)
   assert state["epoch"] == 2 and state["previous"]["epoch"] == 1
   with open(os.path.join(backup, state["weights"]), "wb") as f:
     f.write(b"bit rot")
+
+  restore = callbacks_lib.AtomicBackupAndRestore.restore
+  restored = []
+
+  def recording_restore(self):
+    epoch = restore(self)
+    restored.append((epoch, snapshot(self.model)))
+    return epoch
+
+  monkeypatch.setattr(callbacks_lib.AtomicBackupAndRestore, "restore",
+                      recording_restore)
+  capsys.readouterr()
   model = training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert "== phase a: resuming after epoch 1 of 2 ==" in out, out
+  epoch, (weights, optimizer) = restored[0]  # Phase a's restore.
+  assert epoch == 1
+  expected_weights, expected_optimizer = saved["epoch_1"]
+  assert len(weights) == len(expected_weights)
+  for a, b in zip(weights, expected_weights):
+    np.testing.assert_array_equal(a, b)
+  assert len(optimizer) == len(expected_optimizer)
+  for a, b in zip(optimizer, expected_optimizer):
+    np.testing.assert_array_equal(a, b)
   assert all(np.isfinite(w.numpy()).all() for w in model.weights)

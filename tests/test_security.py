@@ -3,8 +3,11 @@ SavedModel that reads nothing outside its own directory while serving.
 
 * Source scan (AST) of dis_tf/, tools/, export/: no pickle / marshal /
   shelve / dill, no eval / exec / builtin compile, no np.load with
-  allow_pickle, no yaml.load, every keras load_model call passes
-  safe_mode=True, and unsafe deserialisation is never enabled.
+  allow_pickle and no `from numpy import load`, no yaml.load, every keras
+  load_model call passes safe_mode=True and no call passes another
+  safe_mode, unsafe deserialisation is never enabled, and no shell (os.system,
+  os.popen, shell= on any call). Planted snippets check that the scan
+  flags each.
 * A `.keras` file carrying a Lambda layer (serialised Python bytecode) is
   refused by `model_dir.load` and its code never runs.
 * Paths in annotations.jsonl and image-set lists: `../`, absolute paths and
@@ -76,43 +79,103 @@ def _keyword(node, name):
   return None
 
 
+_BANNED_MODULES = {"pickle", "cPickle", "_pickle", "dill", "marshal",
+                   "shelve", "cloudpickle", "joblib"}
+
+
+def _is_constant(node, value):
+  return isinstance(node, ast.Constant) and node.value is value
+
+
+def _scan(tree, path):
+  """The problems the source scan finds in one parsed file."""
+  problems = []
+  for node in ast.walk(tree):
+    where = f"{path}:{getattr(node, 'lineno', '?')}"
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ""])
+      for name in names:
+        if name.split(".")[0] in _BANNED_MODULES:
+          problems.append(f"{where}: imports {name}")
+      # `from numpy import load` hides np.load from the allow_pickle check.
+      if (isinstance(node, ast.ImportFrom)
+          and (node.module or "").split(".")[0] == "numpy"
+          and any(a.name in ("load", "*") for a in node.names)):
+        problems.append(f"{where}: from {node.module} import load")
+    if not isinstance(node, ast.Call):
+      continue
+    name = _call_name(node)
+    if name in ("eval", "exec", "compile", "__import__", "execfile"):
+      problems.append(f"{where}: calls {name}()")
+    if name.endswith("enable_unsafe_deserialization"):
+      problems.append(f"{where}: enables unsafe deserialisation")
+    if name.split(".")[-1] == "load" and name.startswith(("np.", "numpy.")):
+      allow = _keyword(node, "allow_pickle")
+      if allow is not None and not _is_constant(allow, False):
+        problems.append(f"{where}: np.load(allow_pickle=...)")
+    if name in ("yaml.load", "yaml.unsafe_load", "torch.load"):
+      problems.append(f"{where}: {name}")
+    if name.split(".")[-1] == "load_model":
+      safe = _keyword(node, "safe_mode")
+      if not _is_constant(safe, True):
+        problems.append(f"{where}: {name} without safe_mode=True")
+    # Any call: safe_mode must be True when given (deserialize_keras_object,
+    # load_model under another name, ...).
+    safe = _keyword(node, "safe_mode")
+    if safe is not None and not _is_constant(safe, True):
+      problems.append(f"{where}: {name}(safe_mode=...) not True")
+    # A shell runs strings as commands: os.system / os.popen, and any call
+    # (subprocess.run, an imported Popen, ...) with a shell= that is not
+    # False.
+    if name in ("os.system", "os.popen", "system", "popen"):
+      problems.append(f"{where}: {name}() runs a shell")
+    shell = _keyword(node, "shell")
+    if shell is not None and not _is_constant(shell, False):
+      problems.append(f"{where}: {name}(shell=...)")
+  return problems
+
+
 def test_no_pickle_eval_or_unsafe_loading_in_the_code():
   problems = []
-  banned_modules = {"pickle", "cPickle", "_pickle", "dill", "marshal",
-                    "shelve", "cloudpickle", "joblib"}
   count = 0
   for path, tree in _sources():
     count += 1
-    for node in ast.walk(tree):
-      where = f"{path}:{getattr(node, 'lineno', '?')}"
-      if isinstance(node, (ast.Import, ast.ImportFrom)):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""])
-        for name in names:
-          if name.split(".")[0] in banned_modules:
-            problems.append(f"{where}: imports {name}")
-      if not isinstance(node, ast.Call):
-        continue
-      name = _call_name(node)
-      if name in ("eval", "exec", "compile", "__import__", "execfile"):
-        problems.append(f"{where}: calls {name}()")
-      if name.endswith("enable_unsafe_deserialization"):
-        problems.append(f"{where}: enables unsafe deserialisation")
-      if name.split(".")[-1] == "load" and name.startswith(("np.", "numpy.")):
-        allow = _keyword(node, "allow_pickle")
-        if allow is not None and not (isinstance(allow, ast.Constant) and
-                                      allow.value is False):
-          problems.append(f"{where}: np.load(allow_pickle=...)")
-      if name in ("yaml.load", "yaml.unsafe_load", "torch.load"):
-        problems.append(f"{where}: {name}")
-      if name.split(".")[-1] == "load_model":
-        safe = _keyword(node, "safe_mode")
-        if not (isinstance(safe, ast.Constant) and safe.value is True):
-          problems.append(f"{where}: {name} without safe_mode=True")
-      if name.startswith("subprocess.") and _keyword(node, "shell"):
-        problems.append(f"{where}: subprocess with shell=")
+    problems += _scan(tree, path)
   assert count > 20
   assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("snippet,match", [
+    ("from numpy import load\nx = load('a.npy', allow_pickle=True)",
+     "from numpy import load"),
+    ("from numpy.lib.npyio import load", "from numpy.lib.npyio import load"),
+    ("import os\nos.system('ls ' + name)", r"os.system\(\) runs a shell"),
+    ("import os\nos.popen('ls')", r"os.popen\(\) runs a shell"),
+    ("import subprocess\nsubprocess.run('ls', shell=True)",
+     r"subprocess.run\(shell=...\)"),
+    ("from subprocess import Popen\nPopen(cmd, shell=True)",
+     r"Popen\(shell=...\)"),
+    ("import subprocess as sp\nsp.check_output(cmd, shell=flag)",
+     r"sp.check_output\(shell=...\)"),
+    ("import keras\nkeras.saving.load_model('m.keras', safe_mode=False)",
+     "without safe_mode=True"),
+    ("import keras\nkeras.saving.deserialize_keras_object(c, "
+     "safe_mode=False)", r"deserialize_keras_object\(safe_mode=...\)"),
+    ("import numpy as np\nnp.load('a.npy', allow_pickle=True)",
+     "allow_pickle"),
+])
+def test_the_scan_flags_planted_code(snippet, match):
+  problems = _scan(ast.parse(snippet), "planted.py")
+  assert any(re.search(match, p) for p in problems), problems
+
+
+def test_the_scan_passes_safe_code():
+  safe = ("import subprocess\nimport numpy as np\nimport keras\n"
+          "subprocess.run(['ls'], shell=False, check=True)\n"
+          "np.load('a.npz', allow_pickle=False)\n"
+          "keras.saving.load_model('m.keras', safe_mode=True)\n")
+  assert _scan(ast.parse(safe), "safe.py") == []
 
 
 # --------------------------------------------------------- .keras loading

@@ -51,7 +51,7 @@ def test_helpfull_documents_every_flag(tool, run_tool):
     assert f"--{name}:" in section or f"--[no]{name}:" in section, name
 
 
-def test_evaluate_cli(run_dir, run_tool):
+def test_evaluate_cli(run_dir, run_tool, tensorboard_events):
   out = str(run_dir["root"] / "eval")
   proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",
                   f"--data_dir={run_dir['data_dir']}", "--split=val",
@@ -69,6 +69,18 @@ def test_evaluate_cli(run_dir, run_tool):
   rows = list(csv.reader(open(os.path.join(out, "table3.csv"))))
   assert len(rows) == 3 and rows[0][-1] == "mIoU"
   assert os.path.exists(os.path.join(out, "table3.md"))
+  # TensorBoard: the scores of each t_test as scalars, step = t_test, in
+  # the run of this split and test variant.
+  logs = os.path.join(run_dir["model_dir"], "logs", "eval",
+                      "val_flip_ms0.75_1")
+  assert f"tensorboard: {logs}" in proc.stdout
+  events = tensorboard_events(logs)
+  for tag, key in (("eval/miou", "mean_iou"),
+                   ("eval/pixel_accuracy", "pixel_accuracy")):
+    assert [e["step"] for e in events[tag]] == [0, 2]
+    np.testing.assert_allclose([float(e["value"]) for e in events[tag]],
+                               [s[key] for s in results["settings"]],
+                               rtol=1e-6)
 
 
 def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir, run_tool):

@@ -5,9 +5,15 @@ import os
 import shutil
 
 import numpy as np
+from PIL import Image
 import pytest
+import tensorflow as tf
 
+from dis_tf import classes
+from dis_tf import config as config_lib
 from dis_tf import model_dir as model_dir_lib
+from dis_tf import visualization
+from dis_tf.data import pipeline
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +74,48 @@ def test_voc12_preset_runs_a_couple_of_steps_with_resnet101(mini_benchmark,
   assert config["train"]["optimizer"] == "sgd"
   assert config["model"]["weights"] is None
   assert os.path.exists(os.path.join(model_dir, "model.keras"))
+
+
+def _decode_png(summary_tensor):
+  """The first image of an image summary's tensor [width, height, PNG...]."""
+  return tf.io.decode_png(summary_tensor[2]).numpy()
+
+
+def test_trained_run_logs_a_val_image_grid_each_epoch(trained_run,
+                                                      tensorboard_events):
+  # The session's run: 4 steps per phase in epochs of 2, t_test 30 (preset),
+  # the grid on by default; 4 val images in the mini benchmark.
+  model_dir = trained_run["model_dir"]
+  config = config_lib.ExperimentConfig.load(model_dir)
+  config.data.deterministic = True
+  shown = list(pipeline.eval_dataset(config, "val"))[:4]
+  image = visualization.to_uint8_image(shown[0]["image"][0])
+  truth = visualization.colorize(shown[0]["mask"][0].numpy())
+  # Square cells as large as the largest image side (the mini benchmark's
+  # images are far below the cap).
+  cell = max(max(ex["image"].shape[1:3]) for ex in shown)
+  gap = visualization.GRID_GAP
+  palette = {tuple(c) for c in classes.voc_palette()}
+  for phase in ("a", "b", "c", "semi"):
+    events = tensorboard_events(
+        os.path.join(model_dir, "logs", f"phase_{phase}", "validation"))
+    grids = events["val_images"]
+    assert [e["step"] for e in grids] == [0, 1], phase
+    assert ("image | image target I | z3 (t=30) | labelmap t=0 | "
+            "labelmap t=30 | ground truth") in grids[0]["description"]
+    grid = _decode_png(grids[-1]["value"])
+    # 4 rows x 6 columns.
+    assert grid.shape == (4 * (cell + gap) + gap, 6 * (cell + gap) + gap, 3)
+
+    def at(row, column):
+      top, left = gap + row * (cell + gap), gap + column * (cell + gap)
+      return grid[top:top + cell, left:left + cell]
+
+    # Row 0 is the first val example, every epoch.
+    np.testing.assert_array_equal(
+        at(0, 0), visualization._fit(image, cell, Image.BILINEAR))
+    np.testing.assert_array_equal(
+        at(0, 5), visualization._fit(truth, cell, Image.NEAREST))
+    for column in (3, 4):  # Labelmaps: palette colours (or the margin).
+      colours = {tuple(c) for c in at(0, column).reshape(-1, 3)}
+      assert colours <= palette | {(visualization.GRID_BACKGROUND,) * 3}

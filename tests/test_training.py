@@ -44,7 +44,10 @@ def test_train_writes_the_model_dir_layout(tmp_path, tiny_config,
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(
-    tmp_path, monkeypatch, tiny_config, dataset_fn):
+    tmp_path, monkeypatch, capsys, tiny_config, dataset_fn):
+  """Killed at the start of phase b's epoch 2: the rerun skips phase a and
+  resumes phase b after epoch 1 (from the log and the backup; a restart
+  from scratch would give the same weights too)."""
   # Deterministic mode: op determinism, so both runs can match bit for bit.
   ref_config = tiny_config(tmp_path / "ref")
   ref_config.data.deterministic = True
@@ -61,10 +64,17 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
   assert (tmp_path / "killed/checkpoints/phase_a.weights.h5").exists()
   assert not (tmp_path / "killed/checkpoints/phase_b.weights.h5").exists()
-  assert os.listdir(tmp_path / "killed/backup/phase_b")
+  state = json.loads(
+      (tmp_path / "killed/backup/phase_b/state.json").read_text())
+  assert state["epoch"] == 1
 
   monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  capsys.readouterr()
   resumed = training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert "== phase a:" not in out, out
+  assert "== phase b: resuming after epoch 1 of 2 ==" in out, out
+  assert "== phase c: 4 steps ==" in out, out
   for a, b in zip(_weights(reference), _weights(resumed)):
     np.testing.assert_array_equal(a, b)
 
@@ -123,3 +133,37 @@ def test_non_chief_writes_its_own_directory():
   assert training._write_dir("/m", Strategy()) == "/m/workers/worker_3"
   Extended.should_checkpoint = True
   assert training._write_dir("/m", Strategy()) == "/m"
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_val_image_grid_follows_its_flag(images, tmp_path, tiny_config,
+                                         dataset_fn, mini_benchmark,
+                                         tensorboard_events):
+  # One epoch per phase; the val images of the mini benchmark.
+  config = tiny_config(tmp_path / "run", steps=2)
+  config.data.voc_dir = mini_benchmark["voc_dir"]
+  config.data.data_dir = mini_benchmark["data_dir"]
+  config.train.tensorboard_images = images
+  config.train.tensorboard_num_images = 2
+  training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  logs = tmp_path / "run" / "logs" / "phase_a"
+  assert "epoch_loss" in tensorboard_events(str(logs / "train"))
+  tags = {}
+  for directory, _, _ in os.walk(logs):
+    tags.update(tensorboard_events(directory))
+  if images:
+    (grid,) = tags["val_images"]
+    assert grid["step"] == 0
+    assert len(grid["value"]) == 3  # Width, height and one PNG.
+  else:
+    assert "val_images" not in tags
+    assert not (logs / "validation").exists()
+
+
+def test_image_grid_needs_a_positive_number_of_images(tmp_path, tiny_config,
+                                                      dataset_fn):
+  config = tiny_config(tmp_path / "run")
+  config.data.voc_dir = "/unused"
+  config.train.tensorboard_num_images = 0
+  with pytest.raises(ValueError, match="tensorboard_num_images"):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)

@@ -36,11 +36,11 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from dis_tf import ablation
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
@@ -92,14 +92,15 @@ def _ints(values, name):
   try:
     return tuple(int(v) for v in values)
   except ValueError as e:
-    raise app.UsageError(f"--{name}={','.join(values)}: {e}") from e
+    raise errors.UserError(f"--{name}={','.join(values)}: {e}") from e
 
 
 def main(argv):
   del argv
   if FLAGS.from_json:
     if not os.path.isfile(FLAGS.from_json):
-      raise app.UsageError(f"--from_json={FLAGS.from_json}: no such file.")
+      raise errors.MissingFileError(
+          f"--from_json={FLAGS.from_json}: no such file.")
     results, plan, command, generator_params, config = (
         ablation.load_results(FLAGS.from_json))
     print(ablation.write_results(
@@ -153,4 +154,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

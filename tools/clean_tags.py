@@ -26,12 +26,12 @@ Any field of the run's configuration can be overridden by its flag (see
 import json
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from dis_tf import atomic
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import reports
@@ -59,13 +59,13 @@ def main(argv):
     return
   t_train = config.latent.t_train
   if t_train < 0:
-    raise app.UsageError(f"--t_train={t_train} must be >= 0.")
+    raise errors.UserError(f"--t_train={t_train} must be >= 0.")
   weak_dir = config.data.weak_dir
   if not weak_dir:
-    raise app.UsageError("--weak_dir is required (config.json has no "
-                         "data.weak_dir).")
+    raise errors.UserError("--weak_dir is required (config.json has no "
+                           "data.weak_dir).")
   if not os.path.isdir(weak_dir):
-    raise FileNotFoundError(f"--weak_dir={weak_dir}: no such directory.")
+    raise errors.MissingFileError(f"--weak_dir={weak_dir}: no such directory.")
   model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "clean_tags")
 
@@ -99,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

@@ -26,13 +26,13 @@ SavedModel) and served_labelmap.png (the served prediction, colourised).
 
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import reports
@@ -93,6 +93,8 @@ def main(argv):
       tag_threshold=config.latent.tag_threshold)
   eval_dir = os.path.join(config.model_dir, "eval_val")
   reports.write_reports(results, eval_dir)
+  evaluation.write_summaries(
+      results, evaluation.summary_dir(config.model_dir, eval_split))
   markdown, _ = reports.format_table3(results)
   print(markdown)
   print(reports.format_summary(results))
@@ -138,4 +140,4 @@ def serve_one_image(version_dir, config, output_png):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

@@ -16,7 +16,9 @@ behind it in MODEL_DIR/t_test_selection.json. Writes to --output_dir
 (default MODEL_DIR/eval_SPLIT):
 table3.md / table3.csv (per-class IoU, one row per setting, mIoU last),
 summary.md (pixel accuracy, mIoU, tag precision / recall / F1 / mAP) and
-results.json (everything, confusion matrices included).
+results.json (everything, confusion matrices included). The mIoU and pixel
+accuracy of each t_test also go to TensorBoard (tags eval/miou and
+eval/pixel_accuracy, step = t_test) in MODEL_DIR/logs/eval/SPLIT.
 
 Any field of the run's configuration can be overridden by its flag (see
 --helpfull), e.g. --latent.step_size=0.2 or --data.skip_bad_files; --split
@@ -26,12 +28,12 @@ and --tag_threshold are short names of --data.eval_split and
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from dis_tf import classes
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import model_dir as model_dir_lib
@@ -73,11 +75,11 @@ def main(argv):
   if FLAGS.select_t_test:
     select_split = config.data.select_split
     if not select_split:
-      raise app.UsageError("--select_t_test needs --select_split (the "
-                           "config has no data.select_split).")
+      raise errors.UserError("--select_t_test needs --select_split (the "
+                             "config has no data.select_split).")
     if select_split == split:
-      raise app.UsageError(f"--select_split={select_split} is the evaluated "
-                           "split: the choice must be held out from it.")
+      raise errors.UserError(f"--select_split={select_split} is the evaluated "
+                             "split: the choice must be held out from it.")
     chosen, scores, count = selection.select_t_test(
         model, pipeline.eval_dataset(config, select_split), t_tests,
         config.model.num_classes)
@@ -100,10 +102,13 @@ def main(argv):
       num_classes=config.model.num_classes,
       tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit)
   if results["num_images"] == 0:
-    raise ValueError(f"--split={split}: no images to evaluate.")
+    raise errors.UserError(f"--split={split}: no images to evaluate.")
   paths = reports.write_reports(
       results, output_dir, class_names,
       extra={"model_dir": os.path.abspath(FLAGS.model_dir), "split": split})
+  paths["tensorboard"] = evaluation.write_summaries(
+      results, evaluation.summary_dir(FLAGS.model_dir, split, FLAGS.flip,
+                                      FLAGS.scales))
   markdown, _ = reports.format_table3(results, class_names)
   print(f"{results['num_images']} images of split {split!r} in "
         f"{results['seconds']:.1f} s\n")
@@ -114,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

@@ -8,9 +8,9 @@ design of the data is documented in dis_tf/data/synthetic.py and
 docs/DATA.md.
 """
 
-from absl import app
 from absl import flags
 
+from dis_tf import errors
 from dis_tf.data import synthetic
 
 _D = synthetic.DEFAULTS
@@ -64,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

@@ -17,13 +17,18 @@ Every configuration field can be overridden by its flag, e.g.
 --helpfull; the short names --t_train, --crop_size, --batch_size, ... of
 earlier versions are aliases). --print_config prints the resolved
 configuration and exits; it is written to --model_dir/config.json. A killed
-run resumes where it stopped when started again with the same flags.
+run resumes where it stopped when started again with the same flags. A
+rerun whose training fields differ from those the phases in --model_dir
+ran with is an error naming them: pass --overwrite to discard that training
+state and start again, or use a new --model_dir. Evaluation-only fields
+(--latent.t_test, --data.eval_split, ...) may differ. One run at a time
+per --model_dir (model_dir/train.lock).
 """
 
-from absl import app
 from absl import flags
 
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf import training
 
@@ -49,6 +54,10 @@ flags.DEFINE_enum("preset", "synthetic", list(config_lib.PRESETS),
 flags.DEFINE_enum("stage", "all", list(training.STAGES),
                   "full: stage-1 phases a, b, c; semi: stage 2 from the "
                   "phase-c weights in model_dir; all: both.")
+flags.DEFINE_boolean("overwrite", False,
+                     "Discard the training state in --model_dir "
+                     "(checkpoints, backups, logs, model.keras) and train "
+                     "from scratch, e.g. after changing a training flag.")
 dis_flags.define_config_flags(
     aliases={key.rpartition(".")[2]: key for key in _SHORT_FLAGS})
 flags.adopt_module_key_flags(dis_flags)
@@ -56,15 +65,15 @@ flags.adopt_module_key_flags(dis_flags)
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
   config = config_lib.resolve_config(FLAGS.preset,
                                      dis_flags.config_overrides())
   if dis_flags.print_config_and_exit(config):
     return
-  training.train(config, FLAGS.stage)
+  training.train(config, FLAGS.stage, overwrite=FLAGS.overwrite)
   print(f"Trained model written to {config.model_dir}/model.keras")
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model_dir")
-  app.run(main)
+  errors.run(main)

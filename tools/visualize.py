@@ -18,10 +18,10 @@ Any field of the run's configuration can be overridden by its flag (see
 
 import os
 
-from absl import app
 from absl import flags
 
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import model_dir as model_dir_lib
@@ -80,7 +80,7 @@ def select_examples(dataset, file_names=None, num_images=4):
         break
   missing = [wanted[k] for k in wanted if k not in found]
   if missing:
-    raise ValueError(f"--file_names: {missing} not found in the split.")
+    raise errors.UserError(f"--file_names: {missing} not found in the split.")
   return [found[_key(n)] for n in file_names]
 
 
@@ -98,7 +98,7 @@ def main(argv):
   dataset = pipeline.eval_dataset(config, split)
   examples = select_examples(dataset, FLAGS.file_names, FLAGS.num_images)
   if not examples:
-    raise ValueError(f"--split={split}: no images.")
+    raise errors.UserError(f"--split={split}: no images.")
   path = visualization.visualize(
       model, examples, t_tests, output,
       class_names=classes.VOC_CLASSES[:config.model.num_classes],
@@ -108,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

@@ -24,7 +24,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf import image_ops
+from dis_tf import locks
 from dis_tf.data import voc
 from dis_tf.data import web_tags
 
@@ -239,31 +241,47 @@ def builder_for(config, name):
   data = config.data
   if name == "voc":
     if not data.voc_dir:
-      raise ValueError("config.data.voc_dir is not set: it must point at the "
-                       "folder holding VOCdevkit/VOC2012 (docs/DATA.md).")
+      raise errors.UserError(
+          "config.data.voc_dir is not set: it must point at the "
+          "folder holding VOCdevkit/VOC2012 (docs/DATA.md).")
     builder = voc.voc_builder(data.voc_dir, _data_dir(config),
-                              data.skip_bad_files)
+                              data.skip_bad_files, data.max_image_pixels)
   elif name == "web_tags":
     if not data.weak_dir:
-      raise ValueError("config.data.weak_dir is not set: it must point at a "
-                       "web_tags folder with annotations.jsonl (docs/DATA.md).")
+      raise errors.UserError(
+          "config.data.weak_dir is not set: it must point at a "
+          "web_tags folder with annotations.jsonl (docs/DATA.md).")
     builder = web_tags.web_tags_builder(data.weak_dir, _data_dir(config),
-                                        data.skip_bad_files)
+                                        data.skip_bad_files,
+                                        data.max_image_pixels)
   else:
-    raise ValueError(
+    raise errors.UserError(
         f"Unknown dataset {name!r}; expected 'voc' or 'web_tags'.")
   return builder
 
 
-def prepare_datasets(config):
+# How long the pipelines wait for another process that is preparing the
+# same data_dir (e.g. the other workers of a multi-worker job, which all
+# find the data unprepared at the start) before failing.
+PREPARE_WAIT_SECONDS = 3600.0
+
+
+def prepare_datasets(config, wait_seconds=0.0):
   """Runs download_and_prepare on every builder the config uses.
 
   Idempotent: an already prepared builder is not rebuilt (the config name
   fingerprints the source folder, so a different or regenerated folder is
-  prepared anew instead of reusing stale data).
+  prepared anew instead of reusing stale data). While anything is prepared,
+  `data_dir/.prepare.lock` is held: a concurrent prepare of the same
+  data_dir fails with `locks.LockHeldError` naming the holder's pid and
+  host (a stale lock of a dead process is taken over), unless the holder
+  finishes within `wait_seconds`.
 
   Args:
     config: ExperimentConfig.
+    wait_seconds: how long to wait for a live process preparing the same
+      data_dir (the pipelines wait `PREPARE_WAIT_SECONDS`); what it
+      prepared is then used.
 
   Returns:
     dict "voc" / "web_tags" -> prepared builder (only those configured).
@@ -273,19 +291,27 @@ def prepare_datasets(config):
     builders["voc"] = builder_for(config, "voc")
   if config.data.weak_dir:
     builders["web_tags"] = builder_for(config, "web_tags")
-  for name, builder in builders.items():
-    logging.info("Preparing %s (%s) in %s", name, builder.builder_config.name,
-                 builder.data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=builder.builder_config.source_dir))
+  if all(builder.is_prepared() for builder in builders.values()):
+    return builders  # Nothing to write: no lock needed.
+  # One prepare per data_dir at a time: a second process gets an error
+  # naming the holder (dis_tf.locks).
+  data_dir = _data_dir(config)
+  with locks.prepare_lock(data_dir).acquire(wait_seconds):
+    for name, builder in builders.items():
+      if builder.is_prepared():  # Prepared by the previous lock holder.
+        continue
+      logging.info("Preparing %s (%s) in %s", name,
+                   builder.builder_config.name, builder.data_dir)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=builder.builder_config.source_dir))
   return builders
 
 
 def _prepared(config, name):
   builder = builder_for(config, name)
   if not builder.is_prepared():
-    prepare_datasets(config)
+    prepare_datasets(config, wait_seconds=PREPARE_WAIT_SECONDS)
   return builder
 
 
@@ -294,16 +320,17 @@ def _read(builder, split, config):
   # order, so a slice is the same images whatever the file shuffling.
   base = split.split("[", 1)[0]
   if base not in builder.info.splits:
-    raise ValueError(
+    raise errors.UserError(
         f"Split {split!r} not in {builder.name}/{builder.builder_config.name} "
         f"(available: {sorted(builder.info.splits)}).")
   try:
     num_examples = builder.info.splits[split].num_examples
   except (ValueError, KeyError, AssertionError) as e:
-    raise ValueError(f"Split {split!r} of {builder.name}: bad slice ({e}); "
-                     "expected e.g. 'val', 'val[:100]' or 'val[100:]'.") from e
+    raise errors.UserError(
+        f"Split {split!r} of {builder.name}: bad slice ({e}); "
+        "expected e.g. 'val', 'val[:100]' or 'val[100:]'.") from e
   if num_examples == 0:
-    raise ValueError(f"Split {split!r} of {builder.name} is empty.")
+    raise errors.UserError(f"Split {split!r} of {builder.name} is empty.")
   return builder.as_dataset(
       split=split, shuffle_files=not config.data.deterministic,
       read_config=tfds.ReadConfig(shuffle_seed=config.train.seed))
@@ -339,7 +366,7 @@ def _weak_sources(config):
   if config.data.use_voc_weak_tags:
     builder = _prepared(config, "voc")
     if "tags_only" not in builder.info.splits:
-      raise ValueError(
+      raise errors.UserError(
           "config.data.use_voc_weak_tags is set but the VOC folder "
           f"{config.data.voc_dir} has no tag-only images (needs "
           "ImageSets/Main/*.txt and Annotations/*.xml; docs/DATA.md).")
@@ -347,7 +374,7 @@ def _weak_sources(config):
                     _read(builder, "tags_only", config).map(weak),
                     builder.info.splits["tags_only"].num_examples))
   if not sources:
-    raise ValueError(
+    raise errors.UserError(
         "Stage 'semi' needs weak images: set config.data.weak_dir and/or "
         "config.data.use_voc_weak_tags.")
   return sources
@@ -384,7 +411,7 @@ def _augmented_batches(raw, is_weak, batch, config, seed_offset):
 def split_batch_sizes(batch_size, weak_fraction):
   """(full, weak) examples per stage-2 batch; weak = round(B * fraction)."""
   if not 0.0 <= weak_fraction <= 1.0:
-    raise ValueError(f"weak_fraction={weak_fraction} must be in [0, 1].")
+    raise errors.UserError(f"weak_fraction={weak_fraction} must be in [0, 1].")
   num_weak = int(round(batch_size * weak_fraction))
   return batch_size - num_weak, num_weak
 

@@ -8,8 +8,10 @@ not part of the dataset.
 
 import os
 
+from dis_tf import errors
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(errors.UserError):
   """A path from a dataset index file points outside the dataset root."""
 
 

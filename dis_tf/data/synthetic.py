@@ -50,7 +50,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
+from dis_tf import atomic
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf.data import captions
 from dis_tf.data import voc
 from dis_tf.data import web_tags
@@ -355,12 +357,12 @@ def generate_benchmark(out_dir, seed=0, num_train=150, num_val=300,
                 boundary_width=boundary_width, jpeg_quality=jpeg_quality)
   for name, value in params.items():
     if name.startswith("num_") and value < 0:
-      raise ValueError(f"{name}={value}: must be >= 0.")
+      raise errors.UserError(f"{name}={value}: must be >= 0.")
   for name in ("p_miss", "p_spurious", "caption_fraction"):
     if not 0.0 <= params[name] <= 1.0:
-      raise ValueError(f"{name}={params[name]}: must be in [0, 1].")
+      raise errors.UserError(f"{name}={params[name]}: must be in [0, 1].")
   if image_size < 16:
-    raise ValueError(f"image_size={image_size}: must be >= 16.")
+    raise errors.UserError(f"image_size={image_size}: must be >= 16.")
   start = time.time()
   voc_root = os.path.join(out_dir, "VOCdevkit", "VOC2012")
   weak_root = os.path.join(out_dir, "web_tags")
@@ -467,9 +469,10 @@ def generate_benchmark(out_dir, seed=0, num_train=150, num_val=300,
                   aug=len(lists["aug"]), tags_only=len(tag_only),
                   weak=num_weak, weak_captions=num_captions),
       seconds=round(time.time() - start, 2))
-  # Written last: its presence means the tree is complete.
-  with open(os.path.join(out_dir, MARKER), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+  # Written last (atomically: a kill cannot leave a truncated marker): its
+  # presence means the tree is complete.
+  atomic.write_json(os.path.join(out_dir, MARKER), summary, indent=2,
+                    sort_keys=True)
   return summary
 
 
@@ -506,7 +509,7 @@ def ensure_synthetic_benchmark(out_dir, **kwargs):
       shutil.rmtree(path, ignore_errors=True)
     os.remove(marker)
   elif any(os.path.exists(p) for p in ours):
-    raise FileExistsError(
+    raise errors.PathExistsError(
         f"{out_dir} holds VOCdevkit/ or web_tags/ but no {MARKER}: not a "
         "complete synthetic benchmark (interrupted run, or real data?). "
         "Remove it or choose another folder.")

@@ -32,10 +32,12 @@ indices. The builder stores the indices as 8-bit grayscale PNGs, so that the
 tfds decoder (and every later consumer) gets class ids directly.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from typing import Optional
 
@@ -45,6 +47,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf.data import safe_paths
 
 # Flat VOC palette for Pillow, computed once (writing masks is a hot loop of
@@ -52,7 +55,7 @@ from dis_tf.data import safe_paths
 _PALETTE_LIST = classes.voc_palette(256).reshape(-1).tolist()
 
 
-class BadFileError(ValueError):
+class BadFileError(errors.UserError):
   """A dataset file is unreadable or inconsistent; names file and problem."""
 
 
@@ -61,7 +64,57 @@ class BadFileError(ValueError):
 # ---------------------------------------------------------------------------
 
 
-def read_label_png(path):
+# Pillow's own default (Image.MAX_IMAGE_PIXELS): above it Pillow only warns
+# and decodes, above twice it raises DecompressionBombError, which is not an
+# OSError. `config.DataConfig.max_image_pixels` defaults to it.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+@contextlib.contextmanager
+def _open_image(path, max_pixels, what="image"):
+  """`Image.open(path)` with a pixel limit, checked from the header.
+
+  Pillow reads the size from the file header in `Image.open`; nothing is
+  decoded before `load()`. An image over `max_pixels` is a BadFileError
+  raised there, so it is never decoded. `Image.MAX_IMAGE_PIXELS` is set to
+  the limit only inside this block (and restored after), so the limit is
+  not a process-wide side effect of importing dis_tf.
+
+  Args:
+    path: the image file.
+    max_pixels: largest width * height accepted; None: no limit.
+    what: "image" or "mask PNG", for the message.
+
+  Yields:
+    The opened (not yet decoded) `PIL.Image.Image`.
+  """
+  saved = Image.MAX_IMAGE_PIXELS
+  Image.MAX_IMAGE_PIXELS = max_pixels
+  try:
+    with warnings.catch_warnings():
+      # Between the limit and twice it Pillow only warns; the check below
+      # refuses those images.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      try:
+        img = Image.open(path)
+      except Image.DecompressionBombError:
+        # Over twice the limit (not an OSError). Read the header again
+        # without the limit, only for its size: refused below.
+        Image.MAX_IMAGE_PIXELS = None
+        img = Image.open(path)
+    with img:
+      width, height = img.size
+      if max_pixels is not None and width * height > max_pixels:
+        raise BadFileError(
+            f"{path}: {what} is {width}x{height} = {width * height} pixels, "
+            f"over the limit data.max_image_pixels={max_pixels}; not "
+            "decoded.")
+      yield img
+  finally:
+    Image.MAX_IMAGE_PIXELS = saved
+
+
+def read_label_png(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """Reads a segmentation mask PNG as class ids.
 
   Palette ('P') PNGs -- the VOC format -- are read as their palette
@@ -72,16 +125,18 @@ def read_label_png(path):
 
   Args:
     path: PNG file.
+    max_pixels: largest width * height decoded (None: no limit).
 
   Returns:
     uint8 NumPy array [H, W] of stored ids (not yet range-checked; see
     `check_mask_ids`).
 
   Raises:
-    BadFileError: unreadable/truncated file, or an unsupported mode.
+    BadFileError: unreadable/truncated file, an unsupported mode, or over
+      `max_pixels`.
   """
   try:
-    with Image.open(path) as img:
+    with _open_image(path, max_pixels, "mask PNG") as img:
       img.load()
       mode = img.mode
       if mode in ("P", "L"):
@@ -95,7 +150,8 @@ def read_label_png(path):
             "8-bit grayscale ('L') or VOC-coloured RGB PNG.")
   except BadFileError:
     raise
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError,
+          Image.DecompressionBombError) as e:
     raise BadFileError(f"{path}: corrupt or truncated mask PNG ({e}).") from e
   return _colours_to_ids(rgb, path)
 
@@ -137,7 +193,7 @@ def tags_from_mask(mask):
   return [int(v) for v in present if 0 < v < classes.NUM_VOC_CLASSES]
 
 
-def read_rgb_image(path):
+def read_rgb_image(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """Reads and validates an image file for storage.
 
   Accepted: 8-bit RGB, 8-bit grayscale ('L', converted to RGB by replicating
@@ -148,6 +204,8 @@ def read_rgb_image(path):
 
   Args:
     path: image file (JPEG or PNG).
+    max_pixels: largest width * height decoded (None: no limit); a larger
+      image is refused from its header.
 
   Returns:
     (array, encoded): uint8 [H, W, 3] pixels, and the bytes to store: the
@@ -155,12 +213,13 @@ def read_rgb_image(path):
     of the converted pixels otherwise.
 
   Raises:
-    BadFileError: missing, corrupt, truncated, or unsupported mode.
+    BadFileError: missing, corrupt, truncated, unsupported mode, or over
+      `max_pixels`.
   """
   if not os.path.isfile(path):
     raise BadFileError(f"{path}: image file is listed but does not exist.")
   try:
-    with Image.open(path) as img:
+    with _open_image(path, max_pixels) as img:
       img.load()  # Forces a full decode: truncated files fail here.
       mode, fmt = img.mode, img.format
       if mode in ("RGBA", "LA", "PA") or (
@@ -177,7 +236,8 @@ def read_rgb_image(path):
       array = np.asarray(img.convert("RGB"), dtype=np.uint8)
   except BadFileError:
     raise
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError,
+          Image.DecompressionBombError) as e:
     raise BadFileError(f"{path}: corrupt or truncated image ({e}).") from e
   if fmt == "JPEG" and mode == "RGB":
     with open(path, "rb") as f:
@@ -222,6 +282,7 @@ class SkipCounter:
     self.skip_bad_files = skip_bad_files
     self.what = what
     self.skipped = []
+    self.num_kept = 0
 
   def bad(self, error):
     if not self.skip_bad_files:
@@ -229,8 +290,22 @@ class SkipCounter:
     logging.warning("Skipping: %s", error)
     self.skipped.append(str(error))
 
+  def kept(self):
+    """Counts one example written."""
+    self.num_kept += 1
+
   def report(self):
-    """Logs the number of skipped files; call at the end of a split."""
+    """Logs the number of skipped files; call at the end of a split.
+
+    Raises:
+      ValueError: every listed file was bad, so the split would be empty
+        (tfds would fail with "No examples were yielded").
+    """
+    if self.skipped and not self.num_kept:
+      raise ValueError(
+          f"{self.what}: all {len(self.skipped)} listed file(s) are bad "
+          "(skip_bad_files=True), so the split would be empty:\n  "
+          + "\n  ".join(self.skipped))
     if self.skipped:
       logging.warning(
           "%s: skipped %d bad file(s) (skip_bad_files=True):\n  %s",
@@ -239,7 +314,8 @@ class SkipCounter:
       logging.info("%s: no file skipped.", self.what)
 
 
-def source_fingerprint(root, index_files, skip_bad_files):
+def source_fingerprint(root, index_files, skip_bad_files,
+                       max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """A short hash of a source folder, for the tfds builder-config name.
 
   tfds caches prepared data under data_dir/<name>/<config>/<version>; hashing
@@ -252,6 +328,8 @@ def source_fingerprint(root, index_files, skip_bad_files):
     root: source folder.
     index_files: paths of the files that define the splits.
     skip_bad_files: part of the name, since it changes the content.
+    max_image_pixels: the builders' pixel limit; hashed when it is not the
+      default (so the names of existing datasets do not change).
 
   Returns:
     e.g. "src_0123456789ab" (or "src_..._skip").
@@ -262,6 +340,8 @@ def source_fingerprint(root, index_files, skip_bad_files):
       st = os.stat(path)
       h.update(f"|{os.path.relpath(path, root)}|{st.st_size}|"
                f"{st.st_mtime_ns}".encode("utf-8"))
+  if max_image_pixels != DEFAULT_MAX_IMAGE_PIXELS:
+    h.update(f"|max_image_pixels={max_image_pixels}".encode("utf-8"))
   name = "src_" + h.hexdigest()[:12]
   return name + "_skip" if skip_bad_files else name
 
@@ -338,7 +418,7 @@ def find_voc_root(manual_dir):
                     os.path.join(manual_dir, "VOC2012"), manual_dir):
     if os.path.isdir(os.path.join(candidate, "JPEGImages")):
       return candidate
-  raise FileNotFoundError(
+  raise errors.MissingFileError(
       f"{manual_dir}: no VOCdevkit/VOC2012/JPEGImages, VOC2012/JPEGImages or "
       "JPEGImages/ folder found; point voc_dir at the folder holding "
       "VOCdevkit/ (see docs/DATA.md).")
@@ -437,10 +517,13 @@ class VocSegmentationConfig(tfds.core.BuilderConfig):
       `manual_dir`. `voc_builder()` sets it and names the config after a
       fingerprint of the folder.
     skip_bad_files: skip (count, log) bad files instead of raising.
+    max_image_pixels: larger images are bad files (not decoded); None: no
+      limit.
   """
 
   source_dir: Optional[str] = None
   skip_bad_files: bool = False
+  max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
 
 
 class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
@@ -479,6 +562,10 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
         homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
     )
 
+  @property
+  def _max_pixels(self):
+    return self.builder_config.max_image_pixels
+
   def _source_root(self, dl_manager):
     source = self.builder_config.source_dir
     if source is None:
@@ -486,7 +573,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     manual = getattr(dl_manager, "_manual_dir", None)
     if manual is not None and os.path.realpath(os.fspath(manual)) != (
         os.path.realpath(source)) and os.path.isdir(os.fspath(manual)):
-      raise ValueError(
+      raise errors.UserError(
           f"Builder config {self.builder_config.name} reads {source}, but the "
           f"download config's manual_dir is {manual}; use voc_builder() for "
           "the new folder.")
@@ -499,7 +586,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     for split in ("train", "val", "trainval"):
       path = os.path.join(seg_dir, f"{split}.txt")
       if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"{path} is missing: the VOC2012 folder {root} must have "
             "ImageSets/Segmentation/{train,val,trainval}.txt.")
       splits[split] = self._generate_examples(
@@ -529,12 +616,12 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
             root, f"JPEGImages/{name}.jpg", list_path, line_no)
         mask_path = safe_paths.resolve_inside(
             root, f"{mask_folder}/{name}.png", list_path, line_no)
-        image, encoded = read_rgb_image(image_path)
+        image, encoded = read_rgb_image(image_path, self._max_pixels)
         if not os.path.isfile(mask_path):
           raise BadFileError(
               f"{mask_path}: mask of {name!r} (listed in {list_path}:"
               f"{line_no}) does not exist.")
-        mask = read_label_png(mask_path)
+        mask = read_label_png(mask_path, self._max_pixels)
         if mask.shape != image.shape[:2]:
           raise BadFileError(
               f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) "
@@ -544,6 +631,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
       except BadFileError as e:
         counter.bad(e)
         continue
+      counter.kept()
       yield name, {
           "image": encoded,
           "mask": encode_png(mask),
@@ -562,11 +650,12 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
         xml_path = safe_paths.resolve_inside(
             root, f"Annotations/{name}.xml", path, line_no)
         tags = read_xml_tags(xml_path)
-        image, encoded = read_rgb_image(image_path)
+        image, encoded = read_rgb_image(image_path, self._max_pixels)
       except BadFileError as e:
         counter.bad(e)
         continue
       ignore = np.full(image.shape[:2], classes.IGNORE_LABEL, np.uint8)
+      counter.kept()
       yield name, {
           "image": encoded,
           "mask": encode_png(ignore),
@@ -576,7 +665,8 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     counter.report()
 
 
-def voc_builder(voc_dir, data_dir, skip_bad_files=False):
+def voc_builder(voc_dir, data_dir, skip_bad_files=False,
+                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """The VOC builder for a given source folder.
 
   Args:
@@ -584,19 +674,22 @@ def voc_builder(voc_dir, data_dir, skip_bad_files=False):
       VOC2012 folder itself).
     data_dir: tfds data dir where the prepared dataset lives.
     skip_bad_files: skip and count bad files instead of raising.
+    max_image_pixels: larger images are bad files (None: no limit).
 
   Returns:
     A `Voc2012Segmentation` whose config name is a fingerprint of `voc_dir`
     (see `source_fingerprint`); call `download_and_prepare()` on it.
   """
   root = find_voc_root(voc_dir)
-  name = source_fingerprint(root, voc_index_files(root), skip_bad_files)
+  name = source_fingerprint(root, voc_index_files(root), skip_bad_files,
+                            max_image_pixels)
   return cached_builder(
       Voc2012Segmentation, data_dir, VocSegmentationConfig(
           name=name,
           description=f"VOC 2012 read from {os.path.realpath(voc_dir)}",
           source_dir=os.path.realpath(voc_dir),
-          skip_bad_files=skip_bad_files))
+          skip_bad_files=skip_bad_files,
+          max_image_pixels=max_image_pixels))
 
 
 _BUILDERS = {}

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dis_tf import classes
+from dis_tf import errors
 from dis_tf.data import captions
 from dis_tf.data import safe_paths
 from dis_tf.data import voc
@@ -60,21 +61,21 @@ def parse_annotation_line(line, path, line_no, lexicon=None):
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{where}: invalid JSON ({e}).") from e
+    raise errors.UserError(f"{where}: invalid JSON ({e}).") from e
   if not isinstance(record, dict) or not isinstance(record.get("image"), str):
-    raise ValueError(f"{where}: expected an object with a string 'image' "
-                     f"field, got {line.strip()[:200]!r}.")
+    raise errors.UserError(f"{where}: expected an object with a string 'image' "
+                           f"field, got {line.strip()[:200]!r}.")
   unknown_keys = set(record) - {"image", "tags", "caption"}
   if unknown_keys:
-    raise ValueError(f"{where}: unknown field(s) {sorted(unknown_keys)}; "
-                     "expected 'image' and 'tags' and/or 'caption'.")
+    raise errors.UserError(f"{where}: unknown field(s) {sorted(unknown_keys)}; "
+                           "expected 'image' and 'tags' and/or 'caption'.")
   caption = record.get("caption", "")
   if not isinstance(caption, str):
-    raise ValueError(f"{where}: 'caption' must be a string.")
+    raise errors.UserError(f"{where}: 'caption' must be a string.")
   if "tags" in record:
     tags = record["tags"]
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-      raise ValueError(f"{where}: 'tags' must be a list of strings.")
+      raise errors.UserError(f"{where}: 'tags' must be a list of strings.")
     ids, unknown = set(), []
     for tag in tags:
       class_id = captions.tag_to_class_id(tag, lexicon)
@@ -83,13 +84,13 @@ def parse_annotation_line(line, path, line_no, lexicon=None):
       elif class_id > 0:
         ids.add(class_id)
     if unknown:
-      raise ValueError(
+      raise errors.UserError(
           f"{where}: unknown tag name(s) {unknown}; use VOC class names "
           f"{list(classes.VOC_CLASSES[1:])} or synonyms from "
           f"{captions.LEXICON_PATH}.")
     return record["image"], sorted(ids), caption
   if "caption" not in record:
-    raise ValueError(f"{where}: needs a 'tags' list or a 'caption'.")
+    raise errors.UserError(f"{where}: needs a 'tags' list or a 'caption'.")
   return record["image"], captions.parse_caption(caption, lexicon), caption
 
 
@@ -103,10 +104,13 @@ class WebTagsConfig(tfds.core.BuilderConfig):
     skip_bad_files: skip (count, log) bad images / empty tag lists instead of
       raising. Malformed JSON, unknown tag names and unsafe paths are always
       errors: they are mistakes in the index, not in one image.
+    max_image_pixels: larger images are bad files (not decoded); None: no
+      limit.
   """
 
   source_dir: Optional[str] = None
   skip_bad_files: bool = False
+  max_image_pixels: Optional[int] = voc.DEFAULT_MAX_IMAGE_PIXELS
 
 
 class WebTags(tfds.core.GeneratorBasedBuilder):
@@ -142,7 +146,7 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
       root = os.fspath(dl_manager.manual_dir)
     path = os.path.join(root, ANNOTATIONS)
     if not os.path.isfile(path):
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"{path} is missing: a web-tag folder needs an {ANNOTATIONS} index "
           "(see docs/DATA.md).")
     return {"train": self._generate_examples(root, path)}
@@ -163,8 +167,9 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
       image_path = safe_paths.resolve_inside(root, rel, path, line_no)
       key = os.path.normpath(rel)
       if key in seen:
-        raise ValueError(f"{path}:{line_no}: image {rel!r} already listed on "
-                         f"line {seen[key]}.")
+        raise errors.UserError(
+            f"{path}:{line_no}: image {rel!r} already listed on "
+            f"line {seen[key]}.")
       seen[key] = line_no
       try:
         if not tags:
@@ -172,10 +177,12 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
               f"{path}:{line_no}: empty tag list for {rel!r}"
               + (f" (caption {caption!r} names no VOC class)" if caption
                  else "") + ".")
-        _, encoded = voc.read_rgb_image(image_path)
+        _, encoded = voc.read_rgb_image(
+            image_path, self.builder_config.max_image_pixels)
       except voc.BadFileError as e:
         counter.bad(e)
         continue
+      counter.kept()
       yield key, {
           "image": encoded,
           "tags": tags,
@@ -183,31 +190,35 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
           "caption": caption,
       }
     if num_lines == 0:
-      raise ValueError(f"{path}: no annotation lines (empty split).")
+      raise errors.UserError(f"{path}: no annotation lines (empty split).")
     counter.report()
 
 
-def web_tags_builder(weak_dir, data_dir, skip_bad_files=False):
+def web_tags_builder(weak_dir, data_dir, skip_bad_files=False,
+                     max_image_pixels=voc.DEFAULT_MAX_IMAGE_PIXELS):
   """The web-tag builder for a given folder.
 
   Args:
     weak_dir: folder with annotations.jsonl and the images.
     data_dir: tfds data dir.
     skip_bad_files: skip and count bad files instead of raising.
+    max_image_pixels: larger images are bad files (None: no limit).
 
   Returns:
     A `WebTags` builder whose config name fingerprints `weak_dir`.
   """
   if not os.path.isfile(os.path.join(weak_dir, ANNOTATIONS)):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"{weak_dir}: no {ANNOTATIONS}; weak_dir must be a web-tag folder "
         "(see docs/DATA.md).")
   config = WebTagsConfig(
       name=voc.source_fingerprint(
-          weak_dir, [os.path.join(weak_dir, ANNOTATIONS)], skip_bad_files),
+          weak_dir, [os.path.join(weak_dir, ANNOTATIONS)], skip_bad_files,
+          max_image_pixels),
       description=f"web tags read from {os.path.realpath(weak_dir)}",
       source_dir=os.path.realpath(weak_dir),
-      skip_bad_files=skip_bad_files)
+      skip_bad_files=skip_bad_files,
+      max_image_pixels=max_image_pixels)
   return voc.cached_builder(WebTags, data_dir, config)
 
 
@@ -234,7 +245,8 @@ def load_weak_truth(weak_dir, load_masks=True):
   truth_root = os.path.join(weak_dir, TRUTH_DIR)
   path = os.path.join(truth_root, TRUTH_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no evaluation truth for {weak_dir}.")
+    raise errors.MissingFileError(
+        f"{path}: no evaluation truth for {weak_dir}.")
   truth = {}
   with open(path, encoding="utf-8") as f:
     for line_no, line in enumerate(f, start=1):

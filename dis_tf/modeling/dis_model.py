@@ -331,11 +331,17 @@ class DISModel(keras.Model):
 
   def _forward_and_losses(self, x, training):
     """One backbone forward, the targets, and the three losses."""
-    image = x["image"]
+    # NaN / Inf pixels would turn every loss, and after one step every
+    # weight, into NaN without a word: stop at the input instead.
+    image = tf.debugging.assert_all_finite(
+        x["image"], "Training input 'image' has NaN or Inf pixels")
     outputs = self.forward(image, training=training)
     u1, v1 = outputs["u1"], outputs["v1"]
     image_target = x.get("image_small")
-    if image_target is None:
+    if image_target is not None:
+      image_target = tf.debugging.assert_all_finite(
+          image_target, "Training input 'image_small' has NaN or Inf pixels")
+    else:
       image_target = image_ops.image_target(image, tf.shape(u1)[1:3])
     mask, soft, tags = self._targets(x, u1, v1, image_target)
     map_loss = losses.map_loss(outputs["labelmap_logits"], mask, soft)

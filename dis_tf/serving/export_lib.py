@@ -23,6 +23,8 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from dis_tf import atomic
+from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.serving import module as module_lib
 
@@ -55,20 +57,51 @@ def _encoded_test_image(height, width, fmt):
   return tf.io.encode_jpeg(image).numpy()
 
 
-def warmup_requests(input_size, t_test, model_name="dis"):
+def _check_warmup_fits(bounds, input_size, t_test):
+  """ValueError naming the bound if the smallest warmup request exceeds it.
+
+  TF Serving refuses to load a version whose warmup requests fail.
+  """
+  bounds = module_lib.check_bounds(bounds)
+  pixels = input_size * input_size
+  for name, value, need in (
+      ("max_image_pixels", bounds.max_image_pixels, pixels),
+      ("max_batch_pixels", bounds.max_batch_pixels, pixels),
+      ("max_steps", bounds.max_steps, t_test),
+      ("max_batch_steps", bounds.max_batch_steps, t_test)):
+    if value < need:
+      raise errors.UserError(
+          f"--serving.{name}={value} refuses this export's own warmup "
+          f"request (an {input_size} x {input_size} image at t_test="
+          f"{t_test} needs {need}); raise it.")
+  return bounds
+
+
+def warmup_requests(input_size, t_test, model_name="dis", bounds=None):
   """PredictionLog records that exercise every prediction signature.
 
   Args:
     input_size: the network input size (sets the warmup image sizes).
     t_test: the export's step count (used for the `serving_steps` record).
     model_name: the TF Serving model name put in the requests.
+    bounds: the export's request bounds (`dis_tf.config.ServingConfig`;
+      None: the defaults): the requests stay within them.
 
   Returns:
     A list of `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
+
+  Raises:
+    ValueError: a bound too small for a one-image request at the input size.
   """
+  bounds = _check_warmup_fits(bounds, input_size, t_test)
   encoded = [_encoded_test_image(input_size, input_size, "jpeg"),
              _encoded_test_image(input_size // 2 + 1, input_size + 3, "png")]
+  two_fit = (bounds.max_batch_size >= 2 and
+             bounds.max_batch_pixels >= 2 * input_size * (input_size + 3))
   image = tf.image.decode_png(encoded[1], channels=3)[None].numpy()
+  if not two_fit:
+    encoded = encoded[:1]
+    image = tf.image.decode_jpeg(encoded[0], channels=3)[None].numpy()
   inputs_by_signature = {
       "serving_default": {"image_bytes": tf.make_tensor_proto(encoded)},
       "serving_steps": {
@@ -103,20 +136,18 @@ def _version_directory(export_dir, version):
   """Yields a temp directory that becomes `export_dir/<version>` on success.
 
   The temp name (`.tmp-<version>-<pid>`) is not an integer, so TF Serving
-  ignores it; the rename into place is atomic, and the base directory is
-  fsynced after it. On an error the temp directory is removed.
+  ignores it; its files are fsynced, the rename into place is atomic, and
+  the base directory is fsynced after it (`atomic.commit_directory`). On
+  an error the temp directory is removed.
   """
   target = os.path.join(export_dir, str(int(version)))
   tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     yield tmp
-    os.rename(tmp, target)
-    fd = os.open(export_dir, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+    # Every file of the SavedModel is fsynced before the rename, the base
+    # directory after it.
+    atomic.commit_directory(tmp, target)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -124,8 +155,7 @@ def _version_directory(export_dir, version):
 
 def export_saved_model(model, export_dir, t_test=30, input_size=353,
                        latent_step_size=None, version=None, class_names=None,
-                       max_steps=module_lib.DEFAULT_MAX_STEPS,
-                       model_name="dis", warmup=True):
+                       bounds=None, model_name="dis", warmup=True):
   """Writes `model` as version `version` under the base path `export_dir`.
 
   The SavedModel goes to a temporary directory inside `export_dir` (not an
@@ -139,7 +169,8 @@ def export_saved_model(model, export_dir, t_test=30, input_size=353,
     latent_step_size: latent step size; None uses the model's.
     version: integer version; None takes the next free one.
     class_names: C class names; None derives them from the model.
-    max_steps: largest per-request `steps` of `serving_steps`.
+    bounds: the request bounds, a `dis_tf.config.ServingConfig` (None: the
+      defaults); recorded in the `metadata` signature.
     model_name: model name written into the warmup requests.
     warmup: write `assets.extra/tf_serving_warmup_requests`.
 
@@ -153,18 +184,19 @@ def export_saved_model(model, export_dir, t_test=30, input_size=353,
   if version is None:
     version = next_version(export_dir)
   if int(version) < 0:
-    raise ValueError(f"--version must be >= 0, got {version}.")
+    raise errors.UserError(f"--version must be >= 0, got {version}.")
   target = os.path.join(export_dir, str(int(version)))
   if os.path.exists(target):
-    raise ValueError(f"--version={version}: {target} already exists; "
-                     "pick another version or omit --version.")
+    raise errors.UserError(f"--version={version}: {target} already exists; "
+                           "pick another version or omit --version.")
+  bounds = _check_warmup_fits(bounds, input_size, t_test)
   module = module_lib.build_serving_module(
-      model, t_test, input_size, latent_step_size, class_names, max_steps)
+      model, t_test, input_size, latent_step_size, class_names, bounds)
   with _version_directory(export_dir, version) as tmp:
     tf.saved_model.save(module, tmp, signatures=module.signatures())
     if warmup:
       write_warmup(os.path.join(tmp, "assets.extra", WARMUP_FILENAME),
-                   warmup_requests(input_size, t_test, model_name))
+                   warmup_requests(input_size, t_test, model_name, bounds))
   return target
 
 
@@ -176,8 +208,8 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
     model_dir: a dis_tf training directory (config.json + model.keras).
     export_dir: TF Serving model base path.
     overrides: optional config overrides (`dis_tf.model_dir.load_config`);
-      the export takes t_test from `latent.t_test` and the latent step size
-      from `latent.step_size`.
+      the export takes t_test from `latent.t_test`, the latent step size
+      from `latent.step_size` and the request bounds from `serving.*`.
     input_size: network input size; None takes `data.crop_size`.
     version: integer version; None takes the next free one.
     model_name: model name written into the warmup requests.
@@ -190,4 +222,4 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
       model, export_dir, t_test=config.latent.t_test,
       input_size=config.data.crop_size if input_size is None else input_size,
       latent_step_size=config.latent.step_size, version=version,
-      model_name=model_name)
+      bounds=config.serving, model_name=model_name)

@@ -30,20 +30,28 @@ Outputs of the four prediction signatures:
                      that REST row-format responses stay batch-aligned)
 
 Outputs of `metadata`: class_names string [C], t_test int32 [],
-input_size int32 [2], latent_step_size float32 [], max_steps int32 [].
+input_size int32 [2], latent_step_size float32 [], and the request bounds
+of the export (`dis_tf.config.ServingConfig`, flags `--serving.*`):
+max_batch_size, max_image_pixels, max_batch_pixels, max_steps and
+max_batch_steps (int64 []). A request over a bound gets InvalidArgument
+naming it (see `dis_tf.serving.inputs`).
 """
 
+import dataclasses
 import functools
 
 import tensorflow as tf
 
+from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.serving import inputs
 
 # Upper bound of the per-request `steps` input of `serving_steps`: one bad
 # request must not occupy a server thread for hours.
-DEFAULT_MAX_STEPS = 1000
+DEFAULT_MAX_STEPS = config_lib.ServingConfig().max_steps
+BOUNDS = tuple(f.name for f in dataclasses.fields(config_lib.ServingConfig))
 SIGNATURES = ("serving_default", "serving_steps", "predict_images",
               "predict_images_float", "metadata")
 PREDICTION_OUTPUTS = ("class_ids", "height", "width", "probabilities",
@@ -200,19 +208,21 @@ class DISServingModule(tf.Module):
     input_size: network input size S (images are resized to S x S).
     latent_step_size: latent step size; None uses the model's.
     class_names: C class names; None derives them from `model.num_classes`.
-    max_steps: largest `steps` accepted by `serving_steps`.
+    bounds: the request bounds, a `dis_tf.config.ServingConfig` (None: the
+      defaults).
   """
 
   def __init__(self, model, t_test, input_size, latent_step_size=None,
-               class_names=None, max_steps=DEFAULT_MAX_STEPS):
+               class_names=None, bounds=None):
     super().__init__(name="dis_serving")
     if t_test < 0:
-      raise ValueError(f"--t_test must be >= 0, got {t_test}.")
+      raise errors.UserError(f"--t_test must be >= 0, got {t_test}.")
     if input_size < 8:
-      raise ValueError(f"--input_size must be >= 8, got {input_size}.")
+      raise errors.UserError(f"--input_size must be >= 8, got {input_size}.")
     if latent_step_size is not None and not latent_step_size > 0:
-      raise ValueError(f"--latent.step_size must be > 0, got "
-                       f"{latent_step_size}.")
+      raise errors.UserError(f"--latent.step_size must be > 0, got "
+                             f"{latent_step_size}.")
+    bounds = check_bounds(bounds)
     if class_names is None:
       class_names = class_names_for(model.num_classes)
     class_names = tuple(class_names)
@@ -235,7 +245,7 @@ class DISServingModule(tf.Module):
                                    if latent_step_size is None
                                    else latent_step_size)
     self._class_names = class_names
-    self._max_steps = int(max_steps)
+    self._bounds = bounds
 
     predict = functools.partial(predict_normalized, model,
                                 class_names=class_names,
@@ -243,19 +253,21 @@ class DISServingModule(tf.Module):
                                 gram_fields=gram_fields)
     size = self._input_size
     t_test = self._t_test
-    max_steps = self._max_steps
 
     def serving_default(image_bytes):
-      images, sizes = inputs.decode_images(image_bytes, size)
+      images, sizes = inputs.decode_images(image_bytes, size, bounds)
       return predict(images, t_test, sizes)
 
     def serving_steps(image_bytes, steps):
-      steps = inputs.check_steps(steps, max_steps, tf.size(image_bytes))
-      images, sizes = inputs.decode_images(image_bytes, size)
+      steps = inputs.check_steps(steps, bounds, tf.size(image_bytes))
+      # The steps bounds are checked before anything is decoded.
+      with tf.control_dependencies([steps]):
+        image_bytes = tf.identity(image_bytes)
+      images, sizes = inputs.decode_images(image_bytes, size, bounds)
       return predict(images, steps, sizes)
 
     def predict_images(images):
-      images, sizes = inputs.prepare_image_tensor(images, size)
+      images, sizes = inputs.prepare_image_tensor(images, size, bounds)
       return predict(images, t_test, sizes)
 
     def metadata():
@@ -265,7 +277,8 @@ class DISServingModule(tf.Module):
           "input_size": tf.constant([size, size], tf.int32),
           "latent_step_size": tf.constant(self._latent_step_size,
                                           tf.float32),
-          "max_steps": tf.constant(max_steps, tf.int32),
+          **{name: tf.constant(getattr(bounds, name), tf.int64)
+             for name in BOUNDS},
       }
 
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
@@ -297,14 +310,39 @@ class DISServingModule(tf.Module):
   def class_names(self):
     return self._class_names
 
+  @property
+  def bounds(self):
+    return self._bounds
+
   def signatures(self):
     """{signature name: concrete function} for `tf.saved_model.save`."""
     return {name: getattr(self, name).get_concrete_function()
             for name in SIGNATURES}
 
 
+def check_bounds(bounds):
+  """`bounds` (None: the defaults) after checking that each bound is >= 1.
+
+  Args:
+    bounds: a `dis_tf.config.ServingConfig` or None.
+
+  Returns:
+    A `ServingConfig`.
+
+  Raises:
+    ValueError: naming the flag of a bound below 1.
+  """
+  bounds = config_lib.ServingConfig() if bounds is None else bounds
+  for name in BOUNDS:
+    value = getattr(bounds, name)
+    if not isinstance(value, int) or value < 1:
+      raise errors.UserError(f"--serving.{name} must be an integer >= 1, "
+                             f"got {value!r}.")
+  return bounds
+
+
 def build_serving_module(model, t_test, input_size, latent_step_size=None,
-                         class_names=None, max_steps=DEFAULT_MAX_STEPS):
+                         class_names=None, bounds=None):
   """Builds the `DISServingModule` that `export_saved_model` writes.
 
   Args:
@@ -313,14 +351,15 @@ def build_serving_module(model, t_test, input_size, latent_step_size=None,
     input_size: network input size S.
     latent_step_size: latent step size; None uses the model's.
     class_names: C class names; None derives them from the model.
-    max_steps: largest per-request `steps` of `serving_steps`.
+    bounds: the request bounds (`dis_tf.config.ServingConfig`; None: the
+      defaults).
 
   Returns:
     A `DISServingModule`.
   """
   return DISServingModule(model, t_test, input_size,
                           latent_step_size=latent_step_size,
-                          class_names=class_names, max_steps=max_steps)
+                          class_names=class_names, bounds=bounds)
 
 
 def predict_in_process(model, images, t_test, input_size,
