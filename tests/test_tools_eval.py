@@ -31,10 +31,16 @@ def run_dir(tmp_path_factory, mini_benchmark, tiny_run):
           "num_val": mini_benchmark["num_val"]}
 
 
-@pytest.mark.parametrize("tool", ["evaluate.py", "clean_tags.py",
-                                  "visualize.py"])
+@pytest.mark.parametrize("tool", ["tools/evaluate.py", "tools/clean_tags.py",
+                                  "tools/visualize.py", "tools/predict.py",
+                                  "export/client.py"])
 def test_helpfull_documents_every_flag(tool, run_tool):
   flags_by_tool = {
+      "predict.py": ["model_dir", "saved_model", "images", "output_dir",
+                     "t_test", "batch_size", "on_error"],
+      "client.py": ["images", "server", "protocol", "steps", "output_dir",
+                    "timeout", "max_response_bytes", "insecure", "ca_file",
+                    "ssl_root_certs", "ssl_client_cert", "ssl_client_key"],
       "evaluate.py": ["model_dir", "data_dir", "voc_dir", "split", "t_test",
                       "flip", "scales", "tag_threshold", "limit",
                       "output_dir", "select_t_test", "select_split"],
@@ -44,10 +50,10 @@ def test_helpfull_documents_every_flag(tool, run_tool):
                        "num_images", "file_names", "t_test", "output",
                        "title"],
   }
-  proc = run_tool(f"tools/{tool}", "--helpfull", check=False)
+  proc = run_tool(tool, "--helpfull", check=False)
   text = proc.stdout + proc.stderr
-  section = text[text.index(f"tools/{tool}:"):]
-  for name in flags_by_tool[tool]:
+  section = text[text.index(f"{tool}:"):]
+  for name in flags_by_tool[os.path.basename(tool)]:
     assert f"--{name}:" in section or f"--[no]{name}:" in section, name
 
 
