@@ -381,11 +381,31 @@ def _weak_sources(config):
 
 
 def _shuffled(raw, config, seed_offset):
-  """Shuffled, repeated forever (seeded in deterministic mode)."""
-  det = config.data.deterministic
-  return raw.shuffle(
-      config.data.shuffle_buffer,
-      seed=config.train.seed + seed_offset if det else None).repeat()
+  """Shuffled, repeated forever.
+
+  In deterministic mode the stream is a function of the seed alone, for
+  every iterator of the dataset: the repeated stream is shuffled once, with
+  the same seed for each iterator. `raw.shuffle(seed=s).repeat()` is not:
+  its per-epoch reshuffle draws seeds from a generator that all iterators of
+  the dataset share, and an iterator's prefetch reads ahead a
+  timing-dependent number of epochs, so the next iterator (fit's, after the
+  `take(1)` that builds the model; or a resumed run's) started from a
+  timing-dependent state. Measured: under CPU load, 2 of 4 processes gave a
+  different second iterator, and two-worker training differed run to run
+  from phase a's first step (tests/test_reliability_distributed.py).
+
+  The price, in deterministic mode only: the shuffle buffer spans epoch
+  boundaries, so an image can come back before every other image of its
+  epoch has been seen (as in any `repeat().shuffle()` pipeline). A per-epoch
+  seed inside `flat_map` would keep epochs apart, but `shuffle` refuses a
+  tensor seed when the global seed is 0 (`random_seed.get_seed` compares
+  the seed pair to (0, 0) in Python).
+  """
+  buffer = config.data.shuffle_buffer
+  if not config.data.deterministic:
+    return raw.shuffle(buffer).repeat()
+  return raw.repeat().shuffle(buffer, seed=config.train.seed + seed_offset,
+                              reshuffle_each_iteration=False)
 
 
 def _augmented_batches(raw, is_weak, batch, config, seed_offset):
