@@ -206,6 +206,7 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
         f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
   if not config.model_dir:
     raise errors.UserError("--model_dir is required.")
+  _check_steps(config.train, STAGES[stage])
   # First: MultiWorkerMirroredStrategy must configure the TF context before
   # anything initialises it.
   strategy = make_strategy(config.train.strategy)
@@ -227,6 +228,22 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
   with locks.held(locks.train_lock(model_dir), enabled=_is_chief(strategy)):
     return _train(config, stage, dataset_fn or pipeline.train_dataset,
                   verbose, overwrite, strategy)
+
+
+def _check_steps(train_config, phases):
+  """Step counts a run can use: >= 0 per phase (0 skips its training), and
+  at least one step per epoch."""
+  if train_config.steps_per_epoch < 1:
+    raise errors.UserError(
+        f"--train.steps_per_epoch={train_config.steps_per_epoch}: must be at "
+        "least 1.")
+  for phase in phases:
+    key = "semi_steps" if phase == "semi" else f"phase_{phase}_steps"
+    steps, _ = phase_settings(train_config, phase)
+    if steps < 0:
+      raise errors.UserError(
+          f"--train.{key}={steps}: must be 0 (no training in that phase) "
+          "or more.")
 
 
 def _phase_has_state(model_dir, phase):
@@ -447,7 +464,8 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
     steps, learning_rate = phase_settings(config.train, phase)
     data = dataset_fn(config, "semi" if phase == "semi" else "full")
     first_batch = next(iter(data.take(1)))
-    per_epoch = min(config.train.steps_per_epoch, steps)
+    # A 0-step phase trains nothing; its weights are committed as they are.
+    per_epoch = max(1, min(config.train.steps_per_epoch, steps))
     epochs = -(-steps // per_epoch)
     logging.info("Phase %s: %d steps (%d epochs of %d), lr %g.", phase,
                  epochs * per_epoch, epochs, per_epoch, learning_rate)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import training
 
@@ -90,6 +91,37 @@ def test_bad_flag_values_are_named(tiny_config):
     training.make_strategy("tpu")
   with pytest.raises(ValueError, match="stage"):
     training.train(tiny_config("/tmp/unused"), "both")
+
+
+@pytest.mark.parametrize("field,value,flag", [
+    ("phase_b_steps", -1, "--train.phase_b_steps=-1"),
+    ("steps_per_epoch", 0, "--train.steps_per_epoch=0"),
+])
+def test_bad_step_counts_are_named_before_training(tmp_path, tiny_config,
+                                                  dataset_fn, field, value,
+                                                  flag):
+  config = tiny_config(tmp_path / "run")
+  setattr(config.train, field, value)
+  with pytest.raises(errors.UserError, match=flag):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_zero_step_phase_commits_the_weights_it_starts_from(
+    tmp_path, tiny_config, dataset_fn):
+  """`--train.phase_b_steps=0` skips phase b's training (it used to end in
+  a ZeroDivisionError): phase b's weights are phase a's."""
+  config = tiny_config(tmp_path / "run")
+  config.train.phase_b_steps = 0
+  training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  checkpoints = tmp_path / "run" / "checkpoints"
+  model = training.build_dis_model(config)
+  model.load_weights(str(checkpoints / "phase_a.weights.h5"))
+  after_a = _weights(model)
+  model.load_weights(str(checkpoints / "phase_b.weights.h5"))
+  for a, b in zip(after_a, _weights(model)):
+    np.testing.assert_array_equal(a, b)
+  assert (tmp_path / "run" / "model.keras").exists()
 
 
 def test_unwritable_model_dir_fails_before_training(tmp_path, tiny_config,
