@@ -358,9 +358,12 @@ def validated(seed_results, plan):
 def paired(a, b):
   """Per-seed a - b as 'mean ± std, ahead in k of n seeds (k' behind)'."""
   d = 100.0 * (np.asarray(a) - np.asarray(b))
+  # Signs as printed (0.1 mIoU): a rescored identical model differs by
+  # float noise, which would otherwise count as ahead or behind.
+  shown = np.round(d, 1)
   return (f"{d.mean():+.1f} ± {d.std():.1f} paired per seed, ahead in "
-          f"{int(np.sum(d > 0))} of {d.size} seeds, behind in "
-          f"{int(np.sum(d < 0))} (per seed: "
+          f"{int(np.sum(shown > 0))} of {d.size} seeds, behind in "
+          f"{int(np.sum(shown < 0))} (per seed: "
           + ", ".join(f"{x:+.1f}" for x in d) + ")")
 
 
@@ -484,14 +487,20 @@ def reading(seed_results, plan, latent):
   key = str(max(plan.t_trains))
   both = np.mean([w["pseudo_label_miou"][key] for w in weak])
   tags = np.mean([w["pseudo_label_miou_tags_only"][key] for w in weak])
+  train_update = latent.get("train_update", "both")
+  if train_update == "both":
+    effect = ("In training mode the image term reaches v1 through the same "
+              "dominant up(v1) path as at test time; this run keeps the "
+              "paper's training-mode step, so the per-pixel rule's effect "
+              "on pseudo labels is not measured here.")
+  else:
+    effect = (f"This run also uses the \"{train_update}\" rule in training "
+              "mode (a departure from the paper), so the image term's step "
+              "through v1 is rescaled there too.")
   lines.append(
       f"* *Pseudo labels* (stage-1 model, t_train={key}, training-mode step "
-      f"\"{latent.get('train_update', 'both')}\" "
-      f"as configured): {pct(both):.1f} with the image + tag objective vs "
-      f"{pct(tags):.1f} with the tag term alone. In training mode the image "
-      "term reaches v1 through the same dominant up(v1) path as at test "
-      "time; this run keeps the paper's training-mode step, so the "
-      "per-pixel rule's effect on pseudo labels is not measured here.")
+      f"\"{train_update}\" as configured): {pct(both):.1f} with the image + "
+      f"tag objective vs {pct(tags):.1f} with the tag term alone. " + effect)
   if all("classifier_tags" in r for r in seed_results):
     alone = mean(lambda r: r["classifier_tags"]["classifier"]["f1"])
     given = mean(lambda r: r["classifier_tags"]["given"]["f1"])
@@ -683,8 +692,67 @@ def results_paths(output, results_dir=None):
           os.path.join(results_dir, f"{stem}_miou_vs_t_test.png"))
 
 
+def comparison_section(seed_results, plan, label, other_results,
+                       other_plan):
+  """Markdown: this run minus another run of the same seeds, paired per seed.
+
+  For ablations that change one setting (e.g. `--latent.train_update`) on
+  the same benchmark, seeds and stage-1 models: every setting of both runs
+  at its validated t_test and at each shared t_test, the pseudo labels and
+  the cleaned-tag F1.
+
+  Args:
+    seed_results, plan: this run (`load_results`).
+    label: how the page names the other run (e.g. its JSON path).
+    other_results, other_plan: the other run.
+
+  Returns:
+    The section, starting with its heading.
+
+  Raises:
+    UserError: the runs do not have the same seeds.
+  """
+  seeds = [r["seed"] for r in seed_results]
+  if [r["seed"] for r in other_results] != seeds:
+    raise errors.UserError(
+        f"{label}: seeds {[r['seed'] for r in other_results]}, this run "
+        f"{seeds}: a paired comparison needs the same seeds.")
+  chosen, _ = validated(seed_results, plan)
+  other_chosen, _ = validated(other_results, other_plan)
+  rows = miou_table(seed_results, plan)
+  other_rows = miou_table(other_results, other_plan)
+  names = [n for n in setting_names(plan) + ["ensemble"]
+           if n in other_chosen]
+  t_tests = [t for t in plan.t_tests if t in other_plan.t_tests]
+  lines = [f"## Paired against `{label}`",
+           "This run minus that one, per seed (mIoU on the reported split).",
+           ""]
+  for name in names:
+    lines.append(f"* {name}, each at its validated t_test: " + paired(
+        chosen[name]["per_seed"], other_chosen[name]["per_seed"]))
+    for t in t_tests:
+      lines.append(f"* {name}, t_test={t}: " + paired(
+          rows[(name, t)]["per_seed"], other_rows[(name, t)]["per_seed"]))
+  weak, other_weak = seed_results[0]["weak"], other_results[0]["weak"]
+  for key, what in (("pseudo_label_miou", "image + tag objective"),
+                    ("pseudo_label_miou_tags_only", "tag term only")):
+    for t in weak[key]:
+      if t in other_weak[key]:
+        lines.append(
+            f"* pseudo labels ({what}), stage-1 model, t_train={t}: "
+            + paired([r["weak"][key][t] for r in seed_results],
+                     [r["weak"][key][t] for r in other_results]))
+  for name in weak["tags"]:
+    if name in other_weak["tags"]:
+      lines.append(f"* cleaned-tag F1, {name}: " + paired(
+          [r["weak"]["tags"][name]["after"]["f1"] for r in seed_results],
+          [r["weak"]["tags"][name]["after"]["f1"] for r in other_results]))
+  return "\n".join(lines) + "\n"
+
+
 def write_results(seed_results, plan, output, command, generator_params,
-                  rendered_by=None, config=None, results_dir=None):
+                  rendered_by=None, config=None, results_dir=None,
+                  compare=None):
   """Writes the results page (Markdown), its plot and a JSON of everything.
 
   Args:
@@ -698,6 +766,9 @@ def write_results(seed_results, plan, output, command, generator_params,
     config: the run's base `ExperimentConfig` as a dict (its latent
       settings and splits are listed on the page).
     results_dir: where the JSON and the plot go (see `results_paths`).
+    compare: optional (label, seed_results, plan) of another run on the
+      same seeds: a section of paired differences against it is appended
+      (`comparison_section`).
   """
   rows = miou_table(seed_results, plan)
   chosen, best_t_train = validated(seed_results, plan)
@@ -831,6 +902,8 @@ against the true tags.
 
 {chr(10).join(tags)}
 """
+  if compare is not None:
+    page += "\n" + comparison_section(seed_results, plan, *compare)
   atomic.write_text(output, page)
   logging.info("Results written to %s", output)
   return page

@@ -1,5 +1,6 @@
 """tools/ablation.py end to end in a tiny configuration (keeps it working)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,28 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
   assert "Page re-rendered from that run's JSON" in rerendered
   start = page.index("## Targets")
   assert rerendered[rerendered.index("## Targets"):] == page[start:]
+  # Paired against another run: here the same run with every reported
+  # DIS IoU 0.01 higher, so DIS gains +1.0 in its one seed and nothing else
+  # moves.
+  saved = json.loads((results_dir / "results.json").read_text())
+  for seed in saved["seeds"]:
+    for t, ious in seed["val"]["DIS t_train=2"].items():
+      seed["val"]["DIS t_train=2"][t] = [None if v is None else v - 0.01
+                                         for v in ious]
+  lower = tmp_path / "lower.json"
+  lower.write_text(json.dumps(saved))
+  compared = str(tmp_path / "compared" / "RESULTS.md")
+  subprocess.run(
+      [sys.executable, "tools/ablation.py",
+       f"--from_json={results_dir / 'results.json'}", f"--output={compared}",
+       f"--compare_json={lower}"],
+      check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
+  section = open(compared).read().split(f"## Paired against `{lower}`")[1]
+  assert ("* DIS t_train=2, t_test=0: +1.0 ± 0.0 paired per seed, ahead in "
+          "1 of 1 seeds, behind in 0 (per seed: +1.0)") in section
+  assert ("* baseline, t_test=0: +0.0 ± 0.0 paired per seed, ahead in 0 of 1 "
+          "seeds, behind in 0 (per seed: +0.0)") in section
+  assert "* pseudo labels (image + tag objective), stage-1 model" in section
   # Stage 1 is shared: trained once, its phase-c weights seed each setting.
   seed_dir = tmp_path / "runs" / "seed_0"
   assert sorted(os.listdir(seed_dir)) == ["scores.json", "stage1", "t_train_0",

@@ -20,7 +20,8 @@ docs/results/ next to --output: docs/results/results.json and
 docs/results/results_miou_vs_t_test.png for RESULTS.md).
 --from_json=docs/results/results.json re-renders the page from a finished
 run's JSON (after a change to the page's layout or text; the numbers are the
-run's).
+run's); with --compare_json=OTHER.json it appends the paired per-seed
+differences against another run of the same seeds (one setting changed).
 
 A killed run, restarted with the same flags and --workdir, resumes: finished
 training phases are reused through their checkpoints, and each finished
@@ -88,6 +89,12 @@ flags.DEFINE_string("from_json", None,
                     "training or scoring.")
 
 
+flags.DEFINE_string("compare_json", None,
+                    "With --from_json: append paired per-seed differences "
+                    "against this other results JSON (same seeds; e.g. the "
+                    "same ablation with one setting changed).")
+
+
 def _ints(values, name):
   try:
     return tuple(int(v) for v in values)
@@ -103,11 +110,21 @@ def main(argv):
           f"--from_json={FLAGS.from_json}: no such file.")
     results, plan, command, generator_params, config = (
         ablation.load_results(FLAGS.from_json))
+    compare = None
+    if FLAGS.compare_json:
+      if not os.path.isfile(FLAGS.compare_json):
+        raise errors.MissingFileError(
+            f"--compare_json={FLAGS.compare_json}: no such file.")
+      other, other_plan, *_ = ablation.load_results(FLAGS.compare_json)
+      compare = (FLAGS.compare_json, other, other_plan)
     print(ablation.write_results(
         results, plan, FLAGS.output, command, generator_params,
         rendered_by="python " + " ".join(sys.argv), config=config,
-        results_dir=FLAGS.results_dir))
+        results_dir=FLAGS.results_dir, compare=compare))
     return
+  if FLAGS.compare_json:
+    raise errors.UserError("--compare_json needs --from_json (it compares "
+                           "two finished runs).")
   quick = FLAGS.quick
   plan = ablation.AblationPlan(
       seeds=_ints(FLAGS.seeds or (["0"] if quick else
