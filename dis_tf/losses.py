@@ -17,11 +17,12 @@ def upsample_logits(logits, size):
   return tf.image.resize(logits, size, method=tf.image.ResizeMethod.BILINEAR)
 
 
-def map_loss(logits, labels, soft_labels=None, ignore_label=IGNORE_LABEL):
+def map_loss(logits, labels, soft_labels=None, ignore_label=IGNORE_LABEL,
+             num_pixels=None):
   """Softmax cross-entropy of the labelmap with an ignore label.
 
   Logits are upsampled to the label resolution, and the loss is averaged
-  over all non-ignored pixels of the batch.
+  over all non-ignored pixels of the batch (or divided by `num_pixels`).
 
   Args:
     logits: [B, h, w, C] labelmap logits u3.
@@ -30,6 +31,9 @@ def map_loss(logits, labels, soft_labels=None, ignore_label=IGNORE_LABEL):
       they replace the one-hot of `labels` (pixels of `labels` equal to
       `ignore_label` still do not count).
     ignore_label: the ignored id (255).
+    num_pixels: optional scalar divisor instead of this batch's number of
+      non-ignored pixels (a replica of a distributed step divides by the
+      global batch's mean count per replica: `num_valid_pixels`).
 
   Returns:
     Scalar float32 loss (0 when every pixel is ignored).
@@ -47,9 +51,17 @@ def map_loss(logits, labels, soft_labels=None, ignore_label=IGNORE_LABEL):
         labels=tf.stop_gradient(soft_labels), logits=logits
     )
   weights = tf.cast(valid, per_pixel.dtype)
-  return tf.math.divide_no_nan(
-      tf.reduce_sum(per_pixel * weights), tf.reduce_sum(weights)
-  )
+  if num_pixels is None:
+    num_pixels = tf.reduce_sum(weights)
+  return tf.math.divide_no_nan(tf.reduce_sum(per_pixel * weights),
+                               tf.cast(num_pixels, per_pixel.dtype))
+
+
+def num_valid_pixels(labels, ignore_label=IGNORE_LABEL):
+  """Number of non-ignored pixels of `labels` (float32 scalar)."""
+  return tf.reduce_sum(
+      tf.cast(tf.not_equal(tf.cast(labels, tf.int32), ignore_label),
+              tf.float32))
 
 
 def image_loss_per_example(reconstruction, target):

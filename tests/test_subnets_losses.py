@@ -96,6 +96,26 @@ def test_map_loss_matches_numpy_with_ignore():
   assert losses.map_loss(logits, np.full_like(labels, 255)).numpy() == 0.0
 
 
+def test_map_loss_split_over_replicas_equals_the_global_mean():
+  """Two halves of a batch, each divided by the global mean count per
+  replica (`num_pixels`) and averaged, give the whole batch's loss, even
+  when the halves have different numbers of ignored pixels; dividing each
+  half by its own count does not."""
+  logits = RNG.randn(2, 4, 4, 3).astype(np.float32)
+  labels = RNG.randint(0, 3, size=(2, 4, 4)).astype(np.int32)
+  labels[0, :3, :] = 255  # 4 valid pixels in the first half, 16 in the other
+  whole = losses.map_loss(logits, labels).numpy()
+  per_replica = (losses.num_valid_pixels(labels[:1])
+                 + losses.num_valid_pixels(labels[1:])) / 2
+  assert per_replica.numpy() == 10.0
+  halves = [losses.map_loss(logits[i:i + 1], labels[i:i + 1],
+                            num_pixels=per_replica).numpy() for i in (0, 1)]
+  np.testing.assert_allclose(np.mean(halves), whole, rtol=1e-6)
+  own = [losses.map_loss(logits[i:i + 1], labels[i:i + 1]).numpy()
+         for i in (0, 1)]
+  assert abs(np.mean(own) - whole) > 1e-3
+
+
 def test_map_loss_soft_labels_equal_one_hot_for_hard_targets():
   logits = RNG.randn(1, 4, 4, 3).astype(np.float32)
   labels = RNG.randint(0, 3, size=(1, 4, 4)).astype(np.int32)
