@@ -61,9 +61,14 @@ def make_strategy(name):
                          "multi_worker.")
 
 
+def _phase_key(phase):
+  """The TrainConfig field prefix of a phase ("phase_a", ..., "semi")."""
+  return "semi" if phase == "semi" else f"phase_{phase}"
+
+
 def phase_settings(train_config, phase):
   """(steps, learning rate) of a phase."""
-  key = "semi" if phase == "semi" else f"phase_{phase}"
+  key = _phase_key(phase)
   return (getattr(train_config, f"{key}_steps"),
           getattr(train_config, f"{key}_lr"))
 
@@ -238,12 +243,11 @@ def _check_steps(train_config, phases):
         f"--train.steps_per_epoch={train_config.steps_per_epoch}: must be at "
         "least 1.")
   for phase in phases:
-    key = "semi_steps" if phase == "semi" else f"phase_{phase}_steps"
     steps, _ = phase_settings(train_config, phase)
     if steps < 0:
       raise errors.UserError(
-          f"--train.{key}={steps}: must be 0 (no training in that phase) "
-          "or more.")
+          f"--train.{_phase_key(phase)}_steps={steps}: must be 0 (no "
+          "training in that phase) or more.")
 
 
 def _phase_has_state(model_dir, phase):
