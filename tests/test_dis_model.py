@@ -257,6 +257,37 @@ def test_weak_examples_use_pseudo_labels_and_full_ones_their_masks(
   np.testing.assert_array_equal(tags.numpy()[2], cleaned.numpy()[2])
 
 
+@pytest.mark.parametrize("weak", [[True, False, True, False],
+                                  [False, False, False, True],
+                                  [True, True, True, True],
+                                  [False, False, False, False]])
+@pytest.mark.parametrize("soft_pseudo_labels", [False, True])
+def test_latent_loop_on_weak_rows_only_equals_the_full_batch_run(
+    tiny_model, weak, soft_pseudo_labels):
+  # `_targets` runs the latent loop on the weak rows alone; each example's
+  # descent is independent, so those rows match a run on the whole batch.
+  model = tiny_model(t_train=5, soft_pseudo_labels=soft_pseudo_labels)
+  model.set_phase("semi")
+  batch = _batch(weak=weak)
+  u1, v1 = model.backbone(batch["image"])
+  mask, soft, tags = tf.function(model._targets)(
+      batch, u1, v1, batch["image_small"])
+  full_mask, full_soft, full_tags = model.pseudo_targets(
+      u1, v1, batch["image_small"], batch["tags"], batch["mask"])
+  for i, is_weak in enumerate(weak):
+    want_mask = full_mask[i] if is_weak else batch["mask"][i]
+    want_tags = full_tags[i] if is_weak else batch["tags"][i]
+    np.testing.assert_array_equal(mask[i], want_mask)
+    np.testing.assert_allclose(tags[i], want_tags, atol=1e-6)
+    if soft_pseudo_labels:
+      want = (full_soft[i] if is_weak else
+              tf.one_hot(np.where(batch["mask"][i] == 255, 0,
+                                  batch["mask"][i]), 21))
+      np.testing.assert_allclose(soft[i], want, atol=1e-5)
+    else:
+      assert soft is None
+
+
 def test_get_config_round_trip_and_keras_file(tmp_path, tiny_model):
   model = tiny_model(t_train=4)
   model.set_phase("semi")

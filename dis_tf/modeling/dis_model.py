@@ -317,17 +317,33 @@ class DISModel(keras.Model):
     tags = tf.cast(x["tags"], tf.float32)
     if self.phase != "semi" or "is_weak" not in x:
       return mask, None, tags
-    is_weak = tf.cast(x["is_weak"], tf.bool)
-    pseudo_mask, pseudo_soft, pseudo_tags = self.pseudo_targets(
-        u1, v1, image_target, tags, mask)
-    mask = tf.where(is_weak[:, None, None], pseudo_mask, mask)
-    tags = tf.where(is_weak[:, None], pseudo_tags, tags)
-    soft = None
-    if pseudo_soft is not None:
-      one_hot = tf.one_hot(tf.where(mask == IGNORE_LABEL, 0, mask),
-                           self.num_classes)
-      soft = tf.where(is_weak[:, None, None, None], pseudo_soft, one_hot)
-    return mask, soft, tags
+    # The latent loop runs on the weak images only: each example's descent
+    # is independent of the others (per-example objective, clip and
+    # accept), and the labelled half of a batch would be thrown away. On the
+    # synthetic preset (4 weak of 8) this is most of a stage-2 step's
+    # latent cost saved (BENCHMARKS.md, training step).
+    weak = tf.where(tf.cast(x["is_weak"], tf.bool))       # [N_weak, 1]
+    given = (mask, tags)
+    if self.soft_pseudo_labels:
+      given += (tf.one_hot(tf.where(mask == IGNORE_LABEL, 0, mask),
+                           self.num_classes),)
+
+    def with_pseudo_targets():
+      gather = lambda t: tf.gather_nd(t, weak)
+      pseudo_mask, pseudo_soft, pseudo_tags = self.pseudo_targets(
+          gather(u1), gather(v1), gather(image_target), gather(tags),
+          gather(mask))
+      pseudo = (pseudo_mask, pseudo_tags)
+      if pseudo_soft is not None:
+        pseudo += (pseudo_soft,)
+      return tuple(tf.tensor_scatter_nd_update(g, weak, p)
+                   for g, p in zip(given, pseudo))
+
+    # A batch without weak images skips the loop (oneDNN's convolutions
+    # also fail on an empty batch).
+    targets = tf.cond(tf.size(weak) > 0, with_pseudo_targets, lambda: given)
+    soft = targets[2] if self.soft_pseudo_labels else None
+    return targets[0], soft, targets[1]
 
   def _forward_and_losses(self, x, training):
     """One backbone forward, the targets, and the three losses."""
