@@ -15,6 +15,7 @@ latent inference on the weak training images.
 comes from the run.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -115,13 +116,24 @@ def run_seed(base_config, workdir, seed, plan):
       base_config, train=dataclasses.replace(base_config.train, seed=seed),
       model_dir=os.path.join(seed_dir, "stage1"))
   start = time.time()
-  print(f"[seed {seed}] stage 1 (phases a, b, c)", flush=True)
-  models = {"baseline": training.train(config, "full", verbose=0)}
+  parts = {}
+
+  @contextlib.contextmanager
+  def part(label):
+    """Prints the part, then its wall time (kept in scores.json)."""
+    print(f"[seed {seed}] {label}", flush=True)
+    begin = time.time()
+    yield
+    parts[label] = time.time() - begin
+    print(f"[seed {seed}] {label}: {parts[label]:.0f} s", flush=True)
+
+  with part("stage 1 (phases a, b, c)"):
+    models = {"baseline": training.train(config, "full", verbose=0)}
   for t_train in (0,) + tuple(plan.t_trains):
     name = "setup1 (t_train=0)" if t_train == 0 else f"DIS t_train={t_train}"
-    print(f"[seed {seed}] stage 2, {name}", flush=True)
-    models[name] = _train_setting(config, seed_dir, f"t_train_{t_train}",
-                                  t_train)
+    with part(f"stage 2, {name}"):
+      models[name] = _train_setting(config, seed_dir, f"t_train_{t_train}",
+                                    t_train)
 
   if not config.data.select_split:
     raise errors.UserError(
@@ -133,30 +145,30 @@ def run_seed(base_config, workdir, seed, plan):
   for key, split, limit in (("select", config.data.select_split,
                              plan.select_limit),
                             ("val", config.data.eval_split, plan.eval_limit)):
-    print(f"[seed {seed}] scoring {split}", flush=True)
-    scores[key] = score_models(models, pipeline.eval_dataset(config, split),
-                               plan.t_tests, dis_names, limit=limit,
-                               num_classes=num_classes)
-  print(f"[seed {seed}] pseudo labels and tag cleaning on weak images",
-        flush=True)
-  weak = weak_scores(models, config, seed_dir, (0,) + tuple(plan.t_trains),
-                     plan.weak_limit)
+    with part(f"scoring {split}"):
+      scores[key] = score_models(models, pipeline.eval_dataset(config, split),
+                                 plan.t_tests, dis_names, limit=limit,
+                                 num_classes=num_classes)
+  with part("pseudo labels and tag cleaning on weak images"):
+    weak = weak_scores(models, config, seed_dir, (0,) + tuple(plan.t_trains),
+                       plan.weak_limit)
   result = {"seed": seed, "select": scores["select"], "val": scores["val"],
             "weak": weak}
   if plan.diagnosis_images:
-    print(f"[seed {seed}] diagnosis of the latent steps", flush=True)
-    result["diagnosis"] = {
-        name: diagnosis.diagnose(
-            models[name],
-            pipeline.eval_dataset(config, config.data.select_split).take(
-                plan.diagnosis_images),
-            t_test=max(plan.t_tests), num_classes=num_classes)
-        for name in ["baseline"] + dis_names}
-    result["classifier_tags"] = diagnosis.tag_classifier_scores(
-        models["baseline"],
-        pipeline.weak_eval_dataset(config).take(plan.weak_limit),
-        web_tags.load_weak_truth(config.data.weak_dir, load_masks=False),
-        tag_threshold=config.latent.tag_threshold)
+    with part("diagnosis of the latent steps"):
+      result["diagnosis"] = {
+          name: diagnosis.diagnose(
+              models[name],
+              pipeline.eval_dataset(config, config.data.select_split).take(
+                  plan.diagnosis_images),
+              t_test=max(plan.t_tests), num_classes=num_classes)
+          for name in ["baseline"] + dis_names}
+      result["classifier_tags"] = diagnosis.tag_classifier_scores(
+          models["baseline"],
+          pipeline.weak_eval_dataset(config).take(plan.weak_limit),
+          web_tags.load_weak_truth(config.data.weak_dir, load_masks=False),
+          tag_threshold=config.latent.tag_threshold)
+  result["part_seconds"] = parts
   result["seconds"] = time.time() - start
   atomic.write_text(scores_path, json.dumps(
       {"scoring": _scoring_plan(plan, config), "result": result}))
@@ -829,6 +841,13 @@ def write_results(seed_results, plan, output, command, generator_params,
                                     for r in seed_results]))
     tags.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
   minutes = sum(r["seconds"] for r in seed_results) / 60
+  time_parts = ""
+  if all("part_seconds" in r for r in seed_results):
+    mean_minutes = {
+        label: np.mean([r["part_seconds"][label] for r in seed_results]) / 60
+        for label in seed_results[0]["part_seconds"]}
+    time_parts = "; per seed (mean): " + ", ".join(
+        f"{label} {m:.1f}" for label, m in mean_minutes.items()) + " min"
   config = config or {}
   data, latent = config.get("data", {}), config.get("latent", {})
   rerendered = "" if rendered_by is None else (
@@ -852,7 +871,7 @@ Written by `tools/ablation.py`; no number on this page is typed by hand.
 * {splits}
 * Latent settings (t_train per row, t_test per column): `{latent_shown}`
 * Generator parameters: `{json.dumps(generator_params, sort_keys=True)}`
-* Training and scoring time: {minutes:.1f} min on this machine
+* Training and scoring time: {minutes:.1f} min on this machine{time_parts}
 
 ## Targets (issue: make the dual mechanism pay off)
 {targets(rows, chosen, best_t_train, seed_results, plan, minutes)}

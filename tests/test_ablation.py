@@ -28,6 +28,11 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
                          capture_output=True, text=True, timeout=600)
   assert "already scored" not in first.stdout
   page = open(output).read()
+  # Each part of the seed's run is timed, in the log and on the page.
+  for label in ("stage 1 (phases a, b, c)", "stage 2, DIS t_train=2",
+                "scoring val[2:]", "diagnosis of the latent steps"):
+    assert f"[seed 0] {label}: " in first.stdout
+  assert "per seed (mean): stage 1 (phases a, b, c) " in page
   for heading in ("## Targets", "Per-class IoU on the reported split",
                   "At the t_test chosen on the selection split",
                   "Diagnosis of the latent steps", "Pseudo labels of the weak",
@@ -89,8 +94,8 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
   second = subprocess.run(command, check=True, cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert "[seed 0] already scored" in second.stdout
-  assert "scoring val" not in second.stdout
-  assert "diagnosis of the latent steps" not in second.stdout
+  assert "[seed 0] scoring val" not in second.stdout
+  assert "[seed 0] diagnosis of the latent steps" not in second.stdout
   assert open(output).read() == page
   # Scored with another plan: re-scored, not reused.
   other_plan = ["--weak_limit=2" if arg.startswith("--weak_limit") else arg
