@@ -92,6 +92,27 @@ def interleaved_stats(fns, repeats=3, warmup=1):
   return {name: (statistics.median(t), min(t), t) for name, t in times.items()}
 
 
+def graph_flops(graph, skip=()):
+  """Float operations of the ops of a traced graph (TF's registered counts).
+
+  The counts are TensorFlow's own (`ops.get_stats_for_node_def(..., "flops")`,
+  what the TF profiler sums: 2 x multiply-adds of Conv2D, its input
+  gradient, MatMul, ...); op types in `skip` are left out. Ops inside
+  nested function bodies (while loops, conds) are not counted.
+  """
+  from tensorflow.python.framework import ops  # The profiler's registry.
+  total = 0
+  for op in graph.get_operations():
+    if op.type in skip:
+      continue
+    try:
+      stat = ops.get_stats_for_node_def(graph, op.node_def, "flops")
+    except ValueError:          # No count registered, or unknown shapes.
+      continue
+    total += stat.value or 0
+  return total
+
+
 def max_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -3,9 +3,10 @@
   python bench/latent_ops.py [--time [--baseline=REV] [--repeats=15]
                               [--steps=30] [--jit]]
 
-Traces `dis_tf.inference.latent_inference` (method="gram") for
-  - the tiny (synthetic) preset's stage-2 call: batch 8, 12x12 features,
-    D = 64, C = 21, training mode (tags);
+Traces `dis_tf.inference.latent_inference` (method="gram"), of this tree
+and of the git revision --baseline (before the op-count work), for
+  - the tiny (synthetic) preset's stage-2 call: its 4 weak images, 12x12
+    features, D = 64, C = 21, training mode (tags);
   - a ResNet101-size head: batch 1, 45x45 features, D = 2048, C = 21, test
     mode (no tags; the serving call) and training mode;
 and counts the ops inside the `tf.while_loop` body function (nested
@@ -13,7 +14,8 @@ function bodies, e.g. a jit-compiled step, counted through), and the nodes
 of the loop frame after Grappler (what the runtime executes: dead gradient
 ops pruned, control flow lowered, one Merge / Switch / NextIteration per
 loop variable and iteration). Random weights: the graph does not depend on
-them. tests/test_gram.py pins the counts with `latent_step_ops`.
+them. tests/test_gram.py pins the counts with `latent_step_ops`. Writes
+bench/results/latent_ops.md.
 
 With --time, the latent step of this tree and of the git revision
 --baseline (its dis_tf/inference.py and dis_tf/modeling/gram.py, loaded
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import types
 
-import common  # pylint: disable=unused-import  (sets sys.path)
+import common  # Puts the checkout on sys.path.
 
 import keras
 import numpy as np
@@ -52,7 +54,8 @@ PLUMBING = ("Enter", "Merge", "Switch", "NextIteration", "Exit", "LoopCond")
 
 # (name, batch, h, w, depth, with tags)
 SHAPES = (
-    ("tiny preset stage 2 (8x12x12, D=64, tags)", 8, 12, 12, 64, True),
+    # Stage 2 of the synthetic preset runs the loop on its 4 weak images.
+    ("tiny preset stage 2 (4x12x12, D=64, tags)", 4, 12, 12, 64, True),
     ("ResNet101 head test mode (1x45x45, D=2048)", 1, 45, 45, 2048, False),
     ("ResNet101 head training mode (1x45x45, D=2048, tags)", 1, 45, 45, 2048,
      True),
@@ -130,13 +133,8 @@ def _body_ops(graph, fn_name, lookup):
   return counts
 
 
-def count_step_ops(fn, *args):
-  """Op types inside the latent while-loop body of the traced `fn(*args)`.
-
-  `fn` is a Python callable calling `latent_inference` once; it is traced
-  with `tf.function`. Returns a `collections.Counter` of op types, nested
-  function bodies expanded.
-  """
+def _loop_body(fn, *args):
+  """(graph, name of the while-loop body) of the traced `fn(*args)`."""
   concrete = tf.function(fn).get_concrete_function(*args)
   graph = concrete.graph
   lookup = _function_lookup(graph)
@@ -158,7 +156,30 @@ def count_step_ops(fn, *args):
   scan(graph)
   if len(bodies) != 1:
     raise ValueError(f"Expected one latent while loop, found {len(bodies)}.")
-  return _body_ops(graph, bodies[0], lookup)
+  return graph, bodies[0], lookup
+
+
+def count_step_ops(fn, *args):
+  """Op types inside the latent while-loop body of the traced `fn(*args)`.
+
+  `fn` is a Python callable calling `latent_inference` once; it is traced
+  with `tf.function`. Returns a `collections.Counter` of op types, nested
+  function bodies expanded.
+  """
+  graph, body, lookup = _loop_body(fn, *args)
+  return _body_ops(graph, body, lookup)
+
+
+def step_flops(fn, *args):
+  """Float operations of one latent step (the loop body) of `fn(*args)`.
+
+  Counted like `common.graph_flops` on the traced body, without the
+  filter / bias gradients, which the tape traces but Grappler prunes (no
+  `Conv2DBackpropFilter` runs; see `grappler_step_ops`).
+  """
+  _, body, lookup = _loop_body(fn, *args)
+  return common.graph_flops(lookup(body).graph,
+                            skip=("Conv2DBackpropFilter", "BiasAddGrad"))
 
 
 def grappler_step_ops(fn, *args):
@@ -197,14 +218,18 @@ def summarize(counts):
 
 
 def latent_step_ops(batch, height, width, depth, with_tags, grappler=False,
-                    **kwargs):
-  """Op types per latent step (`count_step_ops`, or after Grappler)."""
+                    module=inference, **kwargs):
+  """Op types per latent step (`count_step_ops`, or after Grappler).
+
+  `module` is the `dis_tf.inference` whose `latent_inference` is traced
+  (e.g. `baseline_inference(revision)`).
+  """
   h = heads(depth)
   u1, v1, target, tags = inputs(batch, height, width, depth, with_tags)
 
   def run(steps):
-    return inference.latent_inference(h, u1, v1, target, tags=tags,
-                                      steps=steps, **kwargs)["u3"]
+    return module.latent_inference(h, u1, v1, target, tags=tags,
+                                   steps=steps, **kwargs)["u3"]
 
   count = grappler_step_ops if grappler else count_step_ops
   return count(run, tf.constant(1))
@@ -291,6 +316,24 @@ def time_steps(implementations, repeats, steps=30):
   return per_step, ratios
 
 
+def op_rows(module, label):
+  """Table rows of op counts per step for `module`'s `latent_inference`."""
+  rows = []
+  for name, b, hh, ww, d, with_tags in SHAPES:
+    counts = latent_step_ops(b, hh, ww, d, with_tags, module=module)
+    total, work = summarize(counts)
+    run = latent_step_ops(b, hh, ww, d, with_tags, grappler=True,
+                          module=module)
+    frame = sum(run.values())
+    compute = frame - sum(run[k] for k in PLUMBING) - run["Const"]
+    rows.append([name, label, total, work, frame, compute, run["Merge"]])
+    print(f"{name} [{label}]: {total} ops in the loop body, {work} doing "
+          f"work\n  {_format(counts)}\n  after Grappler: {frame} nodes in "
+          f"the loop frame, {compute} neither plumbing nor Const, "
+          f"{run['Merge']} loop variables\n  {_format(run)}")
+  return rows
+
+
 def main(argv):
   parser = argparse.ArgumentParser()
   parser.add_argument("--time", action="store_true")
@@ -300,9 +343,20 @@ def main(argv):
   parser.add_argument("--jit", action="store_true",
                       help="also time the step body under XLA")
   args = parser.parse_args(argv)
+  baseline = baseline_inference(args.baseline)
+  rows = (op_rows(baseline, f"baseline {args.baseline}")
+          + op_rows(inference, "this tree"))
+  rows.sort(key=lambda r: [s[0] for s in SHAPES].index(r[0]))
+  body = ["Ops of one latent step (method gram), counted from the traced "
+          "graph: the while-loop body as traced, and the nodes of the loop "
+          "frame after Grappler (what the runtime executes per step).", "",
+          common.table(
+              ["shape", "implementation", "ops in the loop body",
+               "non-trivial ops", "after Grappler: nodes in the loop frame",
+               "after Grappler: neither Const nor loop plumbing",
+               "loop variables"], rows)]
   if args.time:
-    impls = {f"baseline {args.baseline}": baseline_inference(args.baseline),
-             "this tree": inference}
+    impls = {f"baseline {args.baseline}": baseline, "this tree": inference}
     if args.jit:
       impls["this tree, XLA step"] = jit_step_inference()
     per_step, ratios = time_steps(impls, args.repeats, args.steps)
@@ -315,35 +369,22 @@ def main(argv):
         rows.append([name, label, before[0], after[0], before[0] / after[0],
                      ratios[(name, label)], before[1], after[1],
                      before[1] / after[1]])
-    print(f"Machine: {common.machine()}")
-    print(f"t = 0 and t = {args.steps}, {args.repeats} interleaved rounds; "
-          f"ms per step from the medians, and from the fastest runs.")
-    print(common.table(
-        ["shape", "implementation", f"ms/step {labels[0]} (median)",
-         "ms/step (median)", "speed-up (medians)",
-         "speed-up (median of per-round ratios)",
-         f"ms/step {labels[0]} (fastest)", "ms/step (fastest)",
-         "speed-up (fastest)"], rows))
-    return
-  rows = []
-  for name, b, hh, ww, d, with_tags in SHAPES:
-    counts = latent_step_ops(b, hh, ww, d, with_tags)
-    total, work = summarize(counts)
-    run = latent_step_ops(b, hh, ww, d, with_tags, grappler=True)
-    frame = sum(run.values())
-    compute = frame - sum(run[k] for k in PLUMBING) - run["Const"]
-    rows.append([name, total, work, frame, compute, run["Merge"]])
-    print(f"{name}: {total} ops in the loop body, {work} doing work")
-    print("  " + _format(counts))
-    print(f"  after Grappler: {frame} nodes in the loop frame, {compute} "
-          f"neither plumbing nor Const, {run['Merge']} loop variables")
-    print("  " + _format(run))
-  print()
-  print(common.table(
-      ["shape", "ops in the loop body", "non-trivial ops",
-       "after Grappler: nodes in the loop frame",
-       "after Grappler: neither Const nor loop plumbing",
-       "loop variables"], rows))
+    body += ["", f"Time per step: t = 0 and t = {args.steps}, {args.repeats} "
+             "interleaved rounds; ms per step from the medians, and from the "
+             "fastest runs. \"XLA step\": the while-loop body compiled with "
+             "`tf.function(jit_compile=True)`, the loop left to TensorFlow "
+             "(not used: the exported graph stays core ops, and it is not "
+             "faster here).", "",
+             common.table(
+                 ["shape", "implementation",
+                  f"ms/step {labels[0]} (median)", "ms/step (median)",
+                  "speed-up (medians)",
+                  "speed-up (median of per-round ratios)",
+                  f"ms/step {labels[0]} (fastest)", "ms/step (fastest)",
+                  "speed-up (fastest)"], rows)]
+  flag = " --time" + (" --jit" if args.jit else "") if args.time else ""
+  common.emit("latent_ops", "Ops per latent step (bench/latent_ops.py)",
+              f"python bench/latent_ops.py{flag}", "\n".join(body))
 
 
 def _format(counts):

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 import common  # Puts the checkout on sys.path.
+import latent_ops
 
 import keras
 import numpy as np
@@ -76,21 +77,38 @@ def bench_preset(name, repeats):
       {k: (lambda f=f: [v.numpy() for v in f(batch).values()])
        for k, f in fns.items()}, repeats=repeats, warmup=1)
   base = times["stage 1, phase (c)"]
-  rows = [[name, k, batch_size, num_weak, v, v / base]
+  # FLOPs: the traced step (backbone, heads, losses, gradients) plus, for
+  # stage 2, t_train latent steps on the weak images (the loop body is a
+  # nested function, which `graph_flops` does not enter).
+  u1, v1 = model.backbone(batch["image"][-num_weak:])
+  weak = (u1, v1, batch["image_small"][-num_weak:], batch["tags"][-num_weak:])
+  step_flops = {m: latent_ops.step_flops(
+      lambda s, m=m: model.latent(*weak[:3], tags=weak[3], steps=s,
+                                  method=m)["probabilities"],
+      tf.TensorSpec([], tf.int32)) for m in ("gram", "direct")}
+  flops = {k: common.graph_flops(f.get_concrete_function(batch).graph)
+           for k, f in fns.items()}
+  for t in T_TRAINS:
+    flops[f"stage 2, t_train={t}"] += t * step_flops["gram"]
+  rows = [[name, k, batch_size, num_weak, v, v / base, flops[k] / 1e9,
+           flops[k] / flops["stage 1, phase (c)"], flops[k] / v / 1e9]
           for k, v in times.items()]
-  # Profile: the latent loop alone on this batch's features, per step.
-  u1, v1 = model.backbone(batch["image"])
+  # Profile: the latent loop alone on the weak images' features, per step.
   lat = {m: tf.function(lambda s, m=m: model.latent(
-      u1, v1, batch["image_small"], tags=batch["tags"], steps=s,
-      method=m)["probabilities"]) for m in ("gram", "direct")}
+      *weak[:3], tags=weak[3], steps=s, method=m)["probabilities"])
+         for m in ("gram", "direct")}
   lt = common.interleaved(
       {(m, t): (lambda m=m, t=t: lat[m](tf.constant(t)).numpy())
        for m in lat for t in (0, 30)}, repeats=repeats + 2, warmup=1)
-  profile = [[name, m, tuple(u1.shape), 1000 * (lt[(m, 30)] - lt[(m, 0)]) / 30,
-              (lt[(m, 30)] - lt[(m, 0)]) / base]
-             for m in ("gram", "direct")]
-  return (rows, times[f"stage 2, t_train={T_TRAINS[-1]}"] / base, config,
-          profile)
+  profile = []
+  for m in ("gram", "direct"):
+    seconds = (lt[(m, 30)] - lt[(m, 0)]) / 30
+    profile.append([name, m, tuple(u1.shape), 1000 * seconds,
+                    30 * seconds / base, step_flops[m] / 1e6,
+                    step_flops[m] / seconds / 1e9])
+  t_max = f"stage 2, t_train={T_TRAINS[-1]}"
+  return (rows, times[t_max] / base, config, profile,
+          flops[t_max] / flops["stage 1, phase (c)"])
 
 
 def main(argv):
@@ -100,22 +118,31 @@ def main(argv):
   args = parser.parse_args(argv)
   rows, lines, profile = [], [], []
   for name in args.presets.split(","):
-    preset_rows, ratio, config, preset_profile = bench_preset(
+    preset_rows, ratio, config, preset_profile, flop_ratio = bench_preset(
         name, args.repeats)
     rows += preset_rows
     profile += preset_profile
-    lines.append(common.target(
-        f"{name} ({config.model.backbone}, crop {config.data.crop_size}): "
-        f"stage-2 step t_train=30 / stage-1 phase-(c) step", ratio, 1.2))
+    label = (f"{name} ({config.model.backbone}, crop "
+             f"{config.data.crop_size}): stage-2 step t_train=30 / stage-1 "
+             f"phase-(c) step")
+    lines.append(common.target(label, ratio, 1.5))
+    lines.append(f"- {name}: the same ratio in FLOPs: {flop_ratio:.3g} (the "
+                 "time ratio if both steps ran at the same FLOP rate)")
   body = [f"Median of {args.repeats} interleaved steps after one warm-up; "
-          "random data; latent method: gram.", "",
+          "random data; latent method: gram. GFLOP per step: TensorFlow's "
+          "registered counts over the traced step (`common.graph_flops`), "
+          "plus t_train x the FLOPs of one latent step on the weak images "
+          "(`latent_ops.step_flops`); the latent loop runs on the weak "
+          "images only.", "",
           common.table(["preset", "step", "batch", "weak in batch", "s/step",
-                        "/ phase (c)"], rows), "",
+                        "/ phase (c)", "GFLOP/step", "FLOPs / phase (c)",
+                        "GFLOP/s"], rows), "",
           "Profile: the latent loop alone (training mode, tags given) on the "
-          f"same batch, median of {args.repeats + 2} interleaved runs of "
-          "t=0 and t=30:", "",
+          f"weak images' features, median of {args.repeats + 2} interleaved "
+          "runs of t=0 and t=30:", "",
           common.table(["preset", "method", "u1 shape", "ms per step",
-                        "30 steps / phase-(c) step"], profile), "",
+                        "30 steps / phase-(c) step", "MFLOP per step",
+                        "GFLOP/s"], profile), "",
           "Targets (same run):"] + lines
   common.emit("train_step", "Training step (bench/train_step.py)",
               "python bench/train_step.py", "\n".join(body))
