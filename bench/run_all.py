@@ -14,8 +14,8 @@ import sys
 
 import common
 
-SCRIPTS = ("latent", "train_step", "input_pipeline", "serving", "efficiency",
-           "captions")
+SCRIPTS = ("latent", "train_step", "train_memory", "input_pipeline", "serving",
+           "efficiency", "captions")
 
 HEADER = """# Benchmarks
 
