@@ -17,6 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+# Taken when a script starts (every script imports this module first);
+# `emit` runs at the end, when the other jobs on the machine may differ.
+_LOAD_AT_START = os.getloadavg()
 
 
 def machine():
@@ -33,10 +36,11 @@ def machine():
   # Imported when used: run_all.py imports this module without TensorFlow.
   import keras
   import tensorflow as tf
-  load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+  start, end = (", ".join(f"{x:.2f}" for x in load)
+                for load in (_LOAD_AT_START, os.getloadavg()))
   return (f"{cpu}, {os.cpu_count()} logical CPUs, Python "
           f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
-          f"{keras.__version__}; load average at start {load}")
+          f"{keras.__version__}; load average at start {start}, at end {end}")
 
 
 def table(headers, rows):

@@ -19,6 +19,7 @@ SCRIPTS = (
     ("latent", ()),
     ("latent_ops", ("--time", "--jit")),
     ("train_step", ()),
+    ("train_memory", ()),
     ("research_loop", ()),
     ("input_pipeline", ()),
     ("serving", ()),
@@ -81,6 +82,18 @@ export builds them once, at export, and saves them with the weights
   1.05) can land on either side from run to run on this shared machine; the
   `latent.py` section therefore gives both the ratio of medians and the
   median of per-round ratios (t=0 and t=30 timed back to back).
+
+**Training memory** (`bench/train_memory.py`) runs each configuration in
+its own subprocess so that its peak RSS is its own; its s/step column comes
+from those sequential processes, not from interleaved rounds, so compare
+step times with the ratios of `bench/train_step.py` rather than across its
+rows. Phase (c) batches hold only labelled images (stage 1), stage-2 batches
+half tag-only images, as in training.
+
+**Serving throughput.** The thread-setting rows of `bench/serving.py` come
+from one worker process per setting (TensorFlow builds the CPU thread pools
+once per process), driven round by round from the parent so that load from
+other jobs hits every setting alike.
 
 **Exactness vs. step size.** tests/test_gram.py checks direct == gram
 with identical labelmaps after 30 steps: in float32 to 1e-3 relative (tiny
