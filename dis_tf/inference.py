@@ -161,7 +161,8 @@ def _expand_like(values, x):
 def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
                      step_size=0.1, clip_norm=10.0, image_weight=1.0,
                      tag_weight=1.0, return_features=False, method="gram",
-                     gram_fields=None, update="both", monotone=False):
+                     gram_fields=None, update="both", monotone=False,
+                     jit_step=False):
   """Gradient descent on (u1, v1) with the network frozen, then prediction.
 
   Each step takes the gradient of `latent_objective` with respect to
@@ -202,6 +203,9 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
       `UPDATES` (see `block_scales`); "both" is the paper.
     monotone: reject (and halve the step after) steps that raise the
       objective.
+    jit_step: compile the loop body (one step) with XLA
+      (`tf.function(jit_compile=True)`); the loop itself stays a TensorFlow
+      `while_loop`. Not for exported graphs (XLA is not a core op).
 
   Returns:
     A dict with "u3" [B, h, w, C] and "v3" [B, C] (logits after inference),
@@ -236,11 +240,12 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
     u3, v3, objective, features = _gram_loop(
         model, u1, v1, image_target, tags, steps, step_size, clip_norm,
         image_weight, tag_weight, return_features, gram_fields, update,
-        monotone)
+        monotone, jit_step)
   else:
     u3, v3, objective, features = _direct_loop(
         model, u1, v1, image_target, tags, steps, step_size, clip_norm,
-        image_weight, tag_weight, return_features, update, monotone)
+        image_weight, tag_weight, return_features, update, monotone,
+        jit_step)
   refine_logits = v3
   if tags is not None:
     # Logits whose sigmoid is the given tags (0 / 1 up to 1e-6).
@@ -299,9 +304,18 @@ def _accept(finite, new_objective, objective, monotone):
   return tf.logical_and(finite, new_objective <= objective)
 
 
+def _step_body(body, jit_step):
+  """The loop body, XLA-compiled on its own if `jit_step`.
+
+  Only the body: XLA on the whole loop was slower on CPU
+  (BENCHMARKS.md, `bench/latent_ops.py`).
+  """
+  return tf.function(body, jit_compile=True) if jit_step else body
+
+
 def _direct_loop(model, u1, v1, image_target, tags, steps, step_size,
                  clip_norm, image_weight, tag_weight, return_features,
-                 update="both", monotone=False):
+                 update="both", monotone=False, jit_step=False):
   """The reference: gradient tape on (u1, v1) through subnet-1/3."""
   dtype = u1.dtype
   shape = tf.shape(u1)
@@ -343,7 +357,7 @@ def _direct_loop(model, u1, v1, image_target, tags, steps, step_size,
 
   eta = tf.fill([shape[0]], tf.cast(step_size, dtype))
   _, u1, v1, _, _ = tf.while_loop(
-      lambda i, *_: i < steps, body,
+      lambda i, *_: i < steps, _step_body(body, jit_step),
       [tf.constant(0), u1, v1, objective(u1, v1), eta],
       parallel_iterations=1,
   )
@@ -354,7 +368,8 @@ def _direct_loop(model, u1, v1, image_target, tags, steps, step_size,
 
 def _gram_loop(model, u1, v1, image_target, tags, steps, step_size,
                clip_norm, image_weight, tag_weight, return_features,
-               gram_fields=None, update="both", monotone=False):
+               gram_fields=None, update="both", monotone=False,
+               jit_step=False):
   """The same descent in (u3, v3) space with the Gram operator A A^T.
 
   State per step: (u3, v3), the objective and its gradient g at (u3, v3)
@@ -461,7 +476,7 @@ def _gram_loop(model, u1, v1, image_target, tags, steps, step_size,
 
   eta = tf.fill([shape[0]], tf.cast(step_size, dtype))
   _, u3, v3, objective, _, _, acc_u, acc_v, _ = tf.while_loop(
-      lambda i, *_: i < steps, body,
+      lambda i, *_: i < steps, _step_body(body, jit_step),
       [tf.constant(0), u3, v3, objective, grad_u3, grad_v3, acc_u, acc_v,
        eta],
       parallel_iterations=1,

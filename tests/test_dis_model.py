@@ -288,17 +288,60 @@ def test_latent_loop_on_weak_rows_only_equals_the_full_batch_run(
       assert soft is None
 
 
+@pytest.mark.parametrize("method", ["gram", "direct"])
+@pytest.mark.parametrize("with_tags", [True, False])
+def test_xla_compiled_step_is_the_same_descent(tiny_model, method, with_tags):
+  model = tiny_model()
+  batch = _batch()
+  u1, v1 = model.backbone(batch["image"])
+  tags = batch["tags"] if with_tags else None
+  run = lambda jit: tf.function(lambda: model.latent(
+      u1, v1, batch["image_small"], tags=tags, steps=10, method=method,
+      jit_step=jit))()
+  plain, jit = run(False), run(True)
+  np.testing.assert_allclose(jit["u3"], plain["u3"], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jit["v3"], plain["v3"], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jit["objective"], plain["objective"],
+                             rtol=1e-4)
+  # The 10 steps moved the latents (the comparison is not of two no-ops).
+  start = model.latent(u1, v1, batch["image_small"], tags=tags, steps=0)
+  assert np.abs(plain["u3"] - start["u3"]).max() > 1e-2
+
+
+def test_stage2_pseudo_labels_use_the_jit_setting(tiny_model, monkeypatch):
+  seen = []
+  original = inference.latent_inference
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs.get("jit_step"))
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(inference, "latent_inference", spy)
+  for jit in (True, False):
+    model = tiny_model(t_train=2, jit_train_step=jit)
+    model.set_phase("semi")
+    batch = _batch(weak=[True, False, True, False])
+    u1, v1 = model.backbone(batch["image"])
+    model._targets(batch, u1, v1, batch["image_small"])
+    assert seen[-1] is jit
+    # Test-mode inference (evaluation, export) never compiles with XLA.
+    model.infer(batch["image"], steps=1)
+    assert seen[-1] is False
+
+
 def test_get_config_round_trip_and_keras_file(tmp_path, tiny_model):
   model = tiny_model(t_train=4)
   model.set_phase("semi")
   config = model.get_config()
   clone = DISModel.from_config(config)
   assert clone.get_config()["t_train"] == 4
+  assert clone.latent_jit_train_step       # The synthetic preset's.
   assert clone.phase == "semi"
   path = str(tmp_path / "dis.keras")
   model.save(path)
   loaded = keras.saving.load_model(path, safe_mode=True)
   assert isinstance(loaded, DISModel)
+  assert loaded.latent_jit_train_step
   image = _batch()["image"]
   for key, value in model({"image": image}).items():
     np.testing.assert_allclose(loaded({"image": image})[key], value,

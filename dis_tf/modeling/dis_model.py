@@ -63,6 +63,8 @@ class DISModel(keras.Model):
       pseudo labels, tag cleaning).
     latent_monotone: reject latent steps that raise the objective (and halve
       the step size after one); the paper takes every step.
+    latent_jit_train_step: XLA-compile the latent step in the stage-2
+      pseudo-label inference (`pseudo_targets`) only.
     **kwargs: forwarded to `keras.Model` (e.g. `name`).
   """
 
@@ -76,7 +78,8 @@ class DISModel(keras.Model):
                train_batchnorm=_MODEL.train_batchnorm, phase="c",
                latent_method=_LATENT.method, latent_update=_LATENT.update,
                latent_train_update=_LATENT.train_update,
-               latent_monotone=_LATENT.monotone, **kwargs):
+               latent_monotone=_LATENT.monotone,
+               latent_jit_train_step=_LATENT.jit_train_step, **kwargs):
     _check_float32_policy(backbone, kwargs.get("dtype"))
     image = keras.Input(shape=(None, None, 3), name="image")
     u1, v1 = backbone(image)
@@ -106,7 +109,8 @@ class DISModel(keras.Model):
                    tag_threshold=tag_threshold, latent_method=latent_method,
                    latent_update=latent_update,
                    latent_train_update=latent_train_update,
-                   latent_monotone=latent_monotone)
+                   latent_monotone=latent_monotone,
+                   latent_jit_train_step=latent_jit_train_step)
     self.phase = None
     self.set_phase(phase)
 
@@ -121,7 +125,8 @@ class DISModel(keras.Model):
                 latent_step_size, latent_clip_norm, soft_pseudo_labels,
                 tag_threshold, latent_method, latent_update=_LATENT.update,
                 latent_train_update=_LATENT.train_update,
-                latent_monotone=_LATENT.monotone):
+                latent_monotone=_LATENT.monotone,
+                latent_jit_train_step=_LATENT.jit_train_step):
     """Sets the settings that do not change the weights (see Args above).
 
     A loaded model takes them from the run's config this way
@@ -148,6 +153,7 @@ class DISModel(keras.Model):
     self.latent_update = latent_update
     self.latent_train_update = latent_train_update
     self.latent_monotone = bool(latent_monotone)
+    self.latent_jit_train_step = bool(latent_jit_train_step)
 
   # ---------------------------------------------------------------- phases
   def set_phase(self, phase):
@@ -253,7 +259,7 @@ class DISModel(keras.Model):
 
   def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
              clip_norm=None, return_features=False, method=None,
-             gram_fields=None, update=None, monotone=None):
+             gram_fields=None, update=None, monotone=None, jit_step=False):
     """`dis_tf.inference.latent_inference` with this model's settings.
 
     Training (stage-2 pseudo labels), evaluation, tag cleaning and every
@@ -276,6 +282,7 @@ class DISModel(keras.Model):
         update=update if update is not None else (
             self.latent_update if tags is None else self.latent_train_update),
         monotone=self.latent_monotone if monotone is None else monotone,
+        jit_step=jit_step,
     )
 
   # ------------------------------------------------------------- training
@@ -298,7 +305,8 @@ class DISModel(keras.Model):
       None, tags [B, C]).
     """
     result = self.latent(tf.stop_gradient(u1), tf.stop_gradient(v1),
-                         image_target, tags=tags, steps=self.t_train)
+                         image_target, tags=tags, steps=self.t_train,
+                         jit_step=self.latent_jit_train_step)
     size = tf.shape(mask)[1:3]
     probabilities = tf.image.resize(result["probabilities"], size,
                                     method=tf.image.ResizeMethod.BILINEAR)
@@ -429,6 +437,7 @@ class DISModel(keras.Model):
         "latent_update": self.latent_update,
         "latent_train_update": self.latent_train_update,
         "latent_monotone": self.latent_monotone,
+        "latent_jit_train_step": self.latent_jit_train_step,
     }
 
   @classmethod
@@ -493,6 +502,7 @@ def runtime_settings(config):
       "latent_update": config.latent.update,
       "latent_train_update": config.latent.train_update,
       "latent_monotone": config.latent.monotone,
+      "latent_jit_train_step": config.latent.jit_train_step,
   }
 
 
