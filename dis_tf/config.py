@@ -103,9 +103,9 @@ class LatentConfig:
       step size after one (a departure; the paper takes every step).
     jit_train_step: compile the latent step (the loop body) with XLA in
       the stage-2 pseudo-label inference. Same descent, faster where the
-      step's ops are small: the synthetic preset turns it on (stage-2 step
-      at t_train = 30 about 19% faster; BENCHMARKS.md); for the ResNet101
-      head XLA was slower, and evaluation and the exported graph never use
+      step's ops are small: the synthetic preset turns it on (faster at
+      its stage-2 shape, slower at the ResNet101 head: BENCHMARKS.md,
+      `bench/latent_ops.py`); evaluation and the exported graph never use
       it (the SavedModel stays core ops).
   """
 

@@ -307,8 +307,10 @@ def _accept(finite, new_objective, objective, monotone):
 def _step_body(body, jit_step):
   """The loop body, XLA-compiled on its own if `jit_step`.
 
-  Only the body: XLA on the whole loop was slower on CPU
-  (BENCHMARKS.md, `bench/latent_ops.py`).
+  Only the body: XLA on the whole loop was slower on this CPU when tried
+  in an earlier round; the body alone is faster at the tiny preset's
+  stage-2 shape and slower at the ResNet101 head (BENCHMARKS.md,
+  `bench/latent_ops.py`).
   """
   return tf.function(body, jit_compile=True) if jit_step else body
 
