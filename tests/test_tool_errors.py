@@ -62,6 +62,10 @@ def _cases(run_dir, tmp):
       "ablation_missing_results_json": (
           ["tools/ablation.py", f"--from_json={NOWHERE}.json"], 1,
           f"error: --from_json={NOWHERE}.json: no such file."),
+      "pseudo_label_study_missing_workdir": (
+          ["tools/pseudo_label_study.py", f"--workdirs={NOWHERE}",
+           f"--output={tmp}/page.md"], 1,
+          f"error: --workdirs: {NOWHERE} is not a directory."),
       "demo_bad_t_test": (
           ["tools/demo.py", "--t_test=abc"], 2,
           "error: flag --t_test=abc: --t_test: 'abc' is not an integer."),
@@ -96,6 +100,7 @@ CASES = [
     "train_bad_config_value", "evaluate_missing_model_dir",
     "evaluate_negative_t_test", "visualize_no_model_dir",
     "clean_tags_missing_weak_dir", "ablation_missing_results_json",
+    "pseudo_label_study_missing_workdir",
     "demo_bad_t_test", "make_synthetic_small_images", "predict_two_sources",
     "predict_missing_image", "export_existing_version",
     "client_missing_image"]
@@ -127,6 +132,8 @@ def _cases_tool(case):
     return "tools/make_synthetic.py"
   if prefix == "clean":
     return "tools/clean_tags.py"
+  if prefix == "pseudo":
+    return "tools/pseudo_label_study.py"
   if prefix == "export":
     return "export/export_saved_model.py"
   if prefix == "client":
