@@ -95,10 +95,13 @@ class LatentConfig:
       divided by h * w: a departure, see `dis_tf.inference.block_scales`
       and RESULTS.md, which measures all four).
     train_update: the same for training-mode inference (tags given: pseudo
-      labels and cleaned tags). "both": the tag term reaches v3 mostly
-      through v1, so slowing v1 down stops tag cleaning (with "per_pixel"
-      the cleaned-tag F1 of a stage-1 model fell from 70 to 30 at
-      t_train = 10 in a one-seed check).
+      labels and cleaned tags). "both", the paper's step: "per_pixel" gives
+      the stage-1 model better pseudo labels, but the DIS model trained
+      with it is worse in every one of 5 seeds; on the trained models the
+      paper's step gives the better pseudo labels, and "per_pixel" ends up
+      adding nothing to the model's own prediction
+      (docs/results/train_update_per_pixel/, RESULTS.md and
+      PSEUDO_LABELS.md).
     monotone: reject latent steps that raise the objective and halve the
       step size after one (a departure; the paper takes every step).
     jit_train_step: compile the latent step (the loop body) with XLA in

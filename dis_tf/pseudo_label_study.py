@@ -285,7 +285,67 @@ def format_page(study, command):
         f"* Final models at t=0, trained with {other} minus {labels[0]}: "
         + ablation.paired(_values(seeds, "DIS", other, "t=0"),
                           _values(seeds, "DIS", labels[0], "t=0")))
+  lines += ["", "## Reading", ""] + _reading(seeds, rows)
   return "\n".join(lines) + "\n"
+
+
+def _short(a, b):
+  """'+x.x mIoU, ahead in k of n seeds' for per-seed a - b."""
+  d = np.round(100.0 * (np.asarray(a) - np.asarray(b)), 1)
+  return (f"{d.mean():+.1f} mIoU, ahead in {int(np.sum(d > 0))} of "
+          f"{d.size} seeds")
+
+
+def _reading(seeds, rows):
+  """Bullet points stating what the tables show (numbers from the JSON)."""
+  out = []
+  for name, model, label in rows:
+    def v(step, model=model, label=label, key="miou"):
+      return _values(seeds, model, label, step, key)
+    best = max(("both", "per_pixel"), key=lambda step: v(step).mean())
+    other = "per_pixel" if best == "both" else "both"
+    out.append(
+        f"* *{name}*: the {best} step gives the better pseudo labels "
+        f"({best} minus {other}: {_short(v(best), v(other))}). What the "
+        f"image term adds ({best} minus tags only): "
+        f"{_short(v(best), v('tags only'))}. "
+        f"Foreground recall {100 * v('t=0', key='fg_recall').mean():.1f} "
+        f"at t=0, {100 * v('both', key='fg_recall').mean():.1f} after the "
+        f"paper's step, {100 * v('per_pixel', key='fg_recall').mean():.1f} "
+        "after the per-pixel step; precision "
+        f"{100 * v('tags only', key='fg_precision').mean():.1f} with the "
+        f"tag term alone, {100 * v('both', key='fg_precision').mean():.1f} "
+        "with the paper's step.")
+  for label in seeds[0]["DIS"]:
+    own = label.split("=", 1)[1].split(" ")[0]
+    if own not in STEPS:
+      continue
+    final = _values(seeds, "DIS", label, own)
+    start_of_final = _values(seeds, "DIS", label, "t=0")
+    text = (f"* *Stage 2 with {label}*: what its own step adds to its final "
+            f"model's prediction (t=0): {_short(final, start_of_final)}; "
+            "its pseudo labels from the start of stage 2 to the end: "
+            f"{_short(final, _values(seeds, 'stage 1', label, own))}.")
+    if np.mean(final - start_of_final) < 0.005:
+      text += (" At the end the step no longer improves on the model's own "
+               "prediction: stage 2 trains on what the model already "
+               "predicts (self-training).")
+    out.append(text)
+  start = max(("both", "per_pixel"),
+              key=lambda step: _values(seeds, "stage 1", rows[0][2],
+                                       step).mean())
+  ends = {max(("both", "per_pixel"),
+              key=lambda step, label=label: _values(seeds, "DIS", label,
+                                                    step).mean())
+          for label in seeds[0]["DIS"]}
+  if ends != {start}:
+    out.append(
+        f"* The step with the better stage-1 pseudo labels ({start}) is not "
+        f"the one with the better pseudo labels of the trained models "
+        f"({', '.join(sorted(ends))}): the stage-1 model's pseudo labels "
+        "do not tell which training-mode step stage 2 should use; the "
+        "pseudo labels of the models stage 2 trains do.")
+  return out
 
 
 def run_study(workdirs, seeds, t_train, limit, data_overrides=None):
