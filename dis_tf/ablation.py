@@ -502,9 +502,11 @@ def reading(seed_results, plan, latent):
   train_update = latent.get("train_update", "both")
   if train_update == "both":
     effect = ("In training mode the image term reaches v1 through the same "
-              "dominant up(v1) path as at test time; this run keeps the "
-              "paper's training-mode step, so the per-pixel rule's effect "
-              "on pseudo labels is not measured here.")
+              "dominant up(v1) path as at test time. These are the pseudo "
+              "labels stage 2 starts from: it recomputes them with the "
+              "model it trains, and `tools/pseudo_label_study.py` scores "
+              "those of the trained models, per training-mode step "
+              "(docs/results/train_update_per_pixel/PSEUDO_LABELS.md).")
   else:
     effect = (f"This run also uses the \"{train_update}\" rule in training "
               "mode (a departure from the paper), so the image term's step "
