@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from dis_tf import ablation
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -104,3 +106,41 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
                          capture_output=True, text=True, timeout=600)
   assert "re-scoring" in third.stdout
   assert "[seed 0] scoring val[2:]" in third.stdout
+
+
+def _seed(miou_by_row, weak_f1=0.5):
+  """One seed's results where every row has one per-class IoU, `miou`, on
+  both splits at t_test 0."""
+  splits = {name: {"0": [miou, miou]} for name, miou in miou_by_row.items()}
+  tags = {"before": {"f1": weak_f1}, "after": {"f1": weak_f1}}
+  return {"select": splits, "val": splits,
+          "weak": {"pseudo_label_miou": {"5": 0.5, "10": 0.5},
+                   "pseudo_label_miou_tags_only": {"5": 0.5, "10": 0.5},
+                   "tags": {"DIS t_train=5": tags, "DIS t_train=10": tags}}}
+
+
+def test_ensemble_target_states_the_member_mean_and_gap():
+  plan = ablation.AblationPlan(seeds=(0, 1), t_trains=(5, 10), t_tests=(0,))
+  # t_train=10 is the best single; the ensemble is 0.01 above its members'
+  # mean in both seeds, but below the better member in seed 0.
+  seeds = [_seed({"baseline": 0.3, "setup1 (t_train=0)": 0.35,
+                  "DIS t_train=5": 0.40, "DIS t_train=10": 0.50,
+                  "ensemble": 0.46}),
+           _seed({"baseline": 0.3, "setup1 (t_train=0)": 0.35,
+                  "DIS t_train=5": 0.48, "DIS t_train=10": 0.50,
+                  "ensemble": 0.50})]
+  rows = ablation.miou_table(seeds, plan)
+  chosen, best = ablation.validated(seeds, plan)
+  assert best == 10
+  line = [x for x in ablation.targets(rows, chosen, best, seeds, plan,
+                                      1.0).splitlines()
+          if x.startswith("6. ")][0]
+  assert ("validated t_test: -2.0 ± 2.0 paired per seed, ahead in 0 of 2 "
+          "seeds, behind in 1 (per seed: -4.0, +0.0). Target: >=: "
+          "**missed**.") in line
+  assert ("The ensemble vs the mean of its members: +1.0 ± 0.0 paired per "
+          "seed, ahead in 2 of 2 seeds, behind in 0 (per seed: +1.0, +1.0)"
+          ) in line
+  assert ("the members' gap: DIS t_train=10 minus DIS t_train=5: +6.0 ± 4.0 "
+          "paired per seed, ahead in 2 of 2 seeds, behind in 0 (per seed: "
+          "+10.0, +2.0).") in line
