@@ -460,7 +460,13 @@ def targets(rows, chosen, best_t_train, seed_results, plan, minutes):
         f"validated t_test: {ensemble_vs_best}. "
         f"Target: >=: {status(d.mean() >= 0)}. The ensemble vs the mean of "
         f"its members: {paired(chosen['ensemble']['per_seed'], members)}; "
-        f"the members' gap: {gaps}.")
+        f"the members' gap: {gaps}." + (
+            "" if d.mean() >= 0 else
+            " Averaging beats the best member only where it adds more than "
+            "the best member's lead over the members' mean; members of "
+            "comparable accuracy whose "
+            "errors differ (e.g. the best t_train trained from several "
+            "seeds) would be needed, which this run does not measure."))
   base = rows[("baseline", t0)]
   lines.append(
       f"7. Baseline across-seed std: {pct(base['miou'][1]):.1f} mIoU "

@@ -99,7 +99,7 @@ def score_model(model_dir, t_train, limit, data_overrides=None):
     {step: scores} (`_Counts.scores`), with "num_images".
 
   Raises:
-    ValueError: a weak image has no true mask (real web data has none).
+    UserError: a weak image has no true mask (real web data has none).
   """
   counts = {}
   num_images = 0
@@ -117,7 +117,7 @@ def score_model(model_dir, t_train, limit, data_overrides=None):
       file_name = evaluation.example_file_name(example, index)
       record = truth.get(file_name)
       if record is None or record["mask"] is None:
-        raise ValueError(f"{config.data.weak_dir}: no true mask for "
+        raise errors.UserError(f"{config.data.weak_dir}: no true mask for "
                          f"{file_name!r}; the study needs the generator's "
                          "truth (dis_tf.data.web_tags.load_weak_truth).")
       given = evaluation.to_numpy(example["tags"]).reshape(1, -1)

@@ -144,3 +144,4 @@ def test_ensemble_target_states_the_member_mean_and_gap():
   assert ("the members' gap: DIS t_train=10 minus DIS t_train=5: +6.0 ± 4.0 "
           "paired per seed, ahead in 2 of 2 seeds, behind in 0 (per seed: "
           "+10.0, +2.0).") in line
+  assert line.endswith("which this run does not measure.")
