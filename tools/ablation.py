@@ -3,8 +3,9 @@ r"""The paper's Table-3 ablation on the synthetic benchmark; writes RESULTS.md.
 Full grid (5 seeds; baseline, setup 1, t_train 5/10/30; t_test 0/10/30),
 about 80 minutes on 2 CPU cores (15 per seed), over the 60 minutes the
 issue asked for: each t_train adds to every seed a stage-2 training
-(1.3-2.5 min), its scoring and its latent diagnosis (about 1 min each);
-BENCHMARKS.md "Research loop" times each part of one seed:
+(1.3-2.5 min), its scoring (about 0.4 min) and its latent diagnosis
+(about 1.4 min); BENCHMARKS.md "Research loop" times each part of one
+seed:
 
   python tools/ablation.py --output=RESULTS.md
 
