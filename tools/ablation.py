@@ -145,9 +145,7 @@ def main(argv):
   )
   config = config_lib.resolve_config("synthetic", dict(
       dis_flags.config_overrides(),
-      **{"data.voc_dir": FLAGS.data_root,
-         "data.weak_dir": os.path.join(FLAGS.data_root, "web_tags"),
-         "data.data_dir": os.path.join(FLAGS.data_root, "tfds")}))
+      **synthetic.config_overrides(FLAGS.data_root)))
   scale = FLAGS.steps_scale_percent / 100.0
   for key in ("phase_a_steps", "phase_b_steps", "phase_c_steps", "semi_steps"):
     setattr(config.train, key,

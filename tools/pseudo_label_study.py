@@ -23,6 +23,7 @@ from absl import flags
 
 from dis_tf import errors
 from dis_tf import pseudo_label_study
+from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "--workdir of each tools/ablation.py "
@@ -66,11 +67,8 @@ def main(argv):
   else:
     if not FLAGS.workdirs:
       raise errors.UserError("--workdirs is required (or --from_json).")
-    data = None
-    if FLAGS.data_root:
-      data = {"data.voc_dir": FLAGS.data_root,
-              "data.weak_dir": os.path.join(FLAGS.data_root, "web_tags"),
-              "data.data_dir": os.path.join(FLAGS.data_root, "tfds")}
+    data = (synthetic.config_overrides(FLAGS.data_root)
+            if FLAGS.data_root else None)
     study = pseudo_label_study.run_study(
         FLAGS.workdirs, _seeds(FLAGS.workdirs[0]), FLAGS.t_train,
         FLAGS.weak_limit, data)

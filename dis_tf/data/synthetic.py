@@ -476,6 +476,21 @@ def generate_benchmark(out_dir, seed=0, num_train=150, num_val=300,
   return summary
 
 
+def config_overrides(root):
+  """The data paths of a benchmark written to `root`, as config overrides.
+
+  Args:
+    root: the `out_dir` of `generate_benchmark`.
+
+  Returns:
+    {"data.voc_dir", "data.weak_dir", "data.data_dir"} (tfds data under
+    root/tfds).
+  """
+  return {"data.voc_dir": root,
+          "data.weak_dir": os.path.join(root, "web_tags"),
+          "data.data_dir": os.path.join(root, "tfds")}
+
+
 def ensure_synthetic_benchmark(out_dir, **kwargs):
   """Generates the benchmark into `out_dir` unless it is already there.
 
