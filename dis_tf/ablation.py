@@ -724,6 +724,21 @@ def results_paths(output, results_dir=None):
           os.path.join(results_dir, f"{stem}_miou_vs_t_test.png"))
 
 
+def reused_trainings(seed_results):
+  """The training parts no seed of this run trained (each under 1 s).
+
+  A restarted or extended run (same --workdir) skips finished training
+  phases (`dis_tf.training.train`), so its "stage ..." parts take no time;
+  the page must say those models come from an earlier run.
+  """
+  if not all("part_seconds" in r for r in seed_results):
+    return []
+  return [label for label in seed_results[0]["part_seconds"]
+          if label.startswith("stage ")
+          and all(r["part_seconds"].get(label, 0.0) < 1.0
+                  for r in seed_results)]
+
+
 def comparison_section(seed_results, plan, label, other_results,
                        other_plan):
   """Markdown: this run minus another run of the same seeds, paired per seed.
@@ -868,6 +883,13 @@ def write_results(seed_results, plan, output, command, generator_params,
         for label in seed_results[0]["part_seconds"]}
     time_parts = "; per seed (mean): " + ", ".join(
         f"{label} {m:.1f}" for label, m in mean_minutes.items()) + " min"
+  reused = reused_trainings(seed_results)
+  if reused:
+    time_parts += (
+        "\n* Trained before this run and reused (their finished phases "
+        "were in the workdir, e.g. copied from an earlier run, so this run "
+        "skipped them; their times above are the skip): "
+        + ", ".join(reused))
   config = config or {}
   data, latent = config.get("data", {}), config.get("latent", {})
   rerendered = "" if rendered_by is None else (

@@ -145,3 +145,17 @@ def test_ensemble_target_states_the_member_mean_and_gap():
           "paired per seed, ahead in 2 of 2 seeds, behind in 0 (per seed: "
           "+10.0, +2.0).") in line
   assert line.endswith("which this run does not measure.")
+
+
+def test_reused_trainings_are_the_training_parts_no_seed_ran():
+  seeds = [{"part_seconds": {"stage 1 (phases a, b, c)": 0.01,
+                             "stage 2, DIS t_train=5": 95.0,
+                             "stage 2, DIS t_train=10": 0.02,
+                             "scoring val[:100]": 0.5}},
+           {"part_seconds": {"stage 1 (phases a, b, c)": 0.01,
+                             "stage 2, DIS t_train=5": 90.0,
+                             "stage 2, DIS t_train=10": 80.0,
+                             "scoring val[:100]": 0.5}}]
+  # Seed 1 trained t_train=10, so it is not reused; scoring is not training.
+  assert ablation.reused_trainings(seeds) == ["stage 1 (phases a, b, c)"]
+  assert ablation.reused_trainings([{"seed": 0}]) == []
