@@ -104,6 +104,16 @@ class LatentConfig:
       PSEUDO_LABELS.md).
     monotone: reject latent steps that raise the objective and halve the
       step size after one (a departure; the paper takes every step).
+    tag_refinement: the final prediction served in test mode (evaluation,
+      export, segmenter). None (the default): argmax of softmax(u3), the
+      network's own labelmap. A number b: the paper's tag refinement
+      (Sec. 2.1 "Final Prediction"), softmax(u3) scaled by sigmoid(v3 + b);
+      b = 0 is the paper's, a larger b refines less. Not refining by
+      default is a departure from the paper: with this library's weak tag
+      classifier (test-mode recall 16%) the paper's refinement pushes the
+      objects it misses into background and costs 3-7 mIoU (RESULTS.md
+      "The served labelmap"); the refinement serves only where it wins on
+      the selection split by the margin of `dis_tf.selection`.
     jit_train_step: compile the latent step (the loop body) with XLA in
       the stage-2 pseudo-label inference. Same descent, faster where the
       step's ops are small: the synthetic preset turns it on (faster at
@@ -123,6 +133,7 @@ class LatentConfig:
   train_update: str = _choice("both", LATENT_UPDATES)
   monotone: bool = False
   jit_train_step: bool = False
+  tag_refinement: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -141,6 +152,11 @@ class DataConfig:
       from `eval_split` (None: no selection; `latent.t_test` is used as
       given). See `dis_tf.selection`.
     crop_size: training crop (353 gives the paper's 45x45 u1).
+    eval_crop_size: the canvas side S of evaluation, selection, the export,
+      `load_segmenter` and tools/predict.py: every image's long side is
+      resized to S (aspect kept) and the image is padded to S x S with the
+      mean colour (`dis_tf.image_ops.fit_to_canvas`; DeepLab's
+      `eval_crop_size`). None: `crop_size`. See `eval_size()`.
     min_scale: smallest random scale factor.
     max_scale: largest random scale factor.
     weak_fraction: fraction of each stage-2 batch that is tag-only images.
@@ -162,6 +178,7 @@ class DataConfig:
   eval_split: str = "val"
   select_split: Optional[str] = None
   crop_size: int = 353
+  eval_crop_size: Optional[int] = None
   min_scale: float = 0.5
   max_scale: float = 1.5
   weak_fraction: float = 0.5
@@ -169,6 +186,12 @@ class DataConfig:
   shuffle_buffer: int = 1000
   skip_bad_files: bool = False
   max_image_pixels: Optional[int] = 89_478_485
+
+  def eval_size(self):
+    """The canvas side of evaluation and serving: `eval_crop_size` or
+    `crop_size`."""
+    return self.crop_size if self.eval_crop_size is None else (
+        self.eval_crop_size)
 
 
 @dataclasses.dataclass
@@ -536,7 +559,10 @@ def voc12() -> ExperimentConfig:
   return ExperimentConfig(
       model=ModelConfig(backbone="resnet101", weights="imagenet"),
       latent=LatentConfig(t_train=10, t_test=30),
-      data=DataConfig(crop_size=353, use_voc_weak_tags=True),
+      # DeepLab's eval_crop_size: VOC images (at most 500 x 500) are
+      # evaluated near their native size, not shrunk to the 353 crop.
+      data=DataConfig(crop_size=353, eval_crop_size=513,
+                      use_voc_weak_tags=True),
       train=TrainConfig(batch_size=10, optimizer="sgd", momentum=0.9),
   )
 

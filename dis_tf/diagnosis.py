@@ -192,12 +192,19 @@ def diagnose(model, examples, t_test=30, updates=inference.UPDATES,
   flips = np.zeros((len(RELATIONS), len(OUTCOMES)), np.int64)
   labelled = 0
 
+  canvas_size = model.eval_crop_size
+
   def labels_at(out, shape):
-    probs = tf.image.resize(out["probabilities"], shape, method="bilinear")
-    return np.argmax(probs[0].numpy(), -1)
+    # Mapped back from the canvas as evaluation maps it.
+    probs = image_ops.canvas_to_original(out["probabilities"][0], fitted,
+                                         shape, canvas_size)
+    return np.argmax(probs.numpy(), -1)
 
   for example in examples:
-    image = tf.cast(example["image"], tf.float32)
+    # The image as evaluation and the export see it (fitted into the
+    # canvas), so the steps diagnosed are the steps served.
+    image, fitted = image_ops.fit_to_canvas(
+        tf.cast(example["image"], tf.float32), canvas_size, normalized=True)
     mask = np.asarray(example["mask"])[0]
     valid = mask != IGNORE_LABEL
     labelled += int(valid.sum())
@@ -221,8 +228,14 @@ def diagnose(model, examples, t_test=30, updates=inference.UPDATES,
     errors["soft_t0"].append(_reconstruction_error(model, u3_0, target))
     errors["argmax_t0"].append(_reconstruction_error(
         model, _one_hot_logits(tf.argmax(u3_0, -1), num_classes), target))
+    # The mask placed as the image is in the canvas (padding ignored).
+    canvas_mask = tf.pad(
+        tf.image.resize(mask[None, ..., None], fitted, method="nearest")[
+            0, ..., 0],
+        [[0, canvas_size - fitted[0]], [0, canvas_size - fitted[1]]],
+        constant_values=IGNORE_LABEL)
     errors["truth"].append(_reconstruction_error(
-        model, truth_logits(mask, size, u3_0, num_classes), target))
+        model, truth_logits(canvas_mask, size, u3_0, num_classes), target))
     errors["soft_t"].append(_reconstruction_error(model, u3_t, target))
     errors["argmax_t"].append(_reconstruction_error(
         model, _one_hot_logits(tf.argmax(u3_t, -1), num_classes), target))

@@ -7,11 +7,15 @@ t_test to the next (t = 0 -> 10 -> 30 takes 10 + 20 steps from the previous
 result of running t steps from the start, and every count of `t_tests` is
 scored in the same pass.
 
-Predictions follow the paper (Sec. 2.1 "Final Prediction"): the tag-refined
-class probabilities are upsampled bilinearly to the original image size
-(averaged over flips / scales, DeepLab-style multi-scale testing) and
-arg-maxed. Segmentation scores come from one confusion matrix over the whole
-split with the ignore label 255 (`dis_tf.metrics.ConfusionMatrix`).
+Each image is fitted into the model's canvas (`model.eval_crop_size`, long
+side resized, aspect kept, padded: `dis_tf.image_ops.fit_to_canvas`), the
+rule the export serves with. The final prediction is the model's
+`tag_refinement` (off by default: softmax(u3); or the paper's tag
+refinement, Sec. 2.1 "Final Prediction"); the class probabilities are mapped
+back bilinearly to the original image size (averaged over flips / scales,
+DeepLab-style multi-scale testing) and arg-maxed. Segmentation scores come
+from one confusion matrix over the whole split with the ignore label 255
+(`dis_tf.metrics.ConfusionMatrix`).
 
 Library use (the tools are thin wrappers around these; the report formats
 are in `dis_tf.reports`, tag cleaning in `dis_tf.tag_cleaning`):
@@ -30,7 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from dis_tf import flags as dis_flags
+from dis_tf import image_ops
 from dis_tf import metrics as dis_metrics
+from dis_tf.modeling.subnets import parse_refinement  # noqa: F401 (API)
+from dis_tf.modeling.subnets import refine_labelmap
+from dis_tf.modeling.subnets import refinement_name
 
 # ---------------------------------------------------------------------------
 # Prediction
@@ -96,50 +104,62 @@ def _variants(flip, scales):
 
 
 def predict(model, image, t_tests, flip=False, scales=(1.0,), tags=None,
-            with_reconstruction=False, compiled=True):
+            with_reconstruction=False, compiled=True, refinements=None):
   """DIS predictions at several step counts from one backbone pass per variant.
+
+  The image is fitted into the model's canvas (`model.eval_crop_size`) by
+  `dis_tf.image_ops.fit_to_canvas`, the rule the export serves with, and
+  the prediction is mapped back to the original size by
+  `image_ops.canvas_to_original`.
 
   Args:
     model: a `DISModel`.
     image: [1, H, W, 3] or [H, W, 3] normalised image.
     t_tests: step counts (any order; duplicates ignored).
     flip: also run the left-right flipped image and average.
-    scales: input scale factors; probabilities of every scale are upsampled
-      to H x W and averaged (DeepLab multi-scale testing).
+    scales: canvas scale factors (canvas side round(S * scale));
+      probabilities of every scale are mapped to H x W and averaged
+      (DeepLab multi-scale testing).
     tags: optional [1, C] or [C] tags: training-mode inference (tag
       cleaning); None = test mode.
     with_reconstruction: also return z3 and the image target.
     compiled: run the latent loop in a `tf.function`.
+    refinements: test mode: the final predictions to compute, as
+      `tag_refinement` values (None = off, 0.0 = the paper's, b = bias);
+      default: the model's own. All come from the same (u3, v3).
 
   Returns:
-    {t: {"probabilities": float32 [H, W, C] (refined, original size,
-    averaged over variants), "tag_probabilities": float32 [C] (averaged,
-    background 1), "objective": float (mean latent objective over
-    variants)}}; with `with_reconstruction` also "reconstruction" (z3,
-    normalised, [h, w, 3], of the unscaled unflipped pass if any, else of
+    {t: {"probabilities": float32 [H, W, C] (of the first refinement,
+    original size, averaged over variants), "by_refinement": {refinement:
+    [H, W, C]}, "tag_probabilities": float32 [C] (averaged, background 1),
+    "objective": float (mean latent objective over variants)}}; with
+    `with_reconstruction` also "reconstruction" (z3, normalised, [h, w, 3]
+    over the fitted image, of the unscaled unflipped pass if any, else of
     the first variant) and "image_target" ([h, w, 3], same pass).
   """
   image = tf.cast(_as_batch(image, 4, "image"), tf.float32)
   check_finite(image)
   if tags is not None:
     tags = tf.cast(_as_batch(tags, 2, "tags"), tf.float32)
+    if refinements is not None:
+      raise ValueError("refinements are for test mode (tags=None); "
+                       "training mode refines by the tags as the paper does.")
+  if refinements is None:
+    refinements = [model.tag_refinement]
+  refinements = list(dict.fromkeys(refinements))
   t_tests = dis_flags.parse_t_tests(list(t_tests), "t_tests")
   latent_fn = _latent_fn(model) if compiled else model.latent
-  height, width = int(image.shape[1]), int(image.shape[2])
+  original = (int(image.shape[1]), int(image.shape[2]))
   variants = _variants(flip, scales)
   # The reconstruction shown is that of the plain pass, if there is one.
   shown = (1.0, False) if (1.0, False) in variants else variants[0]
-  sums = {t: {"probabilities": 0.0, "tag_probabilities": 0.0,
-              "objective": 0.0} for t in t_tests}
+  sums = {t: {"by_refinement": {r: 0.0 for r in refinements},
+              "tag_probabilities": 0.0, "objective": 0.0} for t in t_tests}
   extras = {}
   for scale, flipped in variants:
-    x = image
-    if scale != 1.0:
-      size = (max(1, int(round(height * scale))),
-              max(1, int(round(width * scale))))
-      x = tf.image.resize(x, size, method=tf.image.ResizeMethod.BILINEAR)
-    if flipped:
-      x = tf.reverse(x, axis=[2])
+    x = tf.reverse(image, axis=[2]) if flipped else image
+    canvas_size = max(8, int(round(model.eval_crop_size * scale)))
+    x, fitted = image_ops.fit_to_canvas(x, canvas_size, normalized=True)
     out, done = None, 0
     for t in t_tests:
       steps = tf.constant(t - done, tf.int32)
@@ -151,22 +171,32 @@ def predict(model, image, t_tests, flip=False, scales=(1.0,), tags=None,
         out = latent_fn(out["u1"], out["v1"], target, tags=tags, steps=steps,
                         return_features=True)
       done = t
-      probs = tf.image.resize(out["probabilities"], (height, width),
-                              method=tf.image.ResizeMethod.BILINEAR)
-      if flipped:
-        probs = tf.reverse(probs, axis=[2])
       acc = sums[t]
-      acc["probabilities"] += probs[0].numpy()
+      for refinement in refinements:
+        probs = (out["probabilities"] if tags is not None else
+                 refine_labelmap(out["u3"], out["v3"], refinement))
+        probs = image_ops.canvas_to_original(probs[0], fitted, original,
+                                             canvas_size)
+        if flipped:
+          probs = tf.reverse(probs, axis=[1])
+        acc["by_refinement"][refinement] += probs.numpy()
       acc["tag_probabilities"] += out["tag_probabilities"][0].numpy()
       acc["objective"] += float(out["objective"][0])
       if with_reconstruction and (scale, flipped) == shown:
-        extras[t] = (model.subnet2(out["u3"])[0].numpy(), target[0].numpy())
+        # The feature cells that cover the fitted image, not the padding.
+        h, w = int(target.shape[1]), int(target.shape[2])
+        rows = -(-int(fitted[0]) * h // canvas_size)
+        cols = -(-int(fitted[1]) * w // canvas_size)
+        extras[t] = (model.subnet2(out["u3"])[0, :rows, :cols].numpy(),
+                     target[0, :rows, :cols].numpy())
   n = float(len(variants))
   results = {}
   for t in t_tests:
-    probs = (sums[t]["probabilities"] / n).astype(np.float32)
+    by_refinement = {r: (v / n).astype(np.float32)
+                     for r, v in sums[t]["by_refinement"].items()}
     results[t] = {
-        "probabilities": probs,
+        "probabilities": by_refinement[refinements[0]],
+        "by_refinement": by_refinement,
         "tag_probabilities": (sums[t]["tag_probabilities"] / n).astype(
             np.float32),
         "objective": sums[t]["objective"] / n,
@@ -234,7 +264,8 @@ def setting_name(t, flip=False, scales=(1.0,), prefix="DIS"):
 
 def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
                    num_classes=21, tag_threshold=0.5, limit=None,
-                   name_prefix="DIS", log_every=50, compiled=True):
+                   name_prefix="DIS", log_every=50, compiled=True,
+                   refinements=None, per_image=False):
   """Scores every step count of `t_tests` over a split in one pass.
 
   Args:
@@ -251,18 +282,31 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
     name_prefix: prefix of the row labels.
     log_every: log progress every so many images (0: never).
     compiled: run the latent loop in a `tf.function`.
+    refinements: the final predictions to score, as `tag_refinement` values
+      (None = off, 0.0 = the paper's, b = bias); default: the model's own.
+      Every refinement is scored at every t from the same pass.
+    per_image: also keep each image's confusion matrix (for the paired
+      bootstrap of `dis_tf.selection`).
 
   Returns:
-    Dict with "settings" (one dict per t, in increasing t: "name", "t_test",
-    "pixel_accuracy", "mean_iou", "per_class_iou" (list, NaN for classes
-    absent from labels and predictions), "confusion_matrix" (int64
-    ndarray), "tags" (precision / recall / F1 / mAP or None), "objective"
-    (mean latent objective)), "t_tests", "flip", "scales", "num_images",
-    "num_tagged_images", "seconds", "seconds_per_image".
+    Dict with "settings" (one dict per refinement and t, refinements in the
+    given order, then increasing t: "name", "t_test", "refinement"
+    (`refinement_name`), "pixel_accuracy", "mean_iou", "per_class_iou"
+    (list, NaN for classes absent from labels and predictions),
+    "confusion_matrix" (int64 ndarray), "tags" (precision / recall / F1 /
+    mAP or None), "objective" (mean latent objective), with `per_image`
+    "image_matrices" (int64 [N, C, C])), "t_tests", "refinements", "flip",
+    "scales", "num_images", "num_tagged_images", "seconds",
+    "seconds_per_image".
   """
   t_tests = dis_flags.parse_t_tests(list(t_tests), "t_tests")
   scales = dis_flags.parse_scales(list(scales), "scales")
-  matrices = {t: dis_metrics.ConfusionMatrix(num_classes) for t in t_tests}
+  if refinements is None:
+    refinements = [model.tag_refinement]
+  refinements = list(dict.fromkeys(refinements))
+  keys = [(r, t) for r in refinements for t in t_tests]
+  matrices = {k: dis_metrics.ConfusionMatrix(num_classes) for k in keys}
+  image_matrices = {k: [] for k in keys}
   tag_scores_by_t = {t: [] for t in t_tests}
   objectives = {t: [] for t in t_tests}
   true_tags = []
@@ -276,7 +320,7 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
                        f"{sorted(example)}).")
     check_finite(example["image"], example_file_name(example, index))
     out = predict(model, example["image"], t_tests, flip=flip,
-                  scales=scales, compiled=compiled)
+                  scales=scales, compiled=compiled, refinements=refinements)
     mask = None
     if "mask" in example:
       mask = to_numpy(example["mask"])
@@ -286,10 +330,17 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
         raise ValueError(
             f"{example_file_name(example, index)}: mask shape {mask.shape} "
             f"differs from image shape {shape}.")
-    for t in t_tests:
+    for refinement, t in keys:
       if mask is not None:
-        prediction = np.argmax(out[t]["probabilities"], axis=-1)
-        matrices[t].update(mask, prediction)
+        prediction = np.argmax(out[t]["by_refinement"][refinement], axis=-1)
+        if per_image:
+          one = dis_metrics.ConfusionMatrix(num_classes)
+          one.update(mask, prediction)
+          image_matrices[(refinement, t)].append(one.matrix)
+          matrices[(refinement, t)].matrix += one.matrix
+        else:
+          matrices[(refinement, t)].update(mask, prediction)
+    for t in t_tests:
       tag_scores_by_t[t].append(out[t]["tag_probabilities"])
       objectives[t].append(out[t]["objective"])
     if "tags" in example:
@@ -301,28 +352,41 @@ def evaluate_model(model, dataset, t_tests, flip=False, scales=(1.0,),
   seconds = time.time() - start
   settings = []
   have_tags = bool(true_tags) and len(true_tags) == num_images
+  tags_by_t = {}
   for t in t_tests:
-    matrix = matrices[t]
-    tags = None
+    tags_by_t[t] = None
     if have_tags:
       truth = np.stack(true_tags)
       scores = np.stack(tag_scores_by_t[t])
       predicted = (scores > tag_threshold).astype(np.float32)
-      tags = dis_metrics.tag_scores(truth, predicted)
-      tags["map"] = dis_metrics.tag_mean_average_precision(truth, scores)
-    settings.append({
-        "name": setting_name(t, flip, scales, name_prefix),
+      tags_by_t[t] = dis_metrics.tag_scores(truth, predicted)
+      tags_by_t[t]["map"] = dis_metrics.tag_mean_average_precision(truth,
+                                                                   scores)
+  for refinement, t in keys:
+    matrix = matrices[(refinement, t)]
+    name = setting_name(t, flip, scales, name_prefix)
+    if refinement is not None:
+      name += f" refine={refinement_name(refinement)}"
+    setting = {
+        "name": name,
         "t_test": t,
+        "refinement": refinement_name(refinement),
         "pixel_accuracy": matrix.pixel_accuracy(),
         "mean_iou": matrix.mean_iou(),
         "per_class_iou": [float(v) for v in matrix.per_class_iou()],
         "confusion_matrix": matrix.matrix.copy(),
-        "tags": tags,
+        "tags": tags_by_t[t],
         "objective": float(np.mean(objectives[t])) if objectives[t] else None,
-    })
+    }
+    if per_image:
+      setting["image_matrices"] = np.asarray(
+          image_matrices[(refinement, t)], np.int64).reshape(
+              -1, num_classes, num_classes)
+    settings.append(setting)
   return {
       "settings": settings,
       "t_tests": t_tests,
+      "refinements": [refinement_name(r) for r in refinements],
       "flip": bool(flip),
       "scales": list(scales),
       "num_classes": num_classes,
@@ -388,9 +452,12 @@ def write_summaries(results, log_dir):
     tf.io.gfile.remove(old)
   writer = tf.summary.create_file_writer(log_dir)
   with writer.as_default():
+    several = len(results.get("refinements", ())) > 1
     for setting in results["settings"]:
       for tag, key in SUMMARY_TAGS.items():
         value = setting[key]
+        if several:  # One curve per final prediction.
+          tag = f"{tag}_refine_{setting['refinement']}"
         if value is not None and np.isfinite(value):
           tf.summary.scalar(tag, value, step=setting["t_test"])
   writer.close()

@@ -162,7 +162,7 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
                      step_size=0.1, clip_norm=10.0, image_weight=1.0,
                      tag_weight=1.0, return_features=False, method="gram",
                      gram_fields=None, update="both", monotone=False,
-                     jit_step=False):
+                     jit_step=False, tag_refinement=0.0):
   """Gradient descent on (u1, v1) with the network frozen, then prediction.
 
   Each step takes the gradient of `latent_objective` with respect to
@@ -206,17 +206,23 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
     jit_step: compile the loop body (one step) with XLA
       (`tf.function(jit_compile=True)`); the loop itself stays a TensorFlow
       `while_loop`. Not for exported graphs (XLA is not a core op).
+    tag_refinement: test mode's final prediction: the bias of
+      `refine_labelmap` (0.0 = the paper's refinement by sigmoid(v3), None =
+      no refinement). Training mode (tags given) always refines as the
+      paper does (bias 0), by the given tags at t = 0 and by the cleaned
+      tags after steps.
 
   Returns:
     A dict with "u3" [B, h, w, C] and "v3" [B, C] (logits after inference),
-    "probabilities" [B, h, w, C] (softmax(u3) refined by the tags, Sec. 2.1
-    "Final Prediction"), "tag_probabilities" [B, C] (the cleaned tags
-    sigmoid(v3); background 1), "objective" [B] (latent objective after the
-    last step) and, if requested, "u1" and "v1". In training mode with
-    `steps == 0` nothing has been inferred, so the given tags are the
-    cleaned tags and refine the labelmap: the semi-supervised scheme DIS
-    degenerates to at t_train = 0 (Table 3 setup 1; Fig. 1(b), where L^w is
-    the prediction refined with T^w).
+    "probabilities" [B, h, w, C] (softmax(u3) refined by the tags as
+    `tag_refinement` says, Sec. 2.1 "Final Prediction"),
+    "tag_probabilities" [B, C] (the cleaned tags sigmoid(v3); background 1),
+    "objective" [B] (latent objective after the last step) and, if
+    requested, "u1" and "v1". In training mode with `steps == 0` nothing
+    has been inferred, so the given tags are the cleaned tags and refine
+    the labelmap: the semi-supervised scheme DIS degenerates to at
+    t_train = 0 (Table 3 setup 1; Fig. 1(b), where L^w is the prediction
+    refined with T^w).
   """
   if method not in METHODS:
     raise ValueError(f"Unknown latent method {method!r}; expected one of "
@@ -247,7 +253,9 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
         image_weight, tag_weight, return_features, update, monotone,
         jit_step)
   refine_logits = v3
+  refine_bias = tag_refinement
   if tags is not None:
+    refine_bias = 0.0
     # Logits whose sigmoid is the given tags (0 / 1 up to 1e-6).
     given = tf.clip_by_value(tags, 1e-6, 1.0 - 1e-6)
     given_logits = tf.math.log(given) - tf.math.log1p(-given)
@@ -259,7 +267,7 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
   outputs = {
       "u3": u3,
       "v3": v3,
-      "probabilities": refine_labelmap(u3, refine_logits),
+      "probabilities": refine_labelmap(u3, refine_logits, refine_bias),
       "tag_probabilities": tag_probabilities,
       "objective": objective,
   }

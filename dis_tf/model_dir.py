@@ -61,7 +61,9 @@ _SEMI_FIELDS = (
 
 # Every other field, named so that a new config field must be put in one
 # list or the other (tests/test_reliability_runs.py checks this).
-NOT_FINGERPRINTED = ("latent.t_test", "latent.update", "data.eval_split",
+NOT_FINGERPRINTED = ("latent.t_test", "latent.update",
+                     "latent.tag_refinement", "data.eval_crop_size",
+                     "data.eval_split",
                      "data.select_split", "data.data_dir", "data.voc_dir",
                      "data.weak_dir", "data.deterministic", "train.strategy",
                      "model_dir",

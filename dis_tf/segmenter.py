@@ -238,7 +238,7 @@ def _from_model_dir(model_dir, overrides, tag_threshold):
   model = model_dir_lib.load_trained_model(model_dir, config)
   # The module the export would write, built in process.
   module = module_lib.build_serving_module(
-      model, config.latent.t_test, config.data.crop_size,
+      model, config.latent.t_test, config.data.eval_size(),
       latent_step_size=config.latent.step_size)
   if tag_threshold is None:
     tag_threshold = config.latent.tag_threshold

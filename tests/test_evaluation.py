@@ -58,31 +58,84 @@ def test_one_backbone_call_per_image_for_all_t(model, eval_examples,
   assert len(calls) == len(examples)
 
 
+def _canvas(model, image):
+  """The fitted canvas of a normalised image, by resize + pad by hand."""
+  height, width = image.shape[1:3]
+  scale = model.eval_crop_size / max(height, width)
+  fitted = (round(height * scale), round(width * scale))
+  resized = tf.image.resize(image, fitted, method="bilinear")
+  canvas = tf.pad(resized, [[0, 0], [0, model.eval_crop_size - fitted[0]],
+                            [0, model.eval_crop_size - fitted[1]], [0, 0]])
+  return canvas, fitted
+
+
+def _to_original(model, probs, fitted, size):
+  """Canvas feature map -> original size: resize, crop, resize."""
+  canvas = tf.image.resize(probs, [model.eval_crop_size] * 2,
+                           method="bilinear")
+  return tf.image.resize(canvas[:, :fitted[0], :fitted[1]], size,
+                         method="bilinear")[0].numpy()
+
+
 def test_incremental_steps_equal_steps_from_scratch(model, eval_examples):
-  image = eval_examples()[0]["image"]
+  image = eval_examples()[1]["image"]
   incremental = evaluation.predict(model, image, [0, 2, 5])
+  canvas, fitted = _canvas(model, image)
   for t in (2, 5):
-    u1, v1 = model.backbone(image, training=False)
-    target = image_ops.image_target(image, tf.shape(u1)[1:3])
+    u1, v1 = model.backbone(canvas, training=False)
+    target = image_ops.image_target(canvas, tf.shape(u1)[1:3])
     fresh = model.latent(u1, v1, target, steps=t)
-    probs = tf.image.resize(fresh["probabilities"], image.shape[1:3],
-                            method="bilinear")[0].numpy()
+    probs = _to_original(model, fresh["probabilities"], fitted,
+                         image.shape[1:3])
     np.testing.assert_allclose(incremental[t]["probabilities"], probs,
                                atol=1e-5)
     np.testing.assert_allclose(incremental[t]["tag_probabilities"],
                                fresh["tag_probabilities"][0], atol=1e-5)
 
 
-def test_t0_equals_plain_forward_argmax(model, eval_examples):
+@pytest.mark.parametrize("refinement", [None, 0.0, 2.0])
+def test_t0_equals_plain_forward_argmax(model, eval_examples, refinement):
   for example in eval_examples():
     image = example["image"]
-    out = model({"image": image})
-    refined = refine_labelmap(out["labelmap_logits"], out["tag_logits"])
-    expected = np.argmax(tf.image.resize(refined, image.shape[1:3],
-                                         method="bilinear")[0], -1)
-    probs = evaluation.predict_probabilities(model, image, [0])[0]
+    canvas, fitted = _canvas(model, image)
+    out = model({"image": canvas})
+    if refinement is None:  # The default: the network's own prediction.
+      final = tf.nn.softmax(out["labelmap_logits"])
+    else:
+      final = refine_labelmap(out["labelmap_logits"], out["tag_logits"],
+                              refinement)
+    expected = np.argmax(_to_original(model, final, fitted,
+                                      image.shape[1:3]), -1)
+    probs = evaluation.predict(model, image, [0], refinements=[refinement])[
+        0]["probabilities"]
     assert probs.shape == tuple(image.shape[1:3]) + (21,)
     np.testing.assert_array_equal(np.argmax(probs, -1), expected)
+
+
+def test_the_default_final_prediction_is_unrefined(model, eval_examples):
+  assert model.tag_refinement is None
+  image = eval_examples()[0]["image"]
+  out = evaluation.predict(model, image, [2], refinements=[None, 0.0])[2]
+  np.testing.assert_array_equal(out["probabilities"],
+                                out["by_refinement"][None])
+  assert not np.allclose(out["by_refinement"][None],
+                         out["by_refinement"][0.0])
+
+
+def test_refinements_are_scored_side_by_side(model, eval_examples):
+  examples = eval_examples()
+  grid = evaluation.evaluate_model(model, examples, [0, 3],
+                                   refinements=[None, 0.0], per_image=True)
+  assert [(s["refinement"], s["t_test"]) for s in grid["settings"]] == [
+      ("off", 0), ("off", 3), ("paper", 0), ("paper", 3)]
+  paper = evaluation.evaluate_model(model, examples, [0, 3],
+                                    refinements=[0.0])
+  for one, both in zip(paper["settings"], grid["settings"][2:]):
+    np.testing.assert_array_equal(one["confusion_matrix"],
+                                  both["confusion_matrix"])
+  for setting in grid["settings"]:
+    np.testing.assert_array_equal(setting["image_matrices"].sum(0),
+                                  setting["confusion_matrix"])
 
 
 def test_compiled_and_eager_agree(model, eval_examples):

@@ -144,20 +144,26 @@ def test_layout_signatures_and_outputs(exported):
   meta = exported["loaded"].signatures["metadata"]()
   assert meta["t_test"].numpy() == T_TEST
   assert meta["input_size"].numpy().tolist() == [SIZE, SIZE]
+  assert meta["resize_rule"].numpy().decode() == image_ops.RESIZE_RULE
+  assert meta["tag_refinement"].numpy() == b"off"
   assert meta["class_names"].numpy()[0] == b"background"
 
 
 def test_same_path_as_model_infer(exported):
   """predict_in_process is the paper's inference: model.infer + upsample."""
   model, tensor = exported["model"], exported["tensor"]
-  normalized = image_ops.normalize_image(
-      tf.image.resize(tf.cast(tensor, tf.float32), [SIZE, SIZE]))
-  ref = model.infer(normalized, steps=T_TEST)
+  # The fit rule by hand: 48 x 56 -> long side SIZE, aspect kept, padded.
+  fitted = (round(48 * SIZE / 56), SIZE)
+  canvas = tf.pad(image_ops.normalize_image(
+      tf.image.resize(tf.cast(tensor, tf.float32), fitted)),
+                  [[0, 0], [0, SIZE - fitted[0]], [0, 0], [0, 0]])
+  ref = model.infer(canvas, steps=T_TEST)
   out = exported["expected"]["predict_images"]
   np.testing.assert_allclose(out["probabilities"], ref["probabilities"],
                              atol=1e-5)
-  ids = tf.argmax(tf.image.resize(ref["probabilities"], tensor.shape[1:3]),
-                  -1)
+  back = tf.image.resize(ref["probabilities"], [SIZE, SIZE])
+  ids = tf.argmax(tf.image.resize(back[:, :fitted[0], :fitted[1]],
+                                  tensor.shape[1:3]), -1)
   assert (out["class_ids"] == ids.numpy()).mean() > 0.999
 
 

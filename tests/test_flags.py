@@ -44,7 +44,7 @@ def _other_value(spec, current):
   if spec.type is bool:
     return not current
   if spec.type is int:
-    return current + 3
+    return (64 if current is None else current) + 3
   if spec.type is float:
     return (current or 0.0) + 0.25
   return f"{current}_x" if current else "x"

@@ -379,11 +379,12 @@ def test_sixteen_bit_png_keeps_the_high_byte():
   NumPy reference: 16 -> 8 bits by v >> 8, gray to RGB, then / 255 and the
   normalisation; at the network size (no resize) the match is exact."""
   sixteen = _sixteen_bit()
-  images, sizes = inputs.decode_images([_png(sixteen)], 40)
+  images, sizes, fitted = inputs.decode_images([_png(sixteen)], 40)
   assert sizes.numpy().tolist() == [[40, 30]]
+  assert fitted.numpy().tolist() == [[40, 30]]  # Long side 40, aspect kept.
   # At the network size there is no resize: compare a 30 x 30 crop.
   square = sixteen[:30]
-  images, sizes = inputs.decode_images([_png(square)], 30)
+  images, sizes, _ = inputs.decode_images([_png(square)], 30)
   assert sizes.numpy().tolist() == [[30, 30]]
   eight = np.repeat((square >> 8)[..., None], 3, -1).astype(np.float64)
   reference = ((eight / 255.0 - np.array(image_ops.MEAN_RGB))

@@ -13,6 +13,7 @@ from PIL import Image
 import pytest
 
 from dis_tf import config as config_lib
+from dis_tf import evaluation
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +99,19 @@ def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir, run_tool):
   record = json.load(open(os.path.join(run_dir["model_dir"],
                                        "t_test_selection.json")))
   assert record["split"] == "val[:2]" and record["num_images"] == 2
-  best = max(record["mean_iou"].values())
-  assert record["t_test"] == min(int(t) for t, v in record["mean_iou"].items()
-                                 if v == best)
+  # Every candidate scored: t 0 and 2 under each final prediction.
+  assert set(record["scores"]) == {"off", "paper", "bias=2", "bias=4"}
+  assert all(set(row) == {"0", "2"} for row in record["scores"].values())
+  # Two images cannot clear the bootstrap margin unless every resample
+  # agrees; whatever was chosen is what config.json stores.
   saved = config_lib.ExperimentConfig.load(run_dir["model_dir"])
   assert saved.latent.t_test == record["t_test"]
+  assert evaluation.refinement_name(
+      saved.latent.tag_refinement) == record["refinement"]
   # The stored config keeps its own data_dir (the flag is not baked in).
   assert saved.data.data_dir == str(run_dir["root"] / "unused")
-  assert f"t_test = {record['t_test']}, chosen on val[:2]" in proc.stdout
+  assert (f"Served: t_test = {record['t_test']}, refinement "
+          f"{record['refinement']}.") in proc.stdout
   results = json.load(open(os.path.join(out, "results.json")))
   assert results["num_images"] == run_dir["num_val"] - 2
   proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",

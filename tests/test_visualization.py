@@ -17,7 +17,9 @@ def test_visualization_writes_png(model, eval_examples, tmp_path):
   row = visualization.figure_row(model, examples[0], [2, 4])
   assert list(row["labelmaps"]) == [0, 2, 4]
   assert row["image"].dtype == np.uint8 and row["image"].shape == (64, 64, 3)
-  assert row["reconstruction"].shape == row["image_target"].shape == (8, 8, 3)
+  # z3 of the 32 x 32 canvas (the tiny model's eval_crop_size) the 64 x 64
+  # image is fitted into: 4 x 4 feature cells.
+  assert row["reconstruction"].shape == row["image_target"].shape == (4, 4, 3)
   path = visualization.visualize(model, examples, [2], str(tmp_path / "f.png"),
                                  title="t")
   image = Image.open(path)

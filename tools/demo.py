@@ -8,15 +8,22 @@ Steps (each prints progress; a killed demo resumes where it stopped):
   2. prepare the two tfds datasets into --data_root/tfds;
   3. train stage 1 (phases a, b, c) and stage 2 with the `synthetic` preset
      into --workdir/model (tools/train.py does the same);
-  4. choose t_test among 0, 10, 30 on the held-out selection split
-     (val[:100]) and store it in model/config.json, then evaluate every
-     t_test on the reported split (val[100:]) and print the Table-3-style
-     result (tools/evaluate.py --select_t_test does the same);
+  4. choose the served setting, t_test among 0, 10, 30 and the tag
+     refinement (off, the paper's, or a calibrated bias), on the held-out
+     selection split (val[:100]) by the margin rule of dis_tf/selection.py
+     (the plain t = 0 prediction serves unless a candidate's 90% paired
+     bootstrap interval over it is above 0), print the scores, the interval
+     and the choice, and store it in model/config.json; then evaluate every
+     t_test on the reported split (val[100:]), at the served refinement and
+     without refinement, and print the Table-3-style result
+     (tools/evaluate.py --select_t_test does the same);
   5. draw figure grids of a few val images (tools/visualize.py);
-  6. export a SavedModel for TensorFlow Serving into --workdir/export and run
-     one val JPEG through its `serving_default` signature, loaded the way a
-     server loads it (export/export_saved_model.py, dis_tf.serving); the
-     export serves the chosen t_test.
+  6. export a SavedModel for TensorFlow Serving into --workdir/export (it
+     serves the chosen setting), score the reported split's JPEG files
+     through its `serving_default` signature, loaded the way a server loads
+     it, against the mask PNGs, and print that mIoU beside the evaluation's
+     (export/export_saved_model.py, dis_tf.serving); write one served
+     labelmap.
 
 Outputs under --workdir (default runs/demo): model/ (config.json,
 model.keras, checkpoints, TensorBoard logs), model/eval_val/ (table3.md,
@@ -43,6 +50,7 @@ from dis_tf.classes import VOC_CLASSES, voc_palette
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
 from dis_tf.serving import export_lib
+from dis_tf.serving import scoring
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_root", "data/synthetic",
@@ -82,15 +90,18 @@ def main(argv):
   model = training.train(config, "all", verbose=2)
 
   select_split, eval_split = config.data.select_split, config.data.eval_split
-  _step(f"4/6 choosing t_test on {select_split}, evaluating on {eval_split}")
-  t_test, scores, count = selection.select_t_test(
+  _step(f"4/6 choosing the served setting on {select_split}, evaluating on "
+        f"{eval_split}")
+  decision, count = selection.select_setting(
       model, pipeline.eval_dataset(config, select_split), t_tests,
       config.model.num_classes)
-  selection.record_selection(config, t_test, scores, select_split, count)
-  print(selection.describe(t_test, scores, select_split, count))
+  selection.record_selection(config, decision, select_split, count)
+  model.tag_refinement = decision["tag_refinement"]
+  print(selection.describe(decision, select_split, count))
   results = evaluation.evaluate_model(
       model, pipeline.eval_dataset(config, eval_split), t_tests,
-      tag_threshold=config.latent.tag_threshold)
+      tag_threshold=config.latent.tag_threshold,
+      refinements=[decision["tag_refinement"], None])
   eval_dir = os.path.join(config.model_dir, "eval_val")
   reports.write_reports(results, eval_dir)
   evaluation.write_summaries(
@@ -98,8 +109,13 @@ def main(argv):
   markdown, _ = reports.format_table3(results)
   print(markdown)
   print(reports.format_summary(results))
+  served = next(x for x in results["settings"]
+                if x["t_test"] == decision["t_test"]
+                and x["refinement"] == decision["refinement"])
   print(f"Reports written to {eval_dir} ({results['num_images']} images of "
-        f"{eval_split}); the export serves t_test = {t_test}.")
+        f"{eval_split}); the export serves t_test = {decision['t_test']}, "
+        f"refinement {decision['refinement']}: {100 * served['mean_iou']:.1f} "
+        "mIoU here.")
 
   _step("5/6 figures")
   examples = list(pipeline.eval_dataset(config, "val").take(4))
@@ -112,19 +128,31 @@ def main(argv):
   version_dir = export_lib.export_from_model_dir(
       config.model_dir, export_dir)
   print(f"SavedModel written to {version_dir}")
-  serve_one_image(version_dir, config, os.path.join(FLAGS.workdir,
-                                                    "served_labelmap.png"))
+  serving = tf.saved_model.load(version_dir).signatures["serving_default"]
+  names = [evaluation.example_file_name(ex, i) for i, ex in
+           enumerate(pipeline.eval_dataset(config, eval_split))]
+  exported = scoring.score_voc_files(
+      lambda encoded: serving(image_bytes=tf.constant(encoded)),
+      _voc_root(config), names, config.model.num_classes)
+  print(f"The export's serving_default on the {eval_split} JPEG files, "
+        f"scored against their mask PNGs: {100 * exported:.1f} mIoU "
+        f"(evaluation: {100 * served['mean_iou']:.1f}).")
+  serve_one_image(serving, config, os.path.join(FLAGS.workdir,
+                                                "served_labelmap.png"))
 
 
-def serve_one_image(version_dir, config, output_png):
+def _voc_root(config):
+  return os.path.join(config.data.voc_dir, "VOCdevkit", "VOC2012")
+
+
+def serve_one_image(serving, config, output_png):
   """Runs one val JPEG through the exported `serving_default` signature."""
-  voc_root = os.path.join(config.data.voc_dir, "VOCdevkit", "VOC2012")
+  voc_root = _voc_root(config)
   val_list = os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")
   with open(val_list) as f:
     name = f.readline().strip()
   with open(os.path.join(voc_root, "JPEGImages", name + ".jpg"), "rb") as f:
     jpeg = f.read()
-  serving = tf.saved_model.load(version_dir).signatures["serving_default"]
   outputs = serving(image_bytes=tf.constant([jpeg]))
   height = int(outputs["height"][0])
   width = int(outputs["width"][0])

@@ -8,11 +8,16 @@ about 1 minute on 2 CPU cores; add ~x2 per extra flip / scale):
 
 The backbone runs once per image (per flip / scale variant) and every count
 of --t_test is scored in that pass (the latent loop continues from one count
-to the next). With --select_t_test, the count served by default is first
-chosen among --t_test on the held-out --select_split (default
-config.data.select_split: val[:100] of the synthetic preset) and stored in
-MODEL_DIR/config.json (latent.t_test; the export reads it) with the scores
-behind it in MODEL_DIR/t_test_selection.json. Writes to --output_dir
+to the next). Images are fitted into the data.eval_crop_size canvas as the
+export serves them (dis_tf.image_ops.fit_to_canvas). With --select_t_test,
+the setting served by default (t_test and the tag refinement) is first
+chosen on the held-out --select_split (default config.data.select_split:
+val[:100] of the synthetic preset) by the margin rule of
+dis_tf/selection.py, and stored in MODEL_DIR/config.json (latent.t_test,
+latent.tag_refinement; the export reads them) with the scores and the
+bootstrap interval behind it in MODEL_DIR/t_test_selection.json.
+--refinements=off,paper scores several final predictions side by side.
+Writes to --output_dir
 (default MODEL_DIR/eval_SPLIT):
 table3.md / table3.csv (per-class IoU, one row per setting, mIoU last),
 summary.md (pixel accuracy, mIoU, tag precision / recall / F1 / mAP) and
@@ -58,11 +63,26 @@ flags.DEFINE_boolean("flip", False,
 flags.DEFINE_integer("limit", None, "Evaluate only the first N images.",
                      lower_bound=1)
 flags.DEFINE_boolean("select_t_test", False,
-                     "Choose the served t_test among --t_test on "
-                     "--select_split and store it in MODEL_DIR/config.json "
-                     "before evaluating.")
+                     "Choose the served setting (t_test among --t_test and 0, "
+                     "and the tag refinement: off, paper, bias=2, bias=4) on "
+                     "--select_split by the margin rule of "
+                     "dis_tf/selection.py, and store it in "
+                     "MODEL_DIR/config.json before evaluating.")
+flags.DEFINE_list("refinements", None,
+                  "Final predictions to score: off, paper or bias=<b> "
+                  "(default: the model's own, latent.tag_refinement).")
 flags.DEFINE_string("output_dir", None,
                     "Report folder (default MODEL_DIR/eval_SPLIT).")
+
+
+def _refinements(names):
+  """--refinements as `tag_refinement` values (None: the model's own)."""
+  if not names:
+    return None
+  try:
+    return [evaluation.parse_refinement(name) for name in names]
+  except ValueError as e:
+    raise errors.UserError(f"--refinements={','.join(names)}: {e}") from e
 
 
 def main(argv):
@@ -80,15 +100,16 @@ def main(argv):
     if select_split == split:
       raise errors.UserError(f"--select_split={select_split} is the evaluated "
                              "split: the choice must be held out from it.")
-    chosen, scores, count = selection.select_t_test(
+    decision, count = selection.select_setting(
         model, pipeline.eval_dataset(config, select_split), t_tests,
         config.model.num_classes)
     # The stored config keeps its own values (data paths given as flags
-    # here are not baked in); only t_test changes.
+    # here are not baked in); only the served setting changes.
     stored = config_lib.ExperimentConfig.load(FLAGS.model_dir)
     stored.model_dir = FLAGS.model_dir
-    selection.record_selection(stored, chosen, scores, select_split, count)
-    print(selection.describe(chosen, scores, select_split, count))
+    selection.record_selection(stored, decision, select_split, count)
+    model.tag_refinement = decision["tag_refinement"]
+    print(selection.describe(decision, select_split, count))
   # "val[100:]" -> eval_val_100__ (no brackets or colons in folder names).
   output_dir = FLAGS.output_dir or os.path.join(
       FLAGS.model_dir, "eval_" + dis_flags.split_file_name(split))
@@ -100,7 +121,8 @@ def main(argv):
   results = evaluation.evaluate_model(
       model, dataset, t_tests, flip=FLAGS.flip, scales=FLAGS.scales,
       num_classes=config.model.num_classes,
-      tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit)
+      tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit,
+      refinements=_refinements(FLAGS.refinements))
   if results["num_images"] == 0:
     raise errors.UserError(f"--split={split}: no images to evaluate.")
   paths = reports.write_reports(

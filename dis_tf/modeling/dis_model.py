@@ -30,6 +30,7 @@ PHASES = ("a", "b", "c", "semi")
 _MODEL = config_lib.ModelConfig
 _LOSS = config_lib.LossConfig
 _LATENT = config_lib.LatentConfig
+_DATA = config_lib.DataConfig
 
 
 @keras.saving.register_keras_serializable(package="dis_tf")
@@ -65,6 +66,11 @@ class DISModel(keras.Model):
       the step size after one); the paper takes every step.
     latent_jit_train_step: XLA-compile the latent step in the stage-2
       pseudo-label inference (`pseudo_targets`) only.
+    tag_refinement: the test-mode final prediction (`LatentConfig`): None
+      = argmax of softmax(u3), the default; a float b = the paper's tag
+      refinement by sigmoid(v3 + b) (0 = the paper's, Sec. 2.1).
+    eval_crop_size: the canvas side S of evaluation and serving (every
+      image is fitted into S x S, `dis_tf.image_ops.fit_to_canvas`).
     **kwargs: forwarded to `keras.Model` (e.g. `name`).
   """
 
@@ -79,7 +85,9 @@ class DISModel(keras.Model):
                latent_method=_LATENT.method, latent_update=_LATENT.update,
                latent_train_update=_LATENT.train_update,
                latent_monotone=_LATENT.monotone,
-               latent_jit_train_step=_LATENT.jit_train_step, **kwargs):
+               latent_jit_train_step=_LATENT.jit_train_step,
+               tag_refinement=_LATENT.tag_refinement,
+               eval_crop_size=_DATA.crop_size, **kwargs):
     _check_float32_policy(backbone, kwargs.get("dtype"))
     image = keras.Input(shape=(None, None, 3), name="image")
     u1, v1 = backbone(image)
@@ -110,7 +118,9 @@ class DISModel(keras.Model):
                    latent_update=latent_update,
                    latent_train_update=latent_train_update,
                    latent_monotone=latent_monotone,
-                   latent_jit_train_step=latent_jit_train_step)
+                   latent_jit_train_step=latent_jit_train_step,
+                   tag_refinement=tag_refinement,
+                   eval_crop_size=eval_crop_size)
     self.phase = None
     self.set_phase(phase)
 
@@ -126,7 +136,9 @@ class DISModel(keras.Model):
                 tag_threshold, latent_method, latent_update=_LATENT.update,
                 latent_train_update=_LATENT.train_update,
                 latent_monotone=_LATENT.monotone,
-                latent_jit_train_step=_LATENT.jit_train_step):
+                latent_jit_train_step=_LATENT.jit_train_step,
+                tag_refinement=_LATENT.tag_refinement,
+                eval_crop_size=_DATA.crop_size):
     """Sets the settings that do not change the weights (see Args above).
 
     A loaded model takes them from the run's config this way
@@ -154,6 +166,11 @@ class DISModel(keras.Model):
     self.latent_train_update = latent_train_update
     self.latent_monotone = bool(latent_monotone)
     self.latent_jit_train_step = bool(latent_jit_train_step)
+    self.tag_refinement = (None if tag_refinement is None
+                           else float(tag_refinement))
+    if int(eval_crop_size) < 8:
+      raise ValueError(f"eval_crop_size must be >= 8, got {eval_crop_size}.")
+    self.eval_crop_size = int(eval_crop_size)
 
   # ---------------------------------------------------------------- phases
   def set_phase(self, phase):
@@ -282,7 +299,7 @@ class DISModel(keras.Model):
         update=update if update is not None else (
             self.latent_update if tags is None else self.latent_train_update),
         monotone=self.latent_monotone if monotone is None else monotone,
-        jit_step=jit_step,
+        jit_step=jit_step, tag_refinement=self.tag_refinement,
     )
 
   # ------------------------------------------------------------- training
@@ -438,6 +455,8 @@ class DISModel(keras.Model):
         "latent_train_update": self.latent_train_update,
         "latent_monotone": self.latent_monotone,
         "latent_jit_train_step": self.latent_jit_train_step,
+        "tag_refinement": self.tag_refinement,
+        "eval_crop_size": self.eval_crop_size,
     }
 
   @classmethod
@@ -503,6 +522,8 @@ def runtime_settings(config):
       "latent_train_update": config.latent.train_update,
       "latent_monotone": config.latent.monotone,
       "latent_jit_train_step": config.latent.jit_train_step,
+      "tag_refinement": config.latent.tag_refinement,
+      "eval_crop_size": config.data.eval_size(),
   }
 
 

@@ -146,25 +146,57 @@ class Subnet3(keras.layers.Layer):
     return config
 
 
-def refine_labelmap(u3, v3):
+def refine_labelmap(u3, v3, bias=0.0):
   """Tag refinement of the labelmap ("v3 convolved on u3", paper Sec. 2.1).
 
   The class probabilities softmax(u3) are scaled channel-wise (a 1x1
-  convolution with a per-image kernel) by sigmoid(v3), with the background
-  scale fixed at 1 because background is always present, and renormalised.
+  convolution with a per-image kernel) by sigmoid(v3 + bias), with the
+  background scale fixed at 1 because background is always present, and
+  renormalised. `bias` = 0 is the paper's refinement; a positive bias
+  shrinks the refinement towards none (a calibration of a tag classifier
+  whose recall is low: the refinement otherwise pushes the objects it
+  misses into background); None is no refinement, softmax(u3) itself.
+  Which one serves is chosen on the selection split (`dis_tf.selection`).
 
   Args:
     u3: [B, h, w, C] labelmap logits.
     v3: [B, C] tag logits.
+    bias: added to v3 before the sigmoid; None: no refinement.
 
   Returns:
     [B, h, w, C] refined class probabilities (sum to 1 over C).
   """
+  if bias is None:
+    return tf.nn.softmax(u3, axis=-1)
   # probs * scale / sum == softmax(log_softmax(u3) + log(scale)); in log
   # space the product cannot underflow to an all-zero pixel when the latent
   # steps drive the logits far apart.
-  log_scale = tf.math.log_sigmoid(v3)
+  log_scale = tf.math.log_sigmoid(v3 + tf.cast(bias, v3.dtype))
   log_scale = tf.concat([tf.zeros_like(log_scale[:, :1]), log_scale[:, 1:]],
                         axis=-1)
   return tf.nn.softmax(tf.nn.log_softmax(u3, axis=-1)
                        + log_scale[:, None, None, :], axis=-1)
+
+
+def refinement_name(refinement):
+  """"off", "paper" or "bias=b": the name of a `tag_refinement` value."""
+  if refinement is None:
+    return "off"
+  if float(refinement) == 0.0:
+    return "paper"
+  return f"bias={float(refinement):g}"
+
+
+def parse_refinement(name):
+  """The `tag_refinement` value of a `refinement_name` (inverse)."""
+  if name == "off":
+    return None
+  if name == "paper":
+    return 0.0
+  if isinstance(name, str) and name.startswith("bias="):
+    try:
+      return float(name[len("bias="):])
+    except ValueError:
+      pass
+  raise ValueError(f"Unknown tag refinement {name!r}; expected 'off', "
+                   "'paper' or 'bias=<number>'.")

@@ -153,7 +153,7 @@ def _version_directory(export_dir, version):
     raise
 
 
-def export_saved_model(model, export_dir, t_test=30, input_size=353,
+def export_saved_model(model, export_dir, t_test=30, input_size=None,
                        latent_step_size=None, version=None, class_names=None,
                        bounds=None, model_name="dis", warmup=True):
   """Writes `model` as version `version` under the base path `export_dir`.
@@ -165,7 +165,7 @@ def export_saved_model(model, export_dir, t_test=30, input_size=353,
     model: a `DISModel`.
     export_dir: TF Serving model base path.
     t_test: latent steps of the fixed-step signatures.
-    input_size: network input size S.
+    input_size: the canvas side S; None: the model's `eval_crop_size`.
     latent_step_size: latent step size; None uses the model's.
     version: integer version; None takes the next free one.
     class_names: C class names; None derives them from the model.
@@ -189,6 +189,8 @@ def export_saved_model(model, export_dir, t_test=30, input_size=353,
   if os.path.exists(target):
     raise errors.UserError(f"--version={version}: {target} already exists; "
                            "pick another version or omit --version.")
+  if input_size is None:
+    input_size = model.eval_crop_size
   bounds = _check_warmup_fits(bounds, input_size, t_test)
   module = module_lib.build_serving_module(
       model, t_test, input_size, latent_step_size, class_names, bounds)
@@ -210,7 +212,8 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
     overrides: optional config overrides (`dis_tf.model_dir.load_config`);
       the export takes t_test from `latent.t_test`, the latent step size
       from `latent.step_size` and the request bounds from `serving.*`.
-    input_size: network input size; None takes `data.crop_size`.
+    input_size: the canvas side; None takes `data.eval_size()` (the size
+      the run was evaluated and its setting selected at).
     version: integer version; None takes the next free one.
     model_name: model name written into the warmup requests.
 
@@ -220,6 +223,7 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
   config, model = model_dir_lib.load(model_dir, overrides)
   return export_saved_model(
       model, export_dir, t_test=config.latent.t_test,
-      input_size=config.data.crop_size if input_size is None else input_size,
+      input_size=(config.data.eval_size() if input_size is None
+                  else input_size),
       latent_step_size=config.latent.step_size, version=version,
       bounds=config.serving, model_name=model_name)

@@ -209,12 +209,14 @@ def decode_images(image_bytes, input_size, bounds=None):
   Args:
     image_bytes: [B] string tensor of JPEG / PNG / GIF / BMP files (RGB,
       grayscale or RGBA; GIFs must have a single frame).
-    input_size: the network input size S (images are resized to S x S).
+    input_size: the canvas side S (`dis_tf.image_ops.fit_to_canvas`: long
+      side resized to S, aspect kept, padded to S x S).
     bounds: a `dis_tf.config.ServingConfig` (None: the defaults).
 
   Returns:
     (images [B, S, S, 3] float32 normalised, sizes [B, 2] int32 original
-    (height, width)).
+    (height, width), fitted [B, 2] int32 (height, width) inside the
+    canvas).
 
   Raises:
     tf.errors.InvalidArgumentError (when run): naming `image_bytes`, the
@@ -278,25 +280,15 @@ def decode_images(image_bytes, input_size, bounds=None):
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     size = tf.shape(image)[:2]
-    return _resize_and_normalize(image[None], input_size)[0], size
+    canvas, fitted = image_ops.fit_to_canvas(image[None], input_size)
+    return canvas[0], size, fitted
 
   return tf.map_fn(
       one, _after(checks, image_bytes),
       fn_output_signature=(
           tf.TensorSpec([input_size, input_size, 3], tf.float32),
-          tf.TensorSpec([2], tf.int32)),
+          tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)),
       parallel_iterations=1)
-
-
-def _resize_and_normalize(images, input_size):
-  """[B, H, W, 3] 0..255 images -> [B, S, S, 3] normalised float32.
-
-  uint8 images are resized as they are (the resize kernel reads uint8 and
-  writes float32), so no full-size float32 copy of a large image is made.
-  """
-  images = tf.image.resize(images, [input_size, input_size],
-                           method=tf.image.ResizeMethod.BILINEAR)
-  return image_ops.normalize_image(tf.cast(images, tf.float32))
 
 
 def prepare_image_tensor(images, input_size, bounds=None):
@@ -304,12 +296,12 @@ def prepare_image_tensor(images, input_size, bounds=None):
 
   Args:
     images: [B, H, W, 3] uint8 or float tensor (float: values in 0..255).
-    input_size: the network input size S.
+    input_size: the canvas side S (`dis_tf.image_ops.fit_to_canvas`).
     bounds: a `dis_tf.config.ServingConfig` (None: the defaults).
 
   Returns:
     (images [B, S, S, 3] float32 normalised, sizes [B, 2] int32: (H, W) for
-    every example).
+    every example, fitted [B, 2] int32: the size inside the canvas).
 
   Raises:
     tf.errors.InvalidArgumentError (when run): an empty batch, a bound
@@ -338,9 +330,10 @@ def prepare_image_tensor(images, input_size, bounds=None):
         "Input images must hold finite values in [0, 255]; got min", low,
         "max", high, "(NaN or Inf present if either is nan / inf, or if "
         "both are in range)."])], images)
-  sizes = tf.tile(tf.cast(shape[None, 1:3], tf.int32), [tf.shape(images)[0],
-                                                        1])
-  return _resize_and_normalize(images, input_size), sizes
+  batch = tf.shape(images)[0]
+  sizes = tf.tile(tf.cast(shape[None, 1:3], tf.int32), [batch, 1])
+  canvas, fitted = image_ops.fit_to_canvas(images, input_size)
+  return canvas, sizes, tf.tile(fitted[None], [batch, 1])
 
 
 def check_steps(steps, bounds, batch_size):

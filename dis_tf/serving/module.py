@@ -23,14 +23,23 @@ Outputs of the four prediction signatures:
                      image's original resolution, padded with 255 to the
                      batch's largest height / width (crop with height, width)
   height, width      int32 [B]: each image's original size
-  probabilities      float32 [B, h, w, C]: tag-refined class probabilities at
-                     feature resolution (h = w = ceil(input_size / 8))
+  probabilities      float32 [B, h, w, C]: the final class probabilities (the
+                     export's tag refinement, off by default) of the canvas
+                     at feature resolution (h = w = ceil(input_size / 8))
   tag_probabilities  float32 [B, C]: sigmoid(v3), background fixed at 1
   class_names        string [B, C]: the class names (repeated per example so
                      that REST row-format responses stay batch-aligned)
 
+Every image is fitted into an input_size x input_size canvas (long side
+resized, aspect kept, padded with the mean colour:
+`dis_tf.image_ops.fit_to_canvas`, the rule evaluation and the t_test /
+refinement selection use), and the prediction is mapped back to the image.
+
 Outputs of `metadata`: class_names string [C], t_test int32 [],
-input_size int32 [2], latent_step_size float32 [], and the request bounds
+input_size int32 [2], resize_rule string [] (`image_ops.RESIZE_RULE`),
+tag_refinement string [] ("off", "paper" or "bias=b": the final
+prediction, chosen on the selection split like t_test),
+latent_step_size float32 [], and the request bounds
 of the export (`dis_tf.config.ServingConfig`, flags `--serving.*`):
 max_batch_size, max_image_pixels, max_batch_pixels, max_steps and
 max_batch_steps (int64 []). A request over a bound gets InvalidArgument
@@ -44,8 +53,10 @@ import tensorflow as tf
 
 from dis_tf import config as config_lib
 from dis_tf import errors
+from dis_tf import image_ops
 from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES
 from dis_tf.modeling import gram as gram_lib
+from dis_tf.modeling import subnets
 from dis_tf.serving import inputs
 
 # Upper bound of the per-request `steps` input of `serving_steps`: one bad
@@ -77,17 +88,19 @@ def class_names_for(num_classes):
 
 
 def predict_normalized(model, images, steps, original_sizes, class_names,
-                       latent_step_size=None, gram_fields=None):
-  """The serving computation on a normalised batch at the input size.
+                       latent_step_size=None, gram_fields=None,
+                       fitted_sizes=None):
+  """The serving computation on a batch of normalised canvases.
 
   Every signature, and `predict_in_process`, ends here: `model.infer` runs
-  the backbone once and `steps` latent steps, and the refined probabilities
-  are upsampled to each image's original size before the argmax.
+  the backbone once and `steps` latent steps, and the model's final
+  prediction (its `tag_refinement`) is mapped from the canvas to each
+  image's original size (`dis_tf.image_ops.canvas_to_original_matrices`,
+  the mapping evaluation uses) before the argmax.
 
   Args:
     model: a `DISModel`.
-    images: [B, S, S, 3] float32, normalised with
-      `dis_tf.image_ops.normalize_image`.
+    images: [B, S, S, 3] float32 canvases (`dis_tf.image_ops.fit_to_canvas`).
     steps: latent steps: an int, a scalar int32 tensor, or a [B] int32
       tensor (per-example counts).
     original_sizes: [B, 2] int32 (height, width) of the original images.
@@ -95,6 +108,8 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
     latent_step_size: latent step size; None uses the model's.
     gram_fields: the Gram kernels of the model's weights, built once (see
       `DISServingModule`); None builds them per call.
+    fitted_sizes: [B, 2] int32 (height, width) of each image inside its
+      canvas; None: the whole canvas.
 
   Returns:
     Dict of the outputs listed in the module docstring.
@@ -105,9 +120,14 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
   tag_probabilities = result["tag_probabilities"]
   original_sizes = tf.cast(original_sizes, tf.int32)
   batch = tf.shape(images)[0]
+  canvas = tf.shape(images)[1:3]
+  if fitted_sizes is None:
+    fitted_sizes = tf.tile(canvas[None], [batch, 1])
   names = tf.constant(list(class_names), tf.string)
   return {
-      "class_ids": _class_ids_at_sizes(probabilities, original_sizes),
+      "class_ids": _class_ids_at_sizes(
+          probabilities, original_sizes, tf.cast(fitted_sizes, tf.int32),
+          int(images.shape[1])),
       "height": original_sizes[:, 0],
       "width": original_sizes[:, 1],
       "probabilities": probabilities,
@@ -116,24 +136,17 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
   }
 
 
-def _interpolation_matrix(in_size, out_size):
-  """[out, in] weights of `tf.image.resize` bilinear along one axis."""
-  eye = tf.eye(in_size)[None, :, :, None]
-  return tf.image.resize(eye, tf.stack([out_size, in_size]),
-                         method=tf.image.ResizeMethod.BILINEAR)[0, :, :, 0]
+def _upsampled_argmax(probs, size, fitted, canvas_size,
+                      band_rows=_ARGMAX_BAND_ROWS):
+  """argmax over C of canvas `probs` [h, w, C] mapped to the original `size`.
 
-
-def _upsampled_argmax(probs, size, band_rows=_ARGMAX_BAND_ROWS):
-  """argmax over C of `probs` [h, w, C] bilinearly resized to `size`.
-
-  The same weights as `tf.image.resize` (bilinear is separable: rows, then
-  columns), but the [H, W, C] float32 upsampled map is never materialised
-  (3 GB for a 6000 x 6000 image and 21 classes): the columns are resized
-  once ([h, W, C]), then the rows in bands of `band_rows`.
+  The weights of `dis_tf.image_ops.canvas_to_original` (bilinear is
+  separable: rows, then columns), but the [H, W, C] float32 map is never
+  materialised (3 GB for a 6000 x 6000 image and 21 classes): the columns
+  are mapped once ([h, W, C]), then the rows in bands of `band_rows`.
   """
-  h, w = tf.shape(probs)[0], tf.shape(probs)[1]
-  ry = _interpolation_matrix(h, size[0])  # [H, h]
-  rx = _interpolation_matrix(w, size[1])  # [W, w]
+  ry, rx = image_ops.canvas_to_original_matrices(
+      tf.shape(probs)[:2], fitted, size, canvas_size)  # [H, h], [W, w]
   columns = tf.einsum("xw,hwc->hxc", rx, probs)  # [h, W, C]
   num_bands = (size[0] + band_rows - 1) // band_rows
 
@@ -151,18 +164,18 @@ def _upsampled_argmax(probs, size, band_rows=_ARGMAX_BAND_ROWS):
   return tf.reshape(bands.concat(), size)
 
 
-def _class_ids_at_sizes(probabilities, sizes):
-  """Per-example upsample + argmax, padded to the batch max with 255."""
+def _class_ids_at_sizes(probabilities, sizes, fitted_sizes, canvas_size):
+  """Per-example canvas -> original size + argmax, padded with 255."""
   max_size = tf.reduce_max(sizes, axis=0)
 
   def one(args):
-    probs, size = args
-    ids = _upsampled_argmax(probs, size)
+    probs, size, fitted = args
+    ids = _upsampled_argmax(probs, size, fitted, canvas_size)
     padding = tf.stack([[0, max_size[0] - size[0]],
                         [0, max_size[1] - size[1]]])
     return tf.pad(ids, padding, constant_values=IGNORE_LABEL)
 
-  return tf.map_fn(one, (probabilities, sizes),
+  return tf.map_fn(one, (probabilities, sizes, fitted_sizes),
                    fn_output_signature=tf.TensorSpec([None, None], tf.int32),
                    parallel_iterations=1)
 
@@ -205,7 +218,9 @@ class DISServingModule(tf.Module):
   Args:
     model: a `DISModel` (TensorFlow backend).
     t_test: latent steps of the fixed-step signatures.
-    input_size: network input size S (images are resized to S x S).
+    input_size: the canvas side S (`dis_tf.image_ops.fit_to_canvas`);
+      None: the model's `eval_crop_size`, the size it was evaluated and
+      its setting selected at.
     latent_step_size: latent step size; None uses the model's.
     class_names: C class names; None derives them from `model.num_classes`.
     bounds: the request bounds, a `dis_tf.config.ServingConfig` (None: the
@@ -217,6 +232,8 @@ class DISServingModule(tf.Module):
     super().__init__(name="dis_serving")
     if t_test < 0:
       raise errors.UserError(f"--t_test must be >= 0, got {t_test}.")
+    if input_size is None:
+      input_size = model.eval_crop_size
     if input_size < 8:
       raise errors.UserError(f"--input_size must be >= 8, got {input_size}.")
     if latent_step_size is not None and not latent_step_size > 0:
@@ -255,26 +272,30 @@ class DISServingModule(tf.Module):
     t_test = self._t_test
 
     def serving_default(image_bytes):
-      images, sizes = inputs.decode_images(image_bytes, size, bounds)
-      return predict(images, t_test, sizes)
+      images, sizes, fitted = inputs.decode_images(image_bytes, size, bounds)
+      return predict(images, t_test, sizes, fitted_sizes=fitted)
 
     def serving_steps(image_bytes, steps):
       steps = inputs.check_steps(steps, bounds, tf.size(image_bytes))
       # The steps bounds are checked before anything is decoded.
       with tf.control_dependencies([steps]):
         image_bytes = tf.identity(image_bytes)
-      images, sizes = inputs.decode_images(image_bytes, size, bounds)
-      return predict(images, steps, sizes)
+      images, sizes, fitted = inputs.decode_images(image_bytes, size, bounds)
+      return predict(images, steps, sizes, fitted_sizes=fitted)
 
     def predict_images(images):
-      images, sizes = inputs.prepare_image_tensor(images, size, bounds)
-      return predict(images, t_test, sizes)
+      images, sizes, fitted = inputs.prepare_image_tensor(images, size,
+                                                          bounds)
+      return predict(images, t_test, sizes, fitted_sizes=fitted)
 
     def metadata():
       return {
           "class_names": tf.constant(list(class_names), tf.string),
           "t_test": tf.constant(t_test, tf.int32),
           "input_size": tf.constant([size, size], tf.int32),
+          "resize_rule": tf.constant(image_ops.RESIZE_RULE),
+          "tag_refinement": tf.constant(
+              subnets.refinement_name(model.tag_refinement)),
           "latent_step_size": tf.constant(self._latent_step_size,
                                           tf.float32),
           **{name: tf.constant(getattr(bounds, name), tf.int64)
@@ -348,7 +369,7 @@ def build_serving_module(model, t_test, input_size, latent_step_size=None,
   Args:
     model: a `DISModel`.
     t_test: latent steps of the fixed-step signatures (paper: 30).
-    input_size: network input size S.
+    input_size: the canvas side S; None: the model's `eval_crop_size`.
     latent_step_size: latent step size; None uses the model's.
     class_names: C class names; None derives them from the model.
     bounds: the request bounds (`dis_tf.config.ServingConfig`; None: the
@@ -375,7 +396,7 @@ def predict_in_process(model, images, t_test, input_size,
       `serving_default` path), or a [B, H, W, 3] uint8 or float (0..255)
       image batch (the `predict_images` / `predict_images_float` path).
     t_test: latent steps.
-    input_size: network input size S.
+    input_size: the canvas side S; None: the model's `eval_crop_size`.
     latent_step_size: latent step size; None uses the model's.
     class_names: C class names; None derives them from the model.
     module: optional prebuilt `DISServingModule` (saves retracing); its

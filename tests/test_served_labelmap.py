@@ -1,0 +1,95 @@
+"""dis_tf.served_labelmap: the page section's numbers and its branches."""
+
+import numpy as np
+import pytest
+
+from dis_tf import ablation
+from dis_tf import served_labelmap
+
+REFS = ("off", "paper", "bias=2", "bias=4")
+
+
+def _seed(seed, miou, served=("0", "off"), export=None):
+  """A seed result whose every class IoU is `miou[(ref, t)]`."""
+  grid = {ref: {t: [miou[(ref, t)]] * 21 for t in ("0", "30")}
+          for ref in REFS}
+  decision = {"t_test": int(served[0]), "refinement": served[1],
+              "interval": None if served == ("0", "off") else {"low": 0.01}}
+  if export is not None:
+    decision["export_miou"] = export
+  return {"seed": seed, "refine": {"val": {"DIS t_train=10": grid}},
+          "served": {"DIS t_train=10": decision}}
+
+
+def _results(gain_off, undo, seeds=5):
+  """Per seed: off t0 = 0.40, the paper's refinement costs 0.05 at t0 and
+  0.05 - undo at t30; the steps add gain_off without refinement."""
+  out = []
+  for s in range(seeds):
+    jitter = 0.002 * (s - 2)
+    m = {}
+    for ref in REFS:
+      m[(ref, "0")] = 0.40 + jitter
+      m[(ref, "30")] = 0.40 + gain_off + jitter + 0.003 * (-1) ** s
+    m[("paper", "0")] -= 0.05
+    m[("paper", "30")] -= 0.05 - undo
+    out.append(_seed(s, m))
+  return out
+
+
+PLAN = ablation.AblationPlan(seeds=(0, 1, 2, 3, 4), t_trains=(10,),
+                             t_tests=(0, 30))
+
+
+def test_paired_interval_and_signs_match_numpy():
+  a, b = np.array([0.5, 0.52, 0.49, 0.55]), np.array([0.5, 0.5, 0.5, 0.5])
+  p = served_labelmap.paired(a, b)
+  d = 100 * (a - b)
+  assert p["mean"] == pytest.approx(d.mean())
+  assert p["sd"] == pytest.approx(d.std(ddof=1))
+  half = 2.353 * d.std(ddof=1) / 2  # t(0.95, df=3) * sd / sqrt(4)
+  assert p["low"] == pytest.approx(d.mean() - half)
+  assert (p["ahead"], p["behind"]) == (2, 1)
+
+
+def test_reading_says_the_steps_undo_the_refinement_when_they_do():
+  text = served_labelmap.gain_reading(_results(0.0, 0.04), PLAN,
+                                      ["DIS t_train=10"])
+  assert "the steps undoing the refinement" in text
+  assert "within the noise" in text
+
+
+def test_reading_says_the_gain_is_the_networks_own_when_cost_is_flat():
+  text = served_labelmap.gain_reading(_results(0.03, 0.0), PLAN,
+                                      ["DIS t_train=10"])
+  assert "does not change measurably" in text
+  assert "Without refinement the steps help" in text
+  text = served_labelmap.gain_reading(_results(-0.03, -0.04), PLAN,
+                                      ["DIS t_train=10"])
+  assert "costs more after the steps" in text
+  assert "Without refinement the steps hurt" in text
+
+
+def test_targets_flip_with_the_numbers():
+  ok = _results(0.03, 0.0)
+  page = served_labelmap.section(ok, PLAN, ["DIS t_train=10"])
+  assert "served >= plain in every seed: **met**" in page
+  # Serving the paper's refinement at t0 loses 5 points in every seed.
+  bad = [dict(r, served={"DIS t_train=10": {
+      "t_test": 0, "refinement": "paper", "interval": {"low": 0.01}}})
+         for r in ok]
+  page = served_labelmap.section(bad, PLAN, ["DIS t_train=10"])
+  assert "served >= plain in every seed: **missed** (behind in 5 of 5)" in page
+  assert "served >= best fixed - 0.5 on average: **missed**" in page
+
+
+def test_export_agreement_target():
+  results = _results(0.03, 0.0)
+  for r in results:
+    r["served"]["DIS t_train=10"]["export_miou"] = (
+        0.40 + 0.002 * (r["seed"] - 2) + 0.001)
+  page = served_labelmap.section(results, PLAN, ["DIS t_train=10"])
+  assert "Serving module = evaluation within 0.3 mIoU: **met**" in page
+  results[0]["served"]["DIS t_train=10"]["export_miou"] -= 0.01
+  page = served_labelmap.section(results, PLAN, ["DIS t_train=10"])
+  assert "Serving module = evaluation within 0.3 mIoU: **missed**" in page
