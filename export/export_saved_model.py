@@ -16,7 +16,7 @@ latent steps (--t_test, short for --latent.t_test; default the run's
 config, the paper's 30), the tag-refined labelmap. Any field of the run's
 configuration can be overridden by its flag (see --helpfull). The signatures
 and their inputs and outputs are documented in `dis_tf/serving/module.py`
-and the README; the library is `dis_tf.serving`.
+and docs/SERVING.md; the library is `dis_tf.serving`.
 """
 
 from absl import flags

@@ -36,7 +36,7 @@ from dis_tf.modeling.dis_model import DISModel
 from dis_tf.serving import export_lib
 from dis_tf.serving import inputs as inputs_lib
 from dis_tf.serving import module as serving_module
-from export import client as client_lib
+from dis_tf.serving import client as client_lib
 
 SIZE = 64
 T_TEST = 3

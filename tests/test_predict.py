@@ -27,7 +27,7 @@ from dis_tf import segmenter as segmenter_lib
 from dis_tf.classes import voc_palette
 from dis_tf.serving import export_lib
 from dis_tf.serving import module as serving_module
-from export import client as client_lib
+from dis_tf.serving import client as client_lib
 
 T_TEST = 3
 NUM_VAL = 4  # conftest.MINI_BENCHMARK["num_val"]
