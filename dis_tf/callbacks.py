@@ -257,3 +257,53 @@ class ImageSummaries(keras.callbacks.Callback):
     if self._writer is not None:
       self._writer.close()
       self._writer = None
+
+
+class PhaseProgress(keras.callbacks.Callback):
+  """One progress line per training phase (`training.train(verbose="phase")`).
+
+  Keras's own progress bar draws one bar per epoch (a phase has up to 20
+  epochs), which fills a log with lines. This prints the phase's steps as a
+  whole: on a terminal one line redrawn in place, elsewhere (a log file) a
+  line at each quarter of the phase.
+
+  Args:
+    phase: the phase name ("a", "b", "c", "semi").
+    total_steps: the phase's steps.
+    start_step: steps already done (a resumed phase).
+    stream: where to print (default sys.stdout).
+  """
+
+  def __init__(self, phase, total_steps, start_step=0, stream=None):
+    super().__init__()
+    self.phase = phase
+    self.total_steps = int(total_steps)
+    self.start_step = int(start_step)
+    self.stream = stream
+    self._step = self.start_step
+    self._begin = None
+    self._next_mark = 0
+
+  def _out(self):
+    import sys  # pylint: disable=g-import-not-at-top
+    return self.stream or sys.stdout
+
+  def on_train_begin(self, logs=None):
+    self._begin = time.time()
+    self._next_mark = (self._step * 4 // max(self.total_steps, 1) + 1)
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._step += 1
+    out = self._out()
+    loss = (logs or {}).get("loss")
+    text = (f"  phase {self.phase}: {self._step}/{self.total_steps} steps"
+            + (f", loss {float(loss):.3f}" if loss is not None else "")
+            + f", {time.time() - self._begin:.0f} s")
+    if out.isatty():
+      out.write("\r" + text + ("\n" if self._step >= self.total_steps
+                               else ""))
+      out.flush()
+    elif self._step * 4 >= self._next_mark * self.total_steps:
+      out.write(text + "\n")
+      out.flush()
+      self._next_mark += 1

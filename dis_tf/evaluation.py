@@ -23,6 +23,10 @@ are in `dis_tf.reports`, tag cleaning in `dis_tf.tag_cleaning`):
   results = evaluate_model(model, dataset, t_tests=(0, 10, 30))
   markdown, csv = reports.format_table3(results, VOC_CLASSES)
   write_summaries(results, summary_dir(model_dir, "val"))  # TensorBoard
+
+Size: over 450 lines because prediction, split scoring and the TensorBoard
+record of one evaluation share the compiled latent function and the per-image
+refinement grid; splitting them would pass those between modules.
 """
 
 import os
@@ -52,17 +56,37 @@ _LATENT_FNS = weakref.WeakKeyDictionary()
 
 
 def _latent_fn(model):
-  """`model.latent` in a `tf.function` (one trace with tags, one without)."""
+  """`model.latent` in a `tf.function`: one trace per model and mode.
+
+  Every call is normalised to the same signature (tensors u1, v1, target,
+  steps; the tags or None; the features always returned), so the first
+  call (through `model.infer`) and the continuations from one t_test to the
+  next share one trace, and images of every size share it too (they are
+  fitted into one canvas). Test mode and training mode (tags) trace once
+  each.
+  """
   if model not in _LATENT_FNS:
     # A weak reference: a closure over the model itself would keep the
     # cache key alive and the model would never be freed (ablation tools
     # load many models in one process).
     model_ref = weakref.ref(model)
 
-    def run(u1, v1, image_target, tags=None, steps=0, **kwargs):
+    def run(u1, v1, image_target, tags, steps):
       return model_ref().latent(u1, v1, image_target, tags=tags,
-                                steps=steps, **kwargs)
-    _LATENT_FNS[model] = tf.function(run, reduce_retracing=True)
+                                steps=steps, return_features=True)
+    compiled = tf.function(run, reduce_retracing=True)
+
+    def call(u1, v1, image_target, tags=None, steps=0, return_features=True,
+             step_size=None, clip_norm=None, method=None, gram_fields=None):
+      # `model.infer` passes the model's own settings as None.
+      if not return_features or any(
+          v is not None for v in (step_size, clip_norm, method, gram_fields)):
+        raise ValueError("The compiled evaluation loop runs the model's own "
+                         "latent settings and returns the features.")
+      return compiled(u1, v1, image_target, tags,
+                      tf.convert_to_tensor(steps, tf.int32))
+    call.compiled = compiled
+    _LATENT_FNS[model] = call
   return _LATENT_FNS[model]
 
 

@@ -13,6 +13,10 @@ full disk never leaves a truncated checkpoint under its final name; a
 deterministic run resumed after a kill ends with the weights of an
 uninterrupted one. With MultiWorkerMirroredStrategy only the chief writes
 model_dir; worker i writes model_dir/workers/worker_<i>/. See RELIABILITY.md.
+
+Size: over 450 lines because resume, the config fingerprints, the lock and the
+phase loop are one state machine over a model_dir (RELIABILITY.md); the
+callbacks live in dis_tf/callbacks.py.
 """
 
 import copy
@@ -195,7 +199,8 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
       weights in model_dir) or "all".
     dataset_fn: `fn(config, stage) -> tf.data.Dataset` of training batches;
       defaults to `dis_tf.data.pipeline.train_dataset`.
-    verbose: `fit` verbosity.
+    verbose: `fit` verbosity, or "phase": one progress line per phase
+      (`dis_tf.callbacks.PhaseProgress`; the demo's).
     overwrite: discard the training state in model_dir (checkpoints,
       backups, logs, model.keras) and train from scratch.
 
@@ -495,9 +500,16 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
         data = data.skip(resumed * per_epoch)
       if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         keras_compat.adapt_for_multi_worker(model, strategy, first_batch)
+      fit_verbose = verbose
+      if verbose == "phase":
+        fit_verbose = 0
+        callbacks.append(callbacks_lib.PhaseProgress(
+            phase, epochs * per_epoch, resumed * per_epoch))
+      # shuffle=False: the stream is shuffled by the pipeline; Keras's
+      # default (True) only warns that it ignores it for a tf.data input.
       model.fit(data, epochs=epochs, initial_epoch=resumed,
                 steps_per_epoch=per_epoch, callbacks=callbacks,
-                verbose=verbose)
+                verbose=fit_verbose, shuffle=False)
     callbacks_lib.save_weights_atomically(
         model, _phase_weights_path(write_dir, phase))
     # Only after the phase weights are committed (a kill in between resumes

@@ -215,3 +215,21 @@ def test_eval_summaries_replace_the_previous_evaluation(tmp_path,
   np.testing.assert_allclose([float(e["value"]) for e in events["eval/miou"]],
                              [0.2, 10.2, 30.2], rtol=1e-6)
   assert len(events["eval/pixel_accuracy"]) == 3
+
+
+def test_the_latent_loop_is_traced_once_per_model_and_mode(tiny_model,
+                                                           eval_examples):
+  # Images of three sizes, three t_tests (a first call and continuations),
+  # two evaluations: one trace in test mode, one more with tags.
+  model = tiny_model(seed=3)
+  examples = eval_examples()
+  evaluation.evaluate_model(model, examples, [0, 2, 5])
+  evaluation.evaluate_model(model, examples[:1], [0, 3],
+                            refinements=[None, 0.0])
+  compiled = evaluation._latent_fn(model).compiled
+  assert compiled.experimental_get_tracing_count() == 1
+  evaluation.predict(model, examples[0]["image"], [0, 2],
+                     tags=examples[0]["tags"])
+  evaluation.predict(model, examples[1]["image"], [0, 2],
+                     tags=examples[1]["tags"])
+  assert compiled.experimental_get_tracing_count() == 2

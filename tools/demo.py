@@ -31,26 +31,51 @@ table3.csv, summary.md, results.json), model/figures/val.png, export/1/ (the
 SavedModel) and served_labelmap.png (the served prediction, colourised).
 """
 
+import contextlib
+import io
 import os
+import sys
 
-from absl import flags
-import numpy as np
-from PIL import Image
-import tensorflow as tf
+# Quiet by default; --verbosity (absl's flag) brings back every log.
+QUIET = not any(arg.split("=")[0] in ("--verbosity", "-v", "--v")
+                for arg in sys.argv[1:])
+if QUIET:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  # TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA stubs, CPU
+  # features) to stderr before absl::InitializeLog, whatever
+  # TF_CPP_MIN_LOG_LEVEL says (tensorflow/tensorflow#100442), so stderr is
+  # closed while TensorFlow is imported and its runtime created, and only
+  # then. An import error is still raised (and printed) after it.
+  _saved, _null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(_null, 2)
+  try:
+    import tensorflow as tf
+    tf.config.list_logical_devices()
+  finally:
+    os.dup2(_saved, 2)
+    os.close(_null)
+    os.close(_saved)
 
-from dis_tf import config as config_lib
-from dis_tf import errors
-from dis_tf import evaluation
-from dis_tf import flags as dis_flags
-from dis_tf import reports
-from dis_tf import selection
-from dis_tf import training
-from dis_tf import visualization
-from dis_tf.classes import VOC_CLASSES, voc_palette
-from dis_tf.data import pipeline
-from dis_tf.data import synthetic
-from dis_tf.serving import export_lib
-from dis_tf.serving import scoring
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from dis_tf import config as config_lib  # noqa: E402
+from dis_tf import errors  # noqa: E402
+from dis_tf import evaluation  # noqa: E402
+from dis_tf import flags as dis_flags  # noqa: E402
+from dis_tf import reports  # noqa: E402
+from dis_tf import selection  # noqa: E402
+from dis_tf import training  # noqa: E402
+from dis_tf import visualization  # noqa: E402
+from dis_tf.classes import VOC_CLASSES, voc_palette  # noqa: E402
+from dis_tf.data import pipeline  # noqa: E402
+from dis_tf.data import synthetic  # noqa: E402
+from dis_tf.serving import export_lib  # noqa: E402
+from dis_tf.serving import scoring  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_root", "data/synthetic",
@@ -77,6 +102,10 @@ def _step(text):
 
 def main(argv):
   del argv
+  if QUIET:
+    # The Python logs (tfds's dataset notes, TensorFlow's INFO) too.
+    logging.set_verbosity(logging.ERROR)
+    tfds.disable_progress_bar()
   t_tests = FLAGS.t_test
   config = demo_config(FLAGS.data_root, FLAGS.workdir, FLAGS.seed)
 
@@ -84,10 +113,13 @@ def main(argv):
   synthetic.ensure_synthetic_benchmark(FLAGS.data_root, seed=FLAGS.seed)
 
   _step("2/6 preparing the tfds datasets")
-  pipeline.prepare_datasets(config)
+  # tfds prints its "Downloading and preparing" notes to stdout.
+  with contextlib.redirect_stdout(io.StringIO() if QUIET else sys.stdout):
+    pipeline.prepare_datasets(config)
+  print(f"Prepared in {config.data.data_dir}")
 
   _step(f"3/6 training stage 1 (a, b, c) and stage 2 into {config.model_dir}")
-  model = training.train(config, "all", verbose=2)
+  model = training.train(config, "all", verbose="phase")
 
   select_split, eval_split = config.data.select_split, config.data.eval_split
   _step(f"4/6 choosing the served setting on {select_split}, evaluating on "
