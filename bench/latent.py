@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from dis_tf import image_ops
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling import gram as gram_lib
 
 
@@ -121,7 +121,7 @@ def main(argv):
   def value_and_grad(u3):
     with tf.GradientTape() as tape:
       tape.watch(u3)
-      loss = tf.reduce_sum(inference.objective_from_logits(
+      loss = tf.reduce_sum(latent_lib.objective_from_logits(
           model, u3, v3, target))
     return tape.gradient(loss, u3)
 
@@ -193,7 +193,7 @@ def main(argv):
 def _direct_grad(model, u1, v1, target):
   with tf.GradientTape() as tape:
     tape.watch([u1, v1])
-    loss = tf.reduce_sum(inference.latent_objective(model, u1, v1, target))
+    loss = tf.reduce_sum(latent_lib.latent_objective(model, u1, v1, target))
   return tape.gradient(loss, [u1, v1])
 
 

@@ -3,7 +3,7 @@
   python bench/latent_ops.py [--time [--baseline=REV] [--repeats=15]
                               [--steps=30] [--jit]]
 
-Traces `dis_tf.inference.latent_inference` (method="gram"), of this tree
+Traces `dis_tf.modeling.latent.latent_inference` (method="gram"), of this tree
 and of the git revision --baseline (before the op-count work), for
   - the tiny (synthetic) preset's stage-2 call: its 4 weak images, 12x12
     features, D = 64, C = 21, training mode (tags);
@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
 
 # Bookkeeping ops that do no work (free in the executor).
@@ -218,10 +218,10 @@ def summarize(counts):
 
 
 def latent_step_ops(batch, height, width, depth, with_tags, grappler=False,
-                    module=inference, **kwargs):
+                    module=latent_lib, **kwargs):
   """Op types per latent step (`count_step_ops`, or after Grappler).
 
-  `module` is the `dis_tf.inference` whose `latent_inference` is traced
+  `module` is the `dis_tf.modeling.latent` whose `latent_inference` is traced
   (e.g. `baseline_inference(revision)`).
   """
   h = heads(depth)
@@ -247,7 +247,7 @@ def module_at(revision, path, name):
 
 
 def baseline_inference(revision):
-  """`dis_tf.inference` and its Gram operator as of `revision`."""
+  """`dis_tf.modeling.latent` and its Gram operator as of `revision`."""
   old_gram = module_at(revision, "dis_tf/modeling/gram.py", "baseline_gram")
   old = module_at(revision, "dis_tf/inference.py", "baseline_inference")
   old.gram_lib = old_gram
@@ -255,7 +255,7 @@ def baseline_inference(revision):
 
 
 class _JitStepTF:
-  """`tf` for a copy of dis_tf.inference whose latent-loop body (the step)
+  """`tf` for a copy of dis_tf.modeling.latent whose latent-loop body (the step)
   is `tf.function(jit_compile=True)`: XLA on the step alone."""
 
   def __getattr__(self, name):
@@ -268,10 +268,10 @@ class _JitStepTF:
 
 
 def jit_step_inference():
-  """dis_tf.inference of this tree with the latent step XLA-compiled."""
+  """dis_tf.modeling.latent of this tree with the latent step XLA-compiled."""
   module = types.ModuleType("jit_step_inference")
-  module.__file__ = inference.__file__
-  with open(inference.__file__) as f:
+  module.__file__ = latent_lib.__file__
+  with open(latent_lib.__file__) as f:
     exec(compile(f.read(), module.__file__, "exec"), module.__dict__)  # pylint: disable=exec-used
   module.tf = _JitStepTF()
   return module
@@ -345,7 +345,7 @@ def main(argv):
   args = parser.parse_args(argv)
   baseline = baseline_inference(args.baseline)
   rows = (op_rows(baseline, f"baseline {args.baseline}")
-          + op_rows(inference, "this tree"))
+          + op_rows(latent_lib, "this tree"))
   rows.sort(key=lambda r: [s[0] for s in SHAPES].index(r[0]))
   body = ["Ops of one latent step (method gram), counted from the traced "
           "graph: the while-loop body as traced, and the nodes of the loop "
@@ -356,7 +356,7 @@ def main(argv):
                "after Grappler: neither Const nor loop plumbing",
                "loop variables"], rows)]
   if args.time:
-    impls = {f"baseline {args.baseline}": baseline, "this tree": inference}
+    impls = {f"baseline {args.baseline}": baseline, "this tree": latent_lib}
     if args.jit:
       impls["this tree, XLA step"] = jit_step_inference()
     per_step, ratios = time_steps(impls, args.repeats, args.steps)

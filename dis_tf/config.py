@@ -5,6 +5,9 @@ An `ExperimentConfig` is built from a preset function (`synthetic()` or
 flags of `dis_tf.flags` feed: one typed flag per field, e.g.
 `--latent.t_test=10`), and written to `model_dir/config.json` so that
 evaluation and export need only `--model_dir`.
+
+Size: over 450 lines because it is the one typed configuration: every field's
+docstring is here, with the presets and the typed overrides that read them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dis_tf import errors
 # Values of the fields that take one of a few names (the flags are enums).
 BACKBONES = ("tiny", "resnet50", "resnet101")
 LATENT_METHODS = ("gram", "direct")
-# Which latent blocks move (dis_tf.inference.block_scales).
+# Which latent blocks move (dis_tf.modeling.latent.block_scales).
 LATENT_UPDATES = ("both", "u1", "v1", "per_pixel")
 OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -60,7 +63,7 @@ class ModelConfig:
 class LossConfig:
   """Weights of L^map, L^img and L^tag (paper Sec. 3).
 
-  The latent objective (`dis_tf.inference`) uses the image and tag weights
+  The latent objective (`dis_tf.modeling.latent`) uses the image and tag weights
   too, so they matter at evaluation and export as well.
 
   Attributes:
@@ -89,10 +92,10 @@ class LatentConfig:
     tag_threshold: threshold on sigmoid(v3) for the cleaned tags.
     method: "gram" (exact and fast: the steps run on the 21-channel
       (u3, v3) with the Gram operator of subnet-1/3) or "direct" (the
-      reference gradient tape on (u1, v1)); see `dis_tf.inference`.
+      reference gradient tape on (u1, v1)); see `dis_tf.modeling.latent`.
     update: which latent blocks move in test mode (evaluation, export):
       "both" (the paper), "u1", "v1", or "per_pixel" (both, v1's step
-      divided by h * w: a departure, see `dis_tf.inference.block_scales`
+      divided by h * w: a departure, see `dis_tf.modeling.latent.block_scales`
       and RESULTS.md, which measures all four).
     train_update: the same for training-mode inference (tags given: pseudo
       labels and cleaned tags). "both", the paper's step: "per_pixel" gives

@@ -145,6 +145,21 @@ def run_config(argv):
   return None if print_config_and_exit(config) else config
 
 
+def load_run(argv):
+  """`run_config`, then the run's model with the config's settings.
+
+  Returns:
+    (config, model, the evaluated split, the t_test list: --t_test or the
+    run's latent.t_test), or None when --print_config printed the config.
+  """
+  config = run_config(argv)
+  if config is None:
+    return None
+  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
+  t_tests = FLAGS.t_test or [config.latent.t_test]
+  return config, model, config.data.eval_split, t_tests
+
+
 # ------------------------------------------------------- step counts, scales
 def _items(values):
   if isinstance(values, (str, int, float)):

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from dis_tf import ablation
+from dis_tf.research import ablation
+from dis_tf.research import results_page
+from dis_tf.research import tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,10 +131,10 @@ def test_ensemble_target_states_the_member_mean_and_gap():
            _seed({"baseline": 0.3, "setup1 (t_train=0)": 0.35,
                   "DIS t_train=5": 0.48, "DIS t_train=10": 0.50,
                   "ensemble": 0.50})]
-  rows = ablation.miou_table(seeds, plan)
-  chosen, best = ablation.validated(seeds, plan)
+  rows = tables.miou_table(seeds, plan)
+  chosen, best = tables.validated(seeds, plan)
   assert best == 10
-  line = [x for x in ablation.targets(rows, chosen, best, seeds, plan,
+  line = [x for x in results_page.targets(rows, chosen, best, seeds, plan,
                                       1.0).splitlines()
           if x.startswith("6. ")][0]
   assert ("validated t_test: -2.0 ± 2.0 paired per seed, ahead in 0 of 2 "
@@ -157,5 +159,5 @@ def test_reused_trainings_are_the_training_parts_no_seed_ran():
                              "stage 2, DIS t_train=10": 80.0,
                              "scoring val[:100]": 0.5}}]
   # Seed 1 trained t_train=10, so it is not reused; scoring is not training.
-  assert ablation.reused_trainings(seeds) == ["stage 1 (phases a, b, c)"]
-  assert ablation.reused_trainings([{"seed": 0}]) == []
+  assert results_page.reused_trainings(seeds) == ["stage 1 (phases a, b, c)"]
+  assert results_page.reused_trainings([{"seed": 0}]) == []

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dis_tf import config as config_lib
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling import backbones
 from dis_tf.modeling import dis_model
 
@@ -59,7 +59,7 @@ def test_unknown_key_and_bad_type_are_named(overrides, match):
 
 def test_choices_are_those_the_code_accepts():
   assert config_lib.BACKBONES == backbones.BACKBONES
-  assert config_lib.LATENT_METHODS == inference.METHODS
+  assert config_lib.LATENT_METHODS == latent_lib.METHODS
 
 
 def test_model_defaults_agree_with_the_config():

@@ -1,4 +1,5 @@
-"""dis_tf.diagnosis: class relations, v1 share, reconstruction and flips."""
+"""dis_tf.research.diagnosis: class relations, v1 share, reconstruction,
+flips."""
 
 import keras
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from dis_tf import config as config_lib
-from dis_tf import diagnosis
+from dis_tf.research import diagnosis
 from dis_tf import image_ops
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling.dis_model import build_dis_model
 
 
@@ -48,7 +49,7 @@ def test_v1_share_equals_the_direct_gradient_split(model):
   target = image_ops.image_target(image, tf.shape(u1)[1:3])
   with tf.GradientTape() as tape:
     tape.watch([u1, v1])
-    total = tf.reduce_sum(inference.latent_objective(model, u1, v1, target))
+    total = tf.reduce_sum(latent_lib.latent_objective(model, u1, v1, target))
   gu1, gv1 = tape.gradient(total, [u1, v1])
   su = tf.reduce_sum(tf.square(gu1), [1, 2, 3]).numpy()
   sv = tf.reduce_sum(tf.square(gv1), [1]).numpy()
@@ -74,7 +75,7 @@ def test_diagnose_reports_every_measure(model):
                               sweep=((0.1, 3), (0.3, 1)))
   assert report["num_images"] == 2
   assert 0.0 <= report["v1_share"]["median"] <= 1.0
-  assert set(report["miou"]) == {"t0"} | set(inference.UPDATES)
+  assert set(report["miou"]) == {"t0"} | set(latent_lib.UPDATES)
   for value in report["reconstruction"].values():
     assert np.isfinite(value) and value >= 0
   if report["flipped"] > 0:

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from dis_tf import image_ops
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling import dis_model as dis_model_lib
 from dis_tf.modeling.dis_model import DISModel
 
@@ -72,7 +72,7 @@ def test_latent_objective_is_n_times_the_training_losses(tiny_model):
   u1, v1 = model.backbone(batch["image"])
   target = batch["image_small"]
   tags = batch["tags"]
-  got = inference.latent_objective(model, u1, v1, target, tags,
+  got = latent_lib.latent_objective(model, u1, v1, target, tags,
                                    image_weight=0.7, tag_weight=2.0).numpy()
   z3 = model.subnet2(model.subnet1(u1, v1)).numpy()
   v3 = model.subnet3(u1, v1).numpy().astype(np.float64)
@@ -163,7 +163,7 @@ def test_latent_inference_accepts_any_heads_object(tiny_model):
                              "subnet2": model.subnet2,
                              "subnet3": model.subnet3})()
   target = image_ops.image_target(_batch()["image"], (8, 8))
-  a = inference.latent_inference(heads, u1, v1, target, steps=3,
+  a = latent_lib.latent_inference(heads, u1, v1, target, steps=3,
                                  step_size=1.0, clip_norm=10.0,
                                  update=model.latent_update)
   b = model.latent(u1, v1, target, steps=3, step_size=1.0, clip_norm=10.0)
@@ -310,13 +310,13 @@ def test_xla_compiled_step_is_the_same_descent(tiny_model, method, with_tags):
 
 def test_stage2_pseudo_labels_use_the_jit_setting(tiny_model, monkeypatch):
   seen = []
-  original = inference.latent_inference
+  original = latent_lib.latent_inference
 
   def spy(*args, **kwargs):
     seen.append(kwargs.get("jit_step"))
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(inference, "latent_inference", spy)
+  monkeypatch.setattr(latent_lib, "latent_inference", spy)
   for jit in (True, False):
     model = tiny_model(t_train=2, jit_train_step=jit)
     model.set_phase("semi")
@@ -364,7 +364,7 @@ def test_fit_lowers_the_loss(tiny_model):
       batch["image"][i, y:y + half, x:x + half] = colours[classes[q]]
   batch["image_small"] = image_ops.image_target(batch["image"], (8, 8)).numpy()
   dataset = tf.data.Dataset.from_tensors(batch).repeat(30)
-  history = model.fit(dataset, epochs=3, verbose=0)
+  history = model.fit(dataset, epochs=3, verbose=0, shuffle=False)
   losses = history.history["loss"]
   assert losses[-1] < 0.8 * losses[0]
   assert 0.0 <= history.history["mean_iou"][-1] <= 1.0
@@ -381,7 +381,7 @@ def test_mirrored_strategy_step_equals_single_device_step(tiny_model):
       model.set_phase("semi")
       model.compile(optimizer=keras.optimizers.SGD(0.05))
     dataset = tf.data.Dataset.from_tensors(batch)
-    model.fit(dataset, epochs=1, verbose=0)
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     return _weights(model)
 
   single = one_step(tf.distribute.get_strategy())

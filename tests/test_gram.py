@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dis_tf import image_ops
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling import gram
 from dis_tf.modeling.dis_model import DISModel
 from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
@@ -191,7 +191,7 @@ def test_finite_rows_is_exact_at_the_float_limits():
                      [np.finfo(dtype).tiny, 0, 0, 0]], dtype)
     rows = np.tile(rows, [1, 500])
     want = [True, False, False, False, True]
-    check = tf.function(inference._finite_rows)  # pylint: disable=protected-access
+    check = tf.function(latent_lib._finite_rows)  # pylint: disable=protected-access
     np.testing.assert_array_equal(check(tf.constant(rows)), want)
 
 
@@ -227,7 +227,7 @@ def _features(shape, seed=0):
 
 def _assert_paths_agree(heads, u1, v1, target, tags, step_size,
                         clip_norm=10.0, steps=30, rtol=1e-3, **options):
-  run = {m: tf.function(lambda s, m=m: inference.latent_inference(
+  run = {m: tf.function(lambda s, m=m: latent_lib.latent_inference(
       heads, u1, v1, target, tags=tags, steps=s, step_size=step_size,
       clip_norm=clip_norm, method=m, return_features=True, **options))
          for m in ("direct", "gram")}
@@ -309,7 +309,7 @@ def test_v1_part_of_the_gram_operator_in_float64():
 def test_frozen_blocks_do_not_move(method):
   heads = _heads(16)
   u1, v1, target, _ = _features((2, 5, 7, 16))
-  run = lambda update: inference.latent_inference(
+  run = lambda update: latent_lib.latent_inference(
       heads, u1, v1, target, steps=5, step_size=0.5, method=method,
       update=update, return_features=True)
   only_u1, only_v1 = run("u1"), run("v1")
@@ -320,11 +320,11 @@ def test_frozen_blocks_do_not_move(method):
 
 
 def test_per_pixel_scales_the_u3_path_of_v1_by_the_map_size():
-  scale_u, scale_map, scale_tag = inference.block_scales("per_pixel", 5, 7)
+  scale_u, scale_map, scale_tag = latent_lib.block_scales("per_pixel", 5, 7)
   assert scale_u == 1.0 and scale_tag == 1.0
   np.testing.assert_allclose(float(scale_map), 1.0 / 35)
   with pytest.raises(ValueError, match="latent update"):
-    inference.block_scales("sideways", 5, 7)
+    latent_lib.block_scales("sideways", 5, 7)
 
 
 @pytest.mark.parametrize("method", ["direct", "gram"])
@@ -334,7 +334,7 @@ def test_monotone_steps_never_raise_the_objective(method):
   u1, v1, target, _ = _features((2, 5, 7, 16))
   objectives = {}
   for monotone in (False, True):
-    values = [inference.latent_inference(
+    values = [latent_lib.latent_inference(
         heads, u1, v1, target, steps=t, step_size=50.0, clip_norm=None,
         method=method, monotone=monotone)["objective"].numpy()
               for t in range(8)]
@@ -449,14 +449,14 @@ def test_stored_gram_fields_give_the_same_iterates():
   u1, v1, target, tags = _features((2, 5, 7, 16))
   fields = gram.GramOperator.from_heads(heads).fields()
   kwargs = dict(tags=tags, steps=10, return_features=True)
-  per_call = inference.latent_inference(heads, u1, v1, target, **kwargs)
-  stored = inference.latent_inference(heads, u1, v1, target,
+  per_call = latent_lib.latent_inference(heads, u1, v1, target, **kwargs)
+  stored = latent_lib.latent_inference(heads, u1, v1, target,
                                       gram_fields=fields, **kwargs)
   for key in ("u3", "v3", "u1", "v1", "objective"):
     np.testing.assert_allclose(stored[key], per_call[key], rtol=1e-6,
                                atol=1e-6)
   with pytest.raises(ValueError, match="gram_fields are for method='gram'"):
-    inference.latent_inference(heads, u1, v1, target, steps=1,
+    latent_lib.latent_inference(heads, u1, v1, target, steps=1,
                                method="direct", gram_fields=fields)
   with pytest.raises(ValueError, match="Expected 3 Gram fields"):
     gram.GramOperator.from_heads(heads, fields=fields[:2])
@@ -467,8 +467,8 @@ def test_gram_rejects_nonlinear_heads():
   heads.subnet1.conv.activation = keras.activations.relu
   u1, v1, target, _ = _features((1, 3, 3, 8))
   with pytest.raises(ValueError, match="method='direct'"):
-    inference.latent_inference(heads, u1, v1, target, steps=1)
-  out = inference.latent_inference(heads, u1, v1, target, steps=1,
+    latent_lib.latent_inference(heads, u1, v1, target, steps=1)
+  out = latent_lib.latent_inference(heads, u1, v1, target, steps=1,
                                    method="direct")
   assert np.all(np.isfinite(out["u3"].numpy()))
 

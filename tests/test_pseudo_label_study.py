@@ -1,4 +1,4 @@
-"""dis_tf.pseudo_label_study and tools/pseudo_label_study.py."""
+"""dis_tf.research.pseudo_label_study and tools/pseudo_label_study.py."""
 
 import filecmp
 import json
@@ -15,7 +15,7 @@ import pytest
 from dis_tf import config as config_lib
 from dis_tf import metrics as dis_metrics
 from dis_tf import model_dir as model_dir_lib
-from dis_tf import pseudo_label_study
+from dis_tf.research import pseudo_label_study
 from dis_tf import tag_cleaning
 from dis_tf.data import pipeline
 from dis_tf.data import web_tags

@@ -1,10 +1,10 @@
-"""dis_tf.served_labelmap: the page section's numbers and its branches."""
+"""dis_tf.research.served_labelmap: the section's numbers and branches."""
 
 import numpy as np
 import pytest
 
-from dis_tf import ablation
-from dis_tf import served_labelmap
+from dis_tf.research import ablation
+from dis_tf.research import served_labelmap
 
 REFS = ("off", "paper", "bias=2", "bias=4")
 

@@ -12,7 +12,7 @@ seed:
 t_test and the best t_train are chosen on the preset's selection split
 (`--select_split`, default val[:100]) and every reported mIoU is on
 `--eval_split` (default val[100:]); each seed also runs the latent
-diagnosis (dis_tf/diagnosis.py) on its models.
+diagnosis (dis_tf/research/diagnosis.py) on its models.
 
 Quick mode (1 seed; t_train 10; t_test 0/10/30; 100 reported / 100 weak
 images, 50 diagnosis images), about 8 minutes:
@@ -34,7 +34,7 @@ seed's scores through workdir/seed_<seed>/scores.json.
 Stage 1 is trained once per seed and shared by every stage-2 setting. The
 benchmark is generated into --data_root if missing (an existing benchmark is
 used as it is, and its generator parameters are recorded). Every number of
-the output page is computed by this run (see dis_tf/ablation.py).
+the output page is computed by this run (see dis_tf/research/ablation.py).
 """
 
 import json
@@ -43,7 +43,8 @@ import sys
 
 from absl import flags
 
-from dis_tf import ablation
+from dis_tf.research import ablation
+from dis_tf.research import results_page
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import flags as dis_flags
@@ -51,30 +52,36 @@ from dis_tf.data import pipeline
 from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_root", "data/synthetic",
-                    "Synthetic benchmark folder (generated if missing).")
-flags.DEFINE_string("workdir", "runs/ablation", "Where models are trained.")
-flags.DEFINE_string("output", "RESULTS.md", "Results page to write.")
-flags.DEFINE_string("results_dir", None,
-                    "Folder of the page's JSON and plot (default: "
-                    "docs/results next to --output).")
+# Where the run reads and writes.
+_PATHS = {
+    "data_root": ("data/synthetic",
+                  "Synthetic benchmark folder (generated if missing)."),
+    "workdir": ("runs/ablation", "Where models are trained."),
+    "output": ("RESULTS.md", "Results page to write."),
+    "results_dir": (None, "Folder of the page's JSON and plot (default: "
+                    "docs/results next to --output)."),
+}
+for _name, (_default, _help) in _PATHS.items():
+  flags.DEFINE_string(_name, _default, _help)
 flags.DEFINE_boolean("quick", False,
                      "One seed, t_train 10 only, 100 val / 100 weak images.")
 flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2,3,4; quick: 0).")
 flags.DEFINE_list("t_train", None, "DIS t_train values (default 5,10,30; "
                   "quick: 10). Setup 1 (t_train=0) is always run.")
 dis_flags.define_t_test("0,10,30", "Evaluation t_test values.")
-flags.DEFINE_integer("eval_limit", None,
-                     "Images of the reported split to score (default all; "
-                     "quick: 100).")
-flags.DEFINE_integer("select_limit", None,
-                     "Images of the selection split to score (default all).")
-flags.DEFINE_integer("diagnosis_images", None,
-                     "Selection-split images for the latent diagnosis "
-                     "(default 100; quick: 50; 0 = none).")
-flags.DEFINE_integer("weak_limit", None,
-                     "Weak images for pseudo labels / tags (default 150; "
-                     "quick: 100).")
+# How much of each split the plan scores; unset, the full or the quick
+# plan's value (see main).
+_LIMITS = {
+    "eval_limit": "Images of the reported split to score (default all; "
+                  "quick: 100).",
+    "select_limit": "Images of the selection split to score (default all).",
+    "diagnosis_images": "Selection-split images for the latent diagnosis "
+                        "(default 100; quick: 50; 0 = none).",
+    "weak_limit": "Weak images for pseudo labels / tags (default 150; "
+                  "quick: 100).",
+}
+for _name, _help in _LIMITS.items():
+  flags.DEFINE_integer(_name, None, _help)
 flags.DEFINE_integer("steps_scale_percent", 100,
                      "Scale every phase's steps of the synthetic preset "
                      "(percent; tests use a few percent).")
@@ -113,15 +120,15 @@ def main(argv):
       raise errors.MissingFileError(
           f"--from_json={FLAGS.from_json}: no such file.")
     results, plan, command, generator_params, config = (
-        ablation.load_results(FLAGS.from_json))
+        results_page.load_results(FLAGS.from_json))
     compare = None
     if FLAGS.compare_json:
       if not os.path.isfile(FLAGS.compare_json):
         raise errors.MissingFileError(
             f"--compare_json={FLAGS.compare_json}: no such file.")
-      other, other_plan, *_ = ablation.load_results(FLAGS.compare_json)
+      other, other_plan, *_ = results_page.load_results(FLAGS.compare_json)
       compare = (FLAGS.compare_json, other, other_plan)
-    print(ablation.write_results(
+    print(results_page.write_results(
         results, plan, FLAGS.output, command, generator_params,
         rendered_by="python " + " ".join(sys.argv), config=config,
         results_dir=FLAGS.results_dir, compare=compare))
@@ -166,7 +173,7 @@ def main(argv):
   for seed in plan.seeds:
     results.append(ablation.run_seed(config, FLAGS.workdir, seed, plan))
   command = "python " + " ".join(sys.argv)
-  page = ablation.write_results(results, plan, FLAGS.output, command,
+  page = results_page.write_results(results, plan, FLAGS.output, command,
                                 generator_params, config=config.to_dict(),
                                 results_dir=FLAGS.results_dir)
   print(page)

@@ -41,7 +41,6 @@ from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
-from dis_tf import model_dir as model_dir_lib
 from dis_tf import reports
 from dis_tf import selection
 from dis_tf.data import pipeline
@@ -86,12 +85,10 @@ def _refinements(names):
 
 
 def main(argv):
-  config = dis_flags.run_config(argv)
-  if config is None:
+  run = dis_flags.load_run(argv)
+  if run is None:
     return
-  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
-  split = config.data.eval_split
-  t_tests = FLAGS.t_test or [config.latent.t_test]
+  config, model, split, t_tests = run
   if FLAGS.select_t_test:
     select_split = config.data.select_split
     if not select_split:

@@ -17,23 +17,23 @@ _D = synthetic.DEFAULTS
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output folder.", required=True)
 flags.DEFINE_integer("seed", _D["seed"], "Random seed.")
-flags.DEFINE_integer("num_train", _D["num_train"], "Labelled train images.")
-flags.DEFINE_integer("num_val", _D["num_val"], "Labelled val images.")
-flags.DEFINE_integer("num_weak", _D["num_weak"], "Web-tag (weak) images.")
-flags.DEFINE_integer("num_tags_only", _D["num_tags_only"],
-                     "VOC images with XML tags but no mask.")
-flags.DEFINE_integer("num_aug", _D["num_aug"],
-                     "Extra SegmentationClassAug images (0: no train_aug).")
-flags.DEFINE_integer("image_size", _D["image_size"],
-                     "Largest image side; sides are drawn in [0.75, 1] x it.")
-flags.DEFINE_float("p_miss", _D["p_miss"],
-                   "Probability of dropping each true tag of a weak image.")
-flags.DEFINE_float("p_spurious", _D["p_spurious"],
-                   "Probability of adding each absent class to a weak image.")
-flags.DEFINE_float("caption_fraction", _D["caption_fraction"],
-                   "Fraction of weak images annotated with a caption.")
-flags.DEFINE_integer("boundary_width", _D["boundary_width"],
-                     "Width of the 255 boundary band in labelled masks.")
+# One flag per generator parameter, its default the generator's.
+_HELP = {
+    "num_train": "Labelled train images.",
+    "num_val": "Labelled val images.",
+    "num_weak": "Web-tag (weak) images.",
+    "num_tags_only": "VOC images with XML tags but no mask.",
+    "num_aug": "Extra SegmentationClassAug images (0: no train_aug).",
+    "image_size": "Largest image side; sides are drawn in [0.75, 1] x it.",
+    "p_miss": "Probability of dropping each true tag of a weak image.",
+    "p_spurious": "Probability of adding each absent class to a weak image.",
+    "caption_fraction": "Fraction of weak images annotated with a caption.",
+    "boundary_width": "Width of the 255 boundary band in labelled masks.",
+}
+for _name, _text in _HELP.items():
+  _define = (flags.DEFINE_float if isinstance(_D[_name], float)
+             else flags.DEFINE_integer)
+  _define(_name, _D[_name], _text)
 flags.DEFINE_bool("force", False,
                   "Regenerate even if a complete tree with the same "
                   "parameters exists.")

@@ -3,10 +3,10 @@ r"""Pseudo labels of the weak images at the start and end of stage 2.
 Scores, per seed, the pseudo labels of the stage-1 model and of the final
 DIS model of each `tools/ablation.py` run under four training-mode
 inferences (t=0, tags only, the paper's step, the per-pixel step) against
-the generator's true masks (dis_tf/pseudo_label_study.py says why). For the
-paper's step vs the per-pixel step in training mode (RESULTS.md's run and
-its `--latent.train_update=per_pixel` rerun), about 15 minutes on 2 CPU
-cores for 5 seeds and 150 weak images:
+the generator's true masks (dis_tf/research/pseudo_label_study.py says
+why). For the paper's step vs the per-pixel step in training mode
+(RESULTS.md's run and its `--latent.train_update=per_pixel` rerun),
+about 15 minutes on 2 CPU cores for 5 seeds and 150 weak images:
 
   python tools/pseudo_label_study.py \
     --workdirs=runs/abl5/work,runs/abl5_pp/work --t_train=10 \
@@ -22,7 +22,7 @@ import sys
 from absl import flags
 
 from dis_tf import errors
-from dis_tf import pseudo_label_study
+from dis_tf.research import pseudo_label_study
 from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS

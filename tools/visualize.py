@@ -24,7 +24,6 @@ from dis_tf import classes
 from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
-from dis_tf import model_dir as model_dir_lib
 from dis_tf import visualization
 from dis_tf.data import pipeline
 
@@ -85,12 +84,10 @@ def select_examples(dataset, file_names=None, num_images=4):
 
 
 def main(argv):
-  config = dis_flags.run_config(argv)
-  if config is None:
+  run = dis_flags.load_run(argv)
+  if run is None:
     return
-  model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
-  split = config.data.eval_split
-  t_tests = FLAGS.t_test or [config.latent.t_test]
+  config, model, split, t_tests = run
   output = FLAGS.output or os.path.join(
       FLAGS.model_dir, "figures", f"{dis_flags.split_file_name(split)}.png")
   # Deterministic order so that "the first N" is the same on every run.

@@ -15,6 +15,10 @@ stateless seed (shape [2]), so it gives the same result eagerly and inside
 `Dataset.map`, and the whole pipeline is reproducible in deterministic mode:
 per-example seeds come from `tf.data.Dataset.random(seed)`, zipped with the
 examples in order.
+
+Size: over 450 lines because the training stream (augmentation, the weak / full
+mix, deterministic seeding) and the evaluation streams read the same prepared
+builders with the same checks.
 """
 
 import os

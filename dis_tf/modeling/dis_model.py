@@ -10,6 +10,10 @@ tag logits v3; paper Fig. 3) with a custom `train_step` for
 * stage 2, semi-supervised (Sec. 3.1, Eq. 1): tag-only ("weak") images get
   pseudo labelmaps and cleaned tags from training-mode latent inference on
   the same backbone forward whose loss is then differentiated.
+
+Size: over 450 lines because the Keras model, its two training stages' custom
+train_step and the one inference path (`infer`) are one Keras class; the latent
+loop is in latent.py and the heads in subnets.py.
 """
 
 import keras
@@ -17,7 +21,7 @@ import tensorflow as tf
 
 from dis_tf import config as config_lib
 from dis_tf import image_ops
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf import losses
 from dis_tf import metrics as dis_metrics
 from dis_tf.classes import IGNORE_LABEL
@@ -56,10 +60,10 @@ class DISModel(keras.Model):
     latent_method: "gram" (default; exact and fast: the latent steps run on
       the 21-channel (u3, v3) with the Gram operator of subnet-1/3) or
       "direct" (the reference gradient tape on (u1, v1)); see
-      `dis_tf.inference`.
+      `dis_tf.modeling.latent`.
     latent_update: in test mode (no tags), which latent blocks move and how
       their steps are scaled ("both", the paper; "u1"; "v1"; "per_pixel":
-      v1's step divided by h * w); see `dis_tf.inference.block_scales`.
+      v1's step divided by h * w); see `dis_tf.modeling.latent.block_scales`.
     latent_train_update: the same in training mode (tags given: stage-2
       pseudo labels, tag cleaning).
     latent_monotone: reject latent steps that raise the objective (and halve
@@ -145,9 +149,9 @@ class DISModel(keras.Model):
     (`dis_tf.model_dir.load_trained_model`), so that an evaluation or an
     export can override, e.g., the latent step size.
     """
-    if latent_method not in inference.METHODS:
+    if latent_method not in latent_lib.METHODS:
       raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
-                       f"one of {inference.METHODS}.")
+                       f"one of {latent_lib.METHODS}.")
     self.map_weight = map_weight
     self.image_weight = image_weight
     self.tag_weight = tag_weight
@@ -159,9 +163,9 @@ class DISModel(keras.Model):
     self.latent_method = latent_method
     for name, value in (("latent_update", latent_update),
                         ("latent_train_update", latent_train_update)):
-      if value not in inference.UPDATES:
+      if value not in latent_lib.UPDATES:
         raise ValueError(f"Unknown {name} {value!r}; expected one of "
-                         f"{inference.UPDATES}.")
+                         f"{latent_lib.UPDATES}.")
     self.latent_update = latent_update
     self.latent_train_update = latent_train_update
     self.latent_monotone = bool(latent_monotone)
@@ -233,7 +237,7 @@ class DISModel(keras.Model):
 
     The backbone runs once, the image target is the image area-downsampled
     to the feature size, then `steps` latent steps follow (by default in the
-    fast, exact Gram form: see `dis_tf.inference`). Test mode without
+    fast, exact Gram form: see `dis_tf.modeling.latent`). Test mode without
     `tags`; training mode (tag cleaning) with them. Evaluation and every
     exported signature come through here.
 
@@ -254,7 +258,7 @@ class DISModel(keras.Model):
         evaluation passes a compiled copy of it).
 
     Returns:
-      The dict of `dis_tf.inference.latent_inference`.
+      The dict of `dis_tf.modeling.latent.latent_inference`.
     """
     u1, v1 = self.backbone(image, training=False)
     if image_target is None:
@@ -277,7 +281,7 @@ class DISModel(keras.Model):
   def latent(self, u1, v1, image_target, tags=None, steps=0, step_size=None,
              clip_norm=None, return_features=False, method=None,
              gram_fields=None, update=None, monotone=None, jit_step=False):
-    """`dis_tf.inference.latent_inference` with this model's settings.
+    """`dis_tf.modeling.latent.latent_inference` with this model's settings.
 
     Training (stage-2 pseudo labels), evaluation, tag cleaning and every
     exported signature come through here, so they all use `latent_method`
@@ -288,7 +292,7 @@ class DISModel(keras.Model):
     `latent_train_update` (tags given) and `monotone` overrides
     `latent_monotone`, for one call.
     """
-    return inference.latent_inference(
+    return latent_lib.latent_inference(
         self, u1, v1, image_target, tags=tags, steps=steps,
         step_size=self.latent_step_size if step_size is None else step_size,
         clip_norm=self.latent_clip_norm if clip_norm is None else clip_norm,

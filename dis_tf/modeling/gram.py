@@ -57,6 +57,10 @@ about a hundred for ring strips and masked sums done one by one.
 
 All the kernels (the 5x5 kernel, the strip kernels and the coupling matrix)
 are built from the subnet weights by one [9C, D] x [D, 9C] product.
+
+Size: over 450 lines because most of it is the derivation and the exact border
+corrections of one operator; the docstring carries the maths that the kernels
+implement.
 """
 
 import numpy as np
@@ -477,7 +481,7 @@ def apply_v1_part(conv_kernel, dense_kernel, gu, gv):
   """A_v A_v^T (gu, gv): the part of A A^T that moves through v1.
 
   A = [A_u, A_v] splits by the two latent blocks, so A A^T = A_u A_u^T +
-  A_v A_v^T (`dis_tf.inference.block_scales` scales the two). With
+  A_v A_v^T (`dis_tf.modeling.latent.block_scales` scales the two). With
   s = A_v^T (gu, gv) = sum_d K_d T_d + W gv, one D-vector per example
   (T_d the masked sums of the module docstring):
 

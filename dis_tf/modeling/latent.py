@@ -29,6 +29,11 @@ Two exact implementations of the same gradient descent sit behind it:
   accumulated updates. (Any optimizer linear in the gradients, e.g. momentum
   SGD, would stay exact the same way; a non-linear one such as Adam would
   have to use the direct path.)
+
+Size: over 450 lines because the direct (reference) and the Gram loop must stay
+side by side: tests/test_gram.py checks that they compute the same iterates,
+and their step rules (scales, clipping, non-finite and monotone rejection) are
+shared helpers here.
 """
 
 import numpy as np

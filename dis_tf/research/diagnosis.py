@@ -8,7 +8,7 @@ latent steps (paper Sec. 2.1, "Inference in Test") help or hurt:
   than u1, at the start point;
 * `miou_by_update`: mIoU after `t_test` steps when both blocks move (the
   paper), when only u1 or only v1 moves, and with the per-pixel v1 step
-  (`dis_tf.inference.block_scales`);
+  (`dis_tf.modeling.latent.block_scales`);
 * `reconstruction`: does the objective point at the truth? Reconstruction
   error ||z3 - I||^2 when subnet-2 decodes the soft prediction softmax(u3),
   its one-hot argmax, and the ground truth (per-cell class fractions), at
@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from dis_tf import image_ops
-from dis_tf import inference
+from dis_tf.modeling import latent as latent_lib
 from dis_tf import metrics as dis_metrics
 from dis_tf.classes import IGNORE_LABEL
 from dis_tf.data import synthetic
@@ -85,7 +85,7 @@ def v1_share(model, u1, v1, target, tags=None):
   u3, v3 = model.subnet1(u1, v1), model.subnet3(u1, v1)
   with tf.GradientTape() as tape:
     tape.watch([u3, v3])
-    total = tf.reduce_sum(inference.objective_from_logits(
+    total = tf.reduce_sum(latent_lib.objective_from_logits(
         model, u3, v3, target, tags, model.image_weight, model.tag_weight))
   gu, gv = tape.gradient(total, [u3, v3],
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -159,7 +159,7 @@ class _Runner:
                                     else {}))
 
 
-def diagnose(model, examples, t_test=30, updates=inference.UPDATES,
+def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
              sweep=SWEEP, num_classes=21):
   """Runs the latent diagnosis on labelled images.
 
@@ -168,7 +168,7 @@ def diagnose(model, examples, t_test=30, updates=inference.UPDATES,
     examples: iterable of batch-1 dicts with "image" (normalised) and
       "mask".
     t_test: step count of the comparisons.
-    updates: `dis_tf.inference.UPDATES` values to compare.
+    updates: `dis_tf.modeling.latent.UPDATES` values to compare.
     sweep: (step size, steps) pairs of the step-size sweep.
     num_classes: C.
 

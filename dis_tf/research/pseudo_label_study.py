@@ -14,7 +14,7 @@ of the stage-1 model and of the final stage-2 model of one or more
 * "both": t_train steps on Eq. (1), the paper's step (`latent.update`
   "both");
 * "per_pixel": t_train steps on Eq. (1) with the u3 path of v1's gradient
-  divided by h * w (`dis_tf.inference.block_scales`).
+  divided by h * w (`dis_tf.modeling.latent.block_scales`).
 
 It was written for the question RESULTS.md's `train_update=per_pixel` run
 left open: that step gives the stage-1 model better pseudo labels than the
@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from dis_tf import ablation
+from dis_tf.research import tables
 from dis_tf import atomic
 from dis_tf import errors
 from dis_tf import evaluation
@@ -268,7 +268,7 @@ def format_page(study, command):
     for a, b in (("both", "t=0"), ("per_pixel", "t=0"),
                  ("both", "per_pixel"), ("both", "tags only"),
                  ("per_pixel", "tags only")):
-      lines.append(f"* {name}, {a} minus {b}: {ablation.paired(v(a), v(b))}")
+      lines.append(f"* {name}, {a} minus {b}: {tables.paired(v(a), v(b))}")
   lines.append("")
   for label in seeds[0]["DIS"]:
     own = label.split("=", 1)[1].split(" ")[0]
@@ -277,13 +277,13 @@ def format_page(study, command):
     lines.append(
         f"* Stage 2 of {label}, pseudo labels under its own step, final "
         f"model minus stage-1 model: "
-        + ablation.paired(_values(seeds, "DIS", label, own),
+        + tables.paired(_values(seeds, "DIS", label, own),
                           _values(seeds, "stage 1", label, own)))
   labels = list(seeds[0]["DIS"])
   for other in labels[1:]:
     lines.append(
         f"* Final models at t=0, trained with {other} minus {labels[0]}: "
-        + ablation.paired(_values(seeds, "DIS", other, "t=0"),
+        + tables.paired(_values(seeds, "DIS", other, "t=0"),
                           _values(seeds, "DIS", labels[0], "t=0")))
   lines += ["", "## Reading", ""] + _reading(seeds, rows)
   return "\n".join(lines) + "\n"
