@@ -23,7 +23,6 @@ from dis_tf.serving import module as module_lib
 from dis_tf.serving import scoring
 
 REFINEMENTS = selection.REFINEMENTS
-NAMES = [evaluation.refinement_name(r) for r in REFINEMENTS]
 
 
 def score_grid(models, dataset, t_tests, ensemble_members, limit=None,
