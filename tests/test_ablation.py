@@ -27,7 +27,7 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
       "--t_train=2", "--t_test=0,2", "--eval_limit=3", "--weak_limit=3",
       "--select_split=val[:2]", "--eval_split=val[2:]",
       "--diagnosis_images=2", "--steps_scale_percent=1", "--tiny_width=8",
-      "--crop_size=32"]
+      "--crop_size=32", "--data.eval_crop_size=32"]
   first = subprocess.run(command, check=True, cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
   assert "already scored" not in first.stdout

@@ -2,7 +2,10 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from dis_tf import image_ops
+from dis_tf import metrics
 from dis_tf.research import ablation
 from dis_tf.research import served_labelmap
 
@@ -93,3 +96,50 @@ def test_export_agreement_target():
   results[0]["served"]["DIS t_train=10"]["export_miou"] -= 0.01
   page = served_labelmap.section(results, PLAN, ["DIS t_train=10"])
   assert "Serving module = evaluation within 0.3 mIoU: **missed**" in page
+
+
+def _canvas_results(fit, squash, crop=0.40):
+  """Per seed, every class IoU of each canvas rule on both splits."""
+  out = []
+  for s, (f, q) in enumerate(zip(fit, squash)):
+    rules = {"fit eval": [f] * 21, "fit crop": [crop] * 21,
+             "squash crop": [q] * 21}
+    out.append({"seed": s, "canvas": {
+        k: {"DIS t_train=10": rules} for k in ("select", "val")}})
+  return out
+
+
+@pytest.mark.parametrize("fit,squash,word", [
+    ((0.45, 0.46, 0.47), (0.44, 0.44, 0.45), "**met, better**"),
+    ((0.45, 0.43, 0.47), (0.44, 0.44, 0.45), "**met**"),
+    ((0.43, 0.42, 0.44), (0.44, 0.44, 0.45), "**missed**"),
+])
+def test_canvas_target_follows_the_paired_differences(fit, squash, word):
+  text = served_labelmap.canvas_section(_canvas_results(fit, squash),
+                                        ["DIS t_train=10", "ensemble"])
+  target = [line for line in text.splitlines()
+            if line.startswith("* DIS t_train=10")]
+  assert target == [f"* DIS t_train=10: {word} ("
+                    + served_labelmap.paired_text(served_labelmap.paired(
+                        np.asarray(fit), np.asarray(squash))) + ")."]
+  # The table shows both splits; the absent "ensemble" row is left out.
+  assert text.count("| DIS t_train=10 |") == 2 and "ensemble" not in text
+
+
+def test_canvas_grid_rules_on_a_tiny_model(tiny_model):
+  """fit eval at S = crop equals fit crop; squash is resize, argmax."""
+  model = tiny_model(width=8)
+  assert model.eval_crop_size == 32
+  rng = np.random.default_rng(0)
+  image = image_ops.normalize_image(
+      rng.uniform(0, 255, (1, 24, 40, 3)).astype(np.float32))
+  mask = rng.integers(0, 21, (1, 24, 40)).astype(np.int32)
+  data = [{"image": image, "mask": mask}]
+  got = served_labelmap.canvas_grid({"m": model}, data, crop_size=32)["m"]
+  assert got["fit eval"] == got["fit crop"]
+  out = model.infer(tf.image.resize(image, (32, 32)), 0)
+  pred = tf.image.resize(tf.nn.softmax(out["u3"]), (24, 40))[0].numpy()
+  cm = metrics.ConfusionMatrix(21)
+  cm.update(mask[0], pred.argmax(-1))
+  expected = [None if np.isnan(v) else v for v in cm.per_class_iou()]
+  assert got["squash crop"] == pytest.approx(expected, nan_ok=True)

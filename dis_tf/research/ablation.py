@@ -150,6 +150,14 @@ def run_seed(base_config, workdir, seed, plan):
           per_image=key == "select")
       matrices = matrices or images
   served = served_labelmap.decisions(matrices)
+  canvas = {}
+  for key, split, limit in (("select", config.data.select_split,
+                             plan.select_limit),
+                            ("val", config.data.eval_split, plan.eval_limit)):
+    with part(f"canvas rules on {split}"):
+      canvas[key] = served_labelmap.canvas_grid(
+          models, pipeline.eval_dataset(config, split),
+          config.data.crop_size, limit=limit, num_classes=num_classes)
   with part("scoring the served setting through the serving module"):
     names = [evaluation.example_file_name(ex, i) for i, ex in enumerate(
         pipeline.eval_dataset(config, config.data.eval_split))]
@@ -164,7 +172,8 @@ def run_seed(base_config, workdir, seed, plan):
     weak = weak_scores(models, config, seed_dir, (0,) + tuple(plan.t_trains),
                        plan.weak_limit)
   result = {"seed": seed, "select": scores["select"], "val": scores["val"],
-            "weak": weak, "refine": grids, "served": served}
+            "weak": weak, "refine": grids, "served": served,
+            "canvas": canvas}
   if plan.diagnosis_images:
     with part("diagnosis of the latent steps"):
       result["diagnosis"] = {

@@ -15,6 +15,7 @@ JPEG files, as a client sends them (`score_through_export`).
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
@@ -81,6 +82,52 @@ def score_grid(models, dataset, t_tests, ensemble_members, limit=None,
     matrices = {name: {k: np.asarray(images[(name, k)]) for k in keys}
                 for name in rows}
   return scores, matrices
+
+
+# The canvas rules compared at t = 0 without refinement: the served rule
+# (fit into the evaluation canvas), the same rule at the training crop, and
+# the square resize of the export before the served-labelmap work (9cffd86).
+CANVAS_RULES = ("fit eval", "fit crop", "squash crop")
+
+
+def canvas_grid(models, dataset, crop_size, limit=None, num_classes=21):
+  """Per-class IoU of each model at t = 0, unrefined, under `CANVAS_RULES`.
+
+  Args:
+    models: {name: DISModel} (their `eval_crop_size` is the served canvas).
+    dataset: batch-1 evaluation dicts ("image", "mask").
+    crop_size: the training crop side.
+    limit: at most this many images.
+    num_classes: classes.
+
+  Returns:
+    {row: {rule: per-class IoU list (None = absent)}}.
+  """
+  totals = {(n, r): np.zeros((num_classes, num_classes), np.int64)
+            for n in models for r in CANVAS_RULES}
+  for index, example in enumerate(dataset):
+    if limit is not None and index >= limit:
+      break
+    mask = np.asarray(example["mask"])[0]
+    image = tf.cast(example["image"], tf.float32)
+    size = tuple(mask.shape)
+    for name, model in models.items():
+      maps = {}
+      for rule, scale in (("fit eval", 1.0),
+                          ("fit crop", crop_size / model.eval_crop_size)):
+        out = evaluation.predict(model, image, [0], scales=(scale,),
+                                 refinements=[None])
+        maps[rule] = out[0]["probabilities"]
+      out = model.infer(tf.image.resize(image, (crop_size, crop_size)), 0)
+      maps["squash crop"] = tf.image.resize(
+          tf.nn.softmax(out["u3"]), size)[0].numpy()
+      for rule in CANVAS_RULES:
+        one = dis_metrics.ConfusionMatrix(num_classes)
+        one.update(mask, np.argmax(maps[rule], -1))
+        totals[(name, rule)] += one.matrix
+  return {name: {rule: [None if np.isnan(v) else float(v) for v in
+                        selection_per_class_iou(totals[(name, rule)])]
+                 for rule in CANVAS_RULES} for name in models}
 
 
 def selection_per_class_iou(matrix):
@@ -300,8 +347,58 @@ def section(seed_results, plan, rows):
     out.append(f"* Serving module = evaluation within 0.3 mIoU: "
                f"{'**met**' if 100 * worst <= 0.3 else '**missed**'} "
                f"(largest difference {100 * worst:.2f}).")
+  if all("canvas" in r for r in seed_results):
+    out += ["", canvas_section(seed_results, rows)]
   out += ["", "### What the test-time gain consists of",
           gain_reading(seed_results, plan, rows)]
+  return "\n".join(out)
+
+
+def canvas_section(seed_results, rows):
+  """The Markdown subsection "The canvas" (t = 0, no refinement).
+
+  Args:
+    seed_results: `run_seed` results with "canvas" ({split key: the
+      `canvas_grid` result}).
+    rows: the model rows (those absent from "canvas" are left out).
+
+  Returns:
+    Markdown text, with the target "no worse than the squashed path"
+    computed from the reported split's paired differences.
+  """
+  rows = [r for r in rows if r in seed_results[0]["canvas"]["val"]]
+  labels = {"select": "selection split", "val": "reported split"}
+  out = ["### The canvas",
+         "The network's own prediction (t = 0, no refinement) with the "
+         "image fitted into the served canvas (\"fit eval\": long side "
+         "resized to `data.eval_crop_size`, aspect kept, padded), fitted "
+         "into the training crop instead (\"fit crop\"), and squashed to "
+         "a crop-sized square (\"squash crop\", the export's rule before "
+         "the served-labelmap work). mIoU mean over seeds; the differences "
+         "are paired per seed.", "",
+         "| model | split | fit eval | fit crop | squash crop | fit eval - "
+         "fit crop | fit eval - squash crop |", "|---|---|---:|---:|---:|---|"
+         "---|"]
+  verdicts = []
+  for row in rows:
+    for key in ("select", "val"):
+      m = {rule: np.asarray([_miou(r["canvas"][key][row][rule])
+                             for r in seed_results]) for rule in CANVAS_RULES}
+      vs_crop = paired(m["fit eval"], m["fit crop"])
+      vs_squash = paired(m["fit eval"], m["squash crop"])
+      if key == "val":
+        verdicts.append((row, vs_squash))
+      out.append(
+          f"| {row} | {labels[key]} | "
+          + " | ".join(f"{100 * m[rule].mean():.1f}" for rule in CANVAS_RULES)
+          + f" | {paired_text(vs_crop)} | {paired_text(vs_squash)} |")
+  out += ["", "Target: the served canvas is no worse than the squashed path "
+          "(paired mean of fit eval - squash crop >= 0 on the reported "
+          "split; \"better\" when its 90% interval is above 0)."]
+  for row, p in verdicts:
+    word = ("**met, better**" if p["low"] > 0 else
+            "**met**" if p["mean"] >= 0 else "**missed**")
+    out.append(f"* {row}: {word} ({paired_text(p)}).")
   return "\n".join(out)
 
 
