@@ -94,9 +94,7 @@ def main(argv):
     if not select_split:
       raise errors.UserError("--select_t_test needs --select_split (the "
                              "config has no data.select_split).")
-    if select_split == split:
-      raise errors.UserError(f"--select_split={select_split} is the evaluated "
-                             "split: the choice must be held out from it.")
+    pipeline.check_disjoint(config, select_split, split)
     decision, count = selection.select_setting(
         model, pipeline.eval_dataset(config, select_split), t_tests,
         config.model.num_classes)

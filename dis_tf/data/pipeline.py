@@ -340,6 +340,49 @@ def _read(builder, split, config):
       read_config=tfds.ReadConfig(shuffle_seed=config.train.seed))
 
 
+def split_file_names(config, split):
+  """The image file names of a split of the segmentation dataset.
+
+  Read without decoding images or masks, so that two splits can be checked
+  for shared images by name: tfds slices of one split ("val[:100]",
+  "val[50:]") and VOC's "trainval" (train + val) overlap in ways the split
+  strings alone do not show.
+
+  Args:
+    config: the `ExperimentConfig`.
+    split: a tfds split string.
+
+  Returns:
+    A set of file names (str).
+  """
+  builder = _prepared(config, "voc")
+  _read(builder, split, config)  # The split's errors, as every reader has.
+  skip = tfds.decode.SkipDecoding()
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={"image": skip, "mask": skip})
+  return {name.decode() for name in
+          ds.map(lambda ex: ex["file_name"]).as_numpy_iterator()}
+
+
+def check_disjoint(config, held_out, evaluated, flag="--select_split"):
+  """Raises `UserError` if `held_out` shares an image with `evaluated`.
+
+  Args:
+    config: the `ExperimentConfig`.
+    held_out: the split a setting is chosen on.
+    evaluated: the split that is reported.
+    flag: the flag naming `held_out`, for the message.
+  """
+  shared = split_file_names(config, held_out) & split_file_names(
+      config, evaluated)
+  if shared:
+    first = sorted(shared)[:3]
+    raise errors.UserError(
+        f"{flag}={held_out} shares {len(shared)} images with the evaluated "
+        f"split {evaluated} (e.g. {first}): the choice must be held out "
+        "from the reported images.")
+
+
 # ---------------------------------------------------------------------------
 # Datasets
 # ---------------------------------------------------------------------------
