@@ -1,0 +1,120 @@
+"""Class sets as data: the class file, the config and the fingerprint."""
+
+import numpy as np
+import pytest
+
+from dis_tf import classes
+from dis_tf import config as config_lib
+from dis_tf import errors
+from dis_tf import model_dir as model_dir_lib
+
+GOOD = """\
+# inspection photos
+background | #000000
+crack | #ff0000 | fissure, split
+rust  |         | corrosion
+paint
+"""
+
+
+def _write(tmp_path, text, name="classes.txt"):
+  path = tmp_path / name
+  path.write_text(text)
+  return str(path)
+
+
+def test_class_file_is_read_in_id_order_with_colours_and_synonyms(tmp_path):
+  class_set = classes.load_class_set(_write(tmp_path, GOOD))
+  assert class_set.names == ("background", "crack", "rust", "paint")
+  assert class_set.num_classes == 4
+  assert class_set.colors[1] == (255, 0, 0)
+  # No colour given: the VOC palette's colour of that id.
+  assert class_set.colors[2] == tuple(classes.voc_palette()[2])
+  assert class_set.synonyms[1] == ("fissure", "split")
+  palette = class_set.palette()
+  assert palette.shape == (256, 3) and palette.dtype == np.uint8
+  assert tuple(palette[1]) == (255, 0, 0)
+  assert tuple(palette[255]) == (224, 224, 192)
+  assert classes.ClassSet.from_json(class_set.to_json()) == class_set
+  # write_class_set round-trips.
+  out = str(tmp_path / "again.txt")
+  classes.write_class_set(class_set, out)
+  assert classes.load_class_set(out) == class_set
+
+
+def test_voc_class_file_is_the_shipped_voc_set(tmp_path):
+  path = _write(tmp_path, "\n".join(classes.VOC_CLASSES))
+  assert classes.load_class_set(path) is classes.VOC
+  assert classes.VOC.names == classes.VOC_CLASSES
+  assert (classes.VOC.palette() == classes.voc_palette()).all()
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("background\ncrack\ncrack\n", 3, "duplicate class name 'crack'"),
+    ("background\n | #ff0000\n", 2, "empty class name"),
+    ("background\ncrack | red\n", 2, "colour 'red' of 'crack' is not"),
+    ("background\ncrack | | split\nrust | | split\n", 3,
+     "'split' is already the name or a synonym of class 'crack'"),
+    ("background\nbad/name\n", 2, "class name 'bad/name' must start"),
+])
+def test_bad_class_file_is_one_line_naming_file_and_line(
+    tmp_path, text, line, message):
+  path = _write(tmp_path, text)
+  with pytest.raises(classes.ClassFileError) as e:
+    classes.load_class_set(path)
+  assert f"{path}:{line}: " in str(e.value)
+  assert message in str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_one_class_is_not_a_class_set(tmp_path):
+  path = _write(tmp_path, "# only\nbackground\n")
+  with pytest.raises(classes.ClassFileError, match="at least 2"):
+    classes.load_class_set(path)
+
+
+def test_config_takes_the_class_set_and_its_count(tmp_path):
+  path = _write(tmp_path, GOOD)
+  config = config_lib.resolve_config("tiny", {"data.classes": path})
+  assert config.model.num_classes == 4
+  assert classes.from_config(config).names[1] == "crack"
+  assert config.to_dict()["class_set"]["names"][3] == "paint"
+  again = config_lib.ExperimentConfig.from_dict(config.to_dict())
+  assert classes.from_config(again) == classes.from_config(config)
+  with pytest.raises(errors.UserError, match="model.num_classes=21: the "
+                     "class set"):
+    config_lib.resolve_config("tiny", {"data.classes": path,
+                                       "model.num_classes": 21})
+  # Without a class file: VOC, as before.
+  default = config_lib.resolve_config("synthetic")
+  assert default.class_set is None and default.model.num_classes == 21
+
+
+def test_class_file_in_voc_dir_is_used_and_must_agree(tmp_path):
+  voc = tmp_path / "voc"
+  voc.mkdir()
+  _write(voc, GOOD)
+  config = config_lib.resolve_config("tiny", {"data.voc_dir": str(voc)})
+  assert classes.from_config(config).names[-1] == "paint"
+  other = _write(tmp_path, "background\ncar\nroad\n", "other.txt")
+  with pytest.raises(errors.UserError) as e:
+    config_lib.resolve_config("tiny", {"data.voc_dir": str(voc),
+                                       "data.classes": other})
+  assert "3 classes (background, car, road)" in str(e.value)
+  assert "4 classes (background, crack, rust, paint)" in str(e.value)
+
+
+def test_class_names_are_fingerprinted(tmp_path):
+  voc_config = config_lib.resolve_config("tiny")
+  fields = model_dir_lib.training_fields(voc_config, "a")
+  # VOC runs: no new field, so their recorded fingerprints still match.
+  assert model_dir_lib.CLASS_NAMES_KEY not in fields
+  mine = config_lib.resolve_config("tiny", {
+      "data.classes": _write(tmp_path, GOOD)})
+  other = model_dir_lib.training_fields(mine, "a")
+  assert other[model_dir_lib.CLASS_NAMES_KEY][1] == "crack"
+  differences = {key: (old, new) for key, old, new in
+                 model_dir_lib.field_differences(fields, other)}
+  assert differences["model.num_classes"] == (21, 4)
+  old, new = differences[model_dir_lib.CLASS_NAMES_KEY]
+  assert old == list(classes.VOC_CLASSES) and new[1] == "crack"
