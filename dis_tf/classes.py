@@ -173,9 +173,28 @@ VOC = ClassSet(names=VOC_CLASSES, colors=default_colors(NUM_VOC_CLASSES),
 
 
 def from_config(config):
-  """The class set of an `ExperimentConfig` (VOC when it records none)."""
+  """The class set of an `ExperimentConfig`.
+
+  Args:
+    config: an `ExperimentConfig` (or anything with `class_set` and
+      `model.num_classes`).
+
+  Returns:
+    Its `class_set` as a `ClassSet`; without one (no class file), `VOC`, or
+    for a `model.num_classes` other than 21 the VOC names cut (or padded
+    with "class_<i>") to that count, as before class files.
+  """
   values = getattr(config, "class_set", None)
-  return VOC if values is None else ClassSet.from_json(values)
+  if values is not None:
+    return ClassSet.from_json(values)
+  model = getattr(config, "model", None)
+  count = getattr(model, "num_classes", NUM_VOC_CLASSES)
+  if count == NUM_VOC_CLASSES:
+    return VOC
+  names = (VOC_CLASSES + tuple(f"class_{i}" for i in range(
+      NUM_VOC_CLASSES, count)))[:count]
+  return ClassSet(names=names, colors=default_colors(count),
+                  synonyms=((),) * count, lexicon="voc")
 
 
 def load_class_set(path):
