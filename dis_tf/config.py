@@ -644,11 +644,11 @@ def tiny() -> ExperimentConfig:
   config.data.eval_split = "val"
   config.data.select_split = None
   config.data.shuffle_buffer = 100
-  config.train.phase_a_steps = 40
-  config.train.phase_b_steps = 10
-  config.train.phase_c_steps = 10
-  config.train.semi_steps = 20
-  config.train.steps_per_epoch = 20
+  config.train.phase_a_steps = 200
+  config.train.phase_b_steps = 20
+  config.train.phase_c_steps = 40
+  config.train.semi_steps = 60
+  config.train.steps_per_epoch = 100
   config.train.tensorboard_num_images = 2
   return config
 

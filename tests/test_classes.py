@@ -118,3 +118,30 @@ def test_class_names_are_fingerprinted(tmp_path):
   assert differences["model.num_classes"] == (21, 4)
   old, new = differences[model_dir_lib.CLASS_NAMES_KEY]
   assert old == list(classes.VOC_CLASSES) and new[1] == "crack"
+
+
+def test_captions_and_tags_of_a_class_set(tmp_path):
+  from dis_tf.data import captions  # pylint: disable=g-import-not-at-top
+  class_set = classes.load_class_set(_write(tmp_path, GOOD))
+  lexicon = captions.lexicon_for(class_set)
+  assert captions.parse_caption("two fissures and no corrosion",
+                                lexicon) == [1]
+  assert captions.parse_caption("rusty paint, cracks", lexicon) == [1, 3]
+  assert captions.tag_to_class_id("Background", lexicon) == 0
+  assert captions.tag_to_class_id("corrosion", lexicon) == 2
+  assert captions.tag_to_class_id("dog", lexicon) is None
+  # VOC keeps its lexicon files.
+  assert captions.lexicon_for(classes.VOC) is captions.load_lexicon()
+
+
+def test_data_prepared_with_other_classes_is_refused(tmp_path):
+  from dis_tf.data import voc  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "prepared"
+  folder.mkdir()
+  _write(folder, GOOD)
+  voc.check_folder_classes(str(folder),
+                           classes.load_class_set(folder / "classes.txt"))
+  with pytest.raises(errors.UserError) as e:
+    voc.check_folder_classes(str(folder), classes.VOC)
+  assert "4 classes (background, crack, rust, paint)" in str(e.value)
+  assert "21 classes (background, aeroplane" in str(e.value)
