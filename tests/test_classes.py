@@ -1,5 +1,7 @@
 """Class sets as data: the class file, the config and the fingerprint."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,20 @@ def test_data_prepared_with_other_classes_is_refused(tmp_path):
     voc.check_folder_classes(str(folder), classes.VOC)
   assert "4 classes (background, crack, rust, paint)" in str(e.value)
   assert "21 classes (background, aeroplane" in str(e.value)
+
+
+def test_resume_with_another_class_set_is_refused_naming_both(tmp_path):
+  from dis_tf import training  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "run")
+  voc_config = config_lib.resolve_config("tiny", {"model_dir": model_dir})
+  weights = model_dir_lib.phase_weights_path(model_dir, "a")
+  os.makedirs(os.path.dirname(weights))
+  open(weights, "w").close()
+  model_dir_lib.write_fingerprint(model_dir, voc_config, "a")
+  mine = config_lib.resolve_config("tiny", {
+      "model_dir": model_dir, "data.classes": _write(tmp_path, GOOD)})
+  with pytest.raises(model_dir_lib.ConfigMismatchError) as e:
+    training._check_fingerprints(mine, model_dir, ["a"], None)  # pylint: disable=protected-access
+  message = str(e.value)
+  assert "class_set.names: ['background', 'aeroplane'" in message
+  assert "['background', 'crack', 'rust', 'paint'] now" in message
