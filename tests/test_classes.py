@@ -164,3 +164,21 @@ def test_resume_with_another_class_set_is_refused_naming_both(tmp_path):
   message = str(e.value)
   assert "class_set.names: ['background', 'aeroplane'" in message
   assert "['background', 'crack', 'rust', 'paint'] now" in message
+
+
+def test_figures_and_tensorboard_grid_take_the_class_colours():
+  from dis_tf import visualization  # pylint: disable=g-import-not-at-top
+  class_set = classes.ClassSet(names=("background", "crack"),
+                               colors=((1, 2, 3), (250, 10, 20)),
+                               synonyms=((), ()))
+  labelmap = np.ones((8, 8), np.int64)
+  row = {"image": np.zeros((8, 8, 3), np.uint8),
+         "image_target": np.zeros((8, 8, 3), np.uint8),
+         "reconstruction": np.zeros((8, 8, 3), np.uint8),
+         "labelmaps": {0: labelmap}, "ground_truth": labelmap,
+         "file_name": "a.jpg"}
+  grid = visualization.grid_image([row], panel_size=8,
+                                  palette=class_set.palette())
+  colours = {tuple(c) for c in grid.reshape(-1, 3).tolist()}
+  assert (250, 10, 20) in colours
+  assert tuple(classes.voc_palette()[1]) not in colours
