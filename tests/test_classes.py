@@ -182,3 +182,29 @@ def test_figures_and_tensorboard_grid_take_the_class_colours():
   colours = {tuple(c) for c in grid.reshape(-1, 3).tolist()}
   assert (250, 10, 20) in colours
   assert tuple(classes.voc_palette()[1]) not in colours
+
+
+def test_client_writes_the_served_names_in_the_class_file_colours(
+    tmp_path, monkeypatch):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from dis_tf.serving import client as client_lib  # pylint: disable=g-import-not-at-top
+  class_set = classes.load_class_set(_write(tmp_path, GOOD))
+  image = tmp_path / "a.png"
+  Image.new("RGB", (3, 2)).save(image)
+  outputs = {
+      "class_ids": np.array([[[0, 1, 1], [2, 3, 0]]], np.int32),
+      "height": np.array([2]), "width": np.array([3]),
+      "tag_probabilities": np.array([[1.0, 0.9, 0.1, 0.8]], np.float32),
+      "class_names": np.array([[n.encode() for n in class_set.names]])}
+  monkeypatch.setattr(client_lib, "rest_predict",
+                      lambda *args, **kwargs: outputs)
+  (path,) = client_lib.run([str(image)], "http://localhost:8501",
+                           output_dir=str(tmp_path / "out"),
+                           class_set=class_set)
+  assert Image.open(path).getpalette()[3:6] == [255, 0, 0]
+  record = (tmp_path / "out/predictions.jsonl").read_text()
+  assert '"tags": ["crack", "paint"]' in record
+  with pytest.raises(errors.UserError, match="--classes names 21 classes"):
+    client_lib.run([str(image)], "http://localhost:8501",
+                   output_dir=str(tmp_path / "out2"),
+                   class_set=classes.VOC)
