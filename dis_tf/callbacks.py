@@ -209,27 +209,30 @@ class ImageSummaries(keras.callbacks.Callback):
   At every epoch end (the step of Keras's epoch scalars), one image tagged
   `val_images`: a row per example of `examples`, with the columns of
   `dis_tf.visualization.figure_columns`: the image, the image target I, the
-  reconstruction z3 after `t_test` latent steps, the labelmaps at t = 0 and
-  at `t_test` (VOC palette) and the ground truth. The predictions come from
-  the path of evaluation (`dis_tf.evaluation.predict`: `DISModel.infer`,
-  the latent loop compiled once per model and reused by a later
-  evaluation of the same model), so the grid shows what the evaluation
-  scores.
+  reconstruction z3 after `t_test` latent steps, the labelmaps at t = 0
+  and at `t_test` (the class colours) and the ground truth. The
+  predictions come from the path of evaluation
+  (`dis_tf.evaluation.predict`: `DISModel.infer`, the latent loop
+  compiled once per model and reused by a later evaluation of the same
+  model), so the grid shows what the evaluation scores.
 
   Args:
     log_dir: TensorBoard run directory.
     examples: list of batch-1 evaluation dicts ("image" [1, H, W, 3]
       normalised, "mask" [1, H, W], "file_name" [1]), the same every epoch.
     t_test: latent steps of the second labelmap and of z3.
+    palette: [256, 3] uint8 class colours of the run's class set (None:
+      VOC's).
   """
 
   TAG = "val_images"
 
-  def __init__(self, log_dir, examples, t_test):
+  def __init__(self, log_dir, examples, t_test, palette=None):
     super().__init__()
     self.log_dir = log_dir
     self.examples = list(examples)
     self.t_test = int(t_test)
+    self.palette = palette
     self._writer = None
 
   def grid(self):
@@ -239,7 +242,7 @@ class ImageSummaries(keras.callbacks.Callback):
     names = ", ".join(os.path.basename(r["file_name"]) for r in rows)
     caption = (f"Columns: {' | '.join(visualization.figure_columns(rows))}."
                f" Rows: {names}.")
-    return visualization.grid_image(rows), caption
+    return visualization.grid_image(rows, palette=self.palette), caption
 
   def on_epoch_end(self, epoch, logs=None):
     if self._writer is None:

@@ -21,6 +21,7 @@ import typing
 from typing import Any, Mapping, Optional
 
 from dis_tf import atomic
+from dis_tf import classes as classes_lib
 from dis_tf import errors
 
 # Values of the fields that take one of a few names (the flags are enums).
@@ -147,6 +148,10 @@ class DataConfig:
     data_dir: tensorflow-datasets data dir (where prepared datasets live).
     voc_dir: manual dir holding `VOCdevkit/VOC2012` (or the VOC2012 folder).
     weak_dir: a `web_tags` folder (images + annotations.jsonl), or None.
+    classes: a class file (`classes.txt`: names, colours, synonyms; see
+      `dis_tf.classes`). None: the `classes.txt` in `voc_dir` if there is
+      one (tools/prepare_data.py writes it), else the VOC 2012 classes.
+      Resolved into `ExperimentConfig.class_set` when a run starts.
     use_voc_weak_tags: add tag-only VOC images (no mask) to the weak stream.
     train_split: split of the fully labelled images.
     eval_split: split used by evaluation (tfds slices such as "val[100:]"
@@ -178,6 +183,7 @@ class DataConfig:
   data_dir: Optional[str] = None
   voc_dir: Optional[str] = None
   weak_dir: Optional[str] = None
+  classes: Optional[str] = None
   use_voc_weak_tags: bool = False
   train_split: str = "train"
   eval_split: str = "val"
@@ -295,6 +301,9 @@ class ExperimentConfig:
     train: optimisation.
     serving: bounds of a request to the exported model.
     model_dir: the training directory (see `dis_tf.model_dir`).
+    class_set: the run's classes (`dis_tf.classes.ClassSet.to_json()`:
+      names, colours, synonyms), resolved from `data.classes` when the run
+      starts (`resolve_classes`); None: the VOC 2012 classes. Not a flag.
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -304,6 +313,8 @@ class ExperimentConfig:
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
   model_dir: Optional[str] = None
+  class_set: Optional[dict] = dataclasses.field(
+      default=None, metadata={"resolved": True})
 
   def to_dict(self):
     return dataclasses.asdict(self)
@@ -478,7 +489,7 @@ def fields():
   hints = typing.get_type_hints(ExperimentConfig)
   docs = _attribute_docs(ExperimentConfig)
   for field in dataclasses.fields(ExperimentConfig):
-    if field.name not in _SECTIONS:
+    if field.name not in _SECTIONS and not field.metadata.get("resolved"):
       specs.append(_field_spec(field.name, hints[field.name], field, docs))
   return specs
 
@@ -516,7 +527,7 @@ def resolve_config(preset, overrides=None):
   """Builds the config of a run: a preset, then overrides.
 
   Args:
-    preset: a name in `PRESETS` ("synthetic" or "voc12").
+    preset: a name in `PRESETS` ("synthetic", "tiny" or "voc12").
     overrides: optional {dotted key: value} (see `apply_overrides`).
 
   Returns:
@@ -525,7 +536,61 @@ def resolve_config(preset, overrides=None):
   if preset not in PRESETS:
     raise errors.UserError(f"--preset={preset!r}: expected one of "
                            f"{sorted(PRESETS)}.")
-  return apply_overrides(PRESETS[preset](), overrides or {})
+  config = apply_overrides(PRESETS[preset](), overrides or {})
+  return resolve_classes(config, overrides)
+
+
+def resolve_classes(config, overrides=None):
+  """Reads the run's class set into `config.class_set` and the class count.
+
+  The class file is `data.classes`, else the `classes.txt` of `data.voc_dir`
+  (tools/prepare_data.py writes one), else none: the VOC 2012 classes
+  (`class_set` stays None). `model.num_classes` follows the class set.
+
+  Args:
+    config: an `ExperimentConfig`, changed in place.
+    overrides: the overrides it was built with; a `model.num_classes` among
+      them that differs from a class file's count is an error (without a
+      class file it stands, as before class files existed).
+
+  Returns:
+    `config`.
+
+  Raises:
+    UserError: the explicit class file and the one in `data.voc_dir` name
+      different classes, or `model.num_classes` contradicts the class set.
+  """
+  path = config.data.classes
+  in_folder = classes_lib.find_class_file(config.data.voc_dir)
+  class_set = classes_lib.VOC
+  if path:
+    class_set = classes_lib.load_class_set(path)
+    if in_folder:
+      folder_set = classes_lib.load_class_set(in_folder)
+      if not classes_lib.same_classes(class_set, folder_set):
+        raise errors.UserError(
+            f"data.classes={path} names {class_set.describe()}, but the "
+            f"data in {config.data.voc_dir} was prepared with {in_folder}: "
+            f"{folder_set.describe()}. Use one class set (prepare the data "
+            "again with the class file you train with).")
+  elif in_folder:
+    class_set = classes_lib.load_class_set(in_folder)
+  count = (overrides or {}).get("model.num_classes")
+  if class_set is classes_lib.VOC and not (path or in_folder):
+    # No class file: the VOC classes, and model.num_classes as given (as
+    # before class files existed).
+    config.class_set = None
+    return config
+  if count is not None and count != class_set.num_classes:
+    raise errors.UserError(
+        f"model.num_classes={count}: the class set "
+        f"({path or in_folder or 'VOC 2012, the default'}) has "
+        f"{class_set.describe()}; leave model.num_classes unset, it follows "
+        "the class set.")
+  config.model.num_classes = class_set.num_classes
+  config.class_set = None if class_set is classes_lib.VOC else (
+      class_set.to_json())
+  return config
 
 
 def synthetic() -> ExperimentConfig:
@@ -579,4 +644,22 @@ def voc12() -> ExperimentConfig:
   )
 
 
-PRESETS = {"synthetic": synthetic, "voc12": voc12}
+def tiny() -> ExperimentConfig:
+  """`synthetic` with a few steps per phase: tries the whole path (prepare,
+  train, evaluate, export, predict) on your own data in about a minute. Its
+  model is not trained to be good."""
+  config = synthetic()
+  config.latent.t_test = 10
+  config.data.eval_split = "val"
+  config.data.select_split = None
+  config.data.shuffle_buffer = 100
+  config.train.phase_a_steps = 200
+  config.train.phase_b_steps = 20
+  config.train.phase_c_steps = 40
+  config.train.semi_steps = 60
+  config.train.steps_per_epoch = 100
+  config.train.tensorboard_num_images = 2
+  return config
+
+
+PRESETS = {"synthetic": synthetic, "voc12": voc12, "tiny": tiny}

@@ -21,7 +21,8 @@ Library use (the tools are thin wrappers around these; the report formats
 are in `dis_tf.reports`, tag cleaning in `dis_tf.tag_cleaning`):
 
   results = evaluate_model(model, dataset, t_tests=(0, 10, 30))
-  markdown, csv = reports.format_table3(results, VOC_CLASSES)
+  markdown, csv = reports.format_table3(results, class_set.names)
+  # class_set = dis_tf.classes.from_config(config): the run's classes.
   write_summaries(results, summary_dir(model_dir, "val"))  # TensorBoard
 
 Size: over 450 lines because prediction, split scoring and the TensorBoard

@@ -25,6 +25,7 @@ from absl import logging
 import keras
 
 from dis_tf import atomic
+from dis_tf import classes
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf.config import ExperimentConfig
@@ -61,7 +62,10 @@ _SEMI_FIELDS = (
 
 # Every other field, named so that a new config field must be put in one
 # list or the other (tests/test_reliability_runs.py checks this).
-NOT_FINGERPRINTED = ("latent.t_test", "latent.update",
+NOT_FINGERPRINTED = ("latent.t_test",
+                     # Where the class file is: its names are
+                     # fingerprinted (CLASS_NAMES_KEY), not its path.
+                     "data.classes", "latent.update",
                      "latent.tag_refinement", "data.eval_crop_size",
                      "data.eval_split",
                      "data.select_split", "data.data_dir", "data.voc_dir",
@@ -77,6 +81,10 @@ NOT_FINGERPRINTED = ("latent.t_test", "latent.update",
                      # How the latent step is compiled, not what it computes
                      # (as with train.strategy, only float rounding moves).
                      "latent.jit_train_step")
+
+
+# The fingerprint key of the class names (`class_set`, a resolved field).
+CLASS_NAMES_KEY = "class_set.names"
 
 
 class ConfigMismatchError(errors.UserError):
@@ -102,6 +110,11 @@ def training_fields(config, phase):
   for dotted in keys:
     section, _, name = dotted.partition(".")
     fields[dotted] = getattr(getattr(config, section), name)
+  class_set = classes.from_config(config)
+  if not class_set.is_voc:
+    # The class names: a run on other classes is another training. Only
+    # for a non-VOC set, so the fingerprints of VOC runs do not change.
+    fields[CLASS_NAMES_KEY] = list(class_set.names)
   return json.loads(json.dumps(fields))  # As stored: JSON types.
 
 
@@ -144,6 +157,9 @@ def read_fingerprint(model_dir, phase):
 def field_differences(stored, current):
   """[(key, stored value, current value)] of the fields that differ."""
   missing = "<not set>"
+  # No class names recorded: the VOC classes (see `training_fields`).
+  stored = {CLASS_NAMES_KEY: list(classes.VOC_CLASSES), **stored}
+  current = {CLASS_NAMES_KEY: list(classes.VOC_CLASSES), **current}
   return [(key, stored.get(key, missing), current.get(key, missing))
           for key in sorted(set(stored) | set(current))
           if stored.get(key, missing) != current.get(key, missing)]

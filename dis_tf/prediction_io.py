@@ -187,27 +187,31 @@ def read_image(path):
 
 
 # ----------------------------------------------------------------- outputs
-def palette_png(class_ids):
-  """[H, W] class ids -> a "P"-mode PIL image with the VOC palette."""
+def palette_png(class_ids, palette=None):
+  """[H, W] class ids -> a "P"-mode PIL image with `palette` ([256, 3]
+  uint8, the class set's `ClassSet.palette()`; None: VOC's)."""
   image = Image.fromarray(np.asarray(class_ids, np.uint8), mode="P")
-  image.putpalette(voc_palette().reshape(-1).tolist())
+  palette = voc_palette() if palette is None else np.asarray(palette)
+  image.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
   return image
 
 
-def overlay(rgb, class_ids, alpha=OVERLAY_ALPHA):
+def overlay(rgb, class_ids, alpha=OVERLAY_ALPHA, palette=None):
   """The image with the class colours blended over non-background pixels.
 
   Args:
     rgb: [H, W, 3] uint8 image.
     class_ids: [H, W] class ids (0 background and 255 ignore stay clear).
     alpha: colour weight.
+    palette: [256, 3] uint8 class colours (None: VOC's).
 
   Returns:
     [H, W, 3] uint8.
   """
   rgb = np.asarray(rgb, np.float32)
   ids = np.asarray(class_ids, np.int64)
-  colours = voc_palette()[ids % 256].astype(np.float32)
+  palette = voc_palette() if palette is None else np.asarray(palette)
+  colours = palette[ids % 256].astype(np.float32)
   mask = ((ids != 0) & (ids != IGNORE_LABEL))[..., None]
   blended = np.where(mask, (1 - alpha) * rgb + alpha * colours, rgb)
   return np.round(blended).astype(np.uint8)
@@ -232,11 +236,14 @@ class PredictionWriter:
   Args:
     output_dir: the folder (created).
     tag_threshold: tag probability above which a class is a tag.
+    palette: [256, 3] uint8 colours of the labelmap PNGs and overlays (the
+      class set's; None: VOC's).
   """
 
-  def __init__(self, output_dir, tag_threshold=0.5):
+  def __init__(self, output_dir, tag_threshold=0.5, palette=None):
     self.output_dir = output_dir
     self.tag_threshold = float(tag_threshold)
+    self.palette = palette
     self.records = []
     self._stems = set()
     try:
@@ -275,9 +282,10 @@ class PredictionWriter:
     stem = self._unique_stem(source)
     labelmap_name, overlay_name = stem + LABELMAP_SUFFIX, stem + OVERLAY_SUFFIX
     _save_png(os.path.join(self.output_dir, labelmap_name),
-              palette_png(class_ids))
+              palette_png(class_ids, self.palette))
     _save_png(os.path.join(self.output_dir, overlay_name),
-              Image.fromarray(overlay(rgb, class_ids)))
+              Image.fromarray(overlay(rgb, class_ids,
+                                      palette=self.palette)))
     probs = [round(float(p), PROBABILITY_DECIMALS)
              for p in np.asarray(tag_probabilities)]
     present = sorted(int(c) for c in np.unique(class_ids) if c < len(names))

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from dis_tf import classes
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import prediction_io
@@ -79,12 +80,19 @@ class Segmenter:
     source: what was loaded (for messages).
     keep_alive: objects the serving function needs alive (the loaded
       SavedModel; the model and module of a training run).
+    class_colors: C (r, g, b) class colours (None: the VOC palette's); with
+      the VOC palette's other entries, `palette` ([256, 3] uint8) of the
+      labelmap PNGs.
   """
 
   def __init__(self, serving_steps, class_names, t_test, max_steps,
-               tag_threshold, source, keep_alive=None):
+               tag_threshold, source, keep_alive=None, class_colors=None):
     self._serving_steps = serving_steps
     self.class_names = tuple(class_names)
+    self.palette = classes.voc_palette(256)
+    if class_colors is not None:
+      self.palette[:len(self.class_names)] = np.asarray(
+          class_colors, np.uint8).reshape(-1, 3)
     self.t_test = int(t_test)
     self.max_steps = int(max_steps)
     self.tag_threshold = float(tag_threshold)
@@ -237,14 +245,17 @@ def _from_model_dir(model_dir, overrides, tag_threshold):
   config = model_dir_lib.load_config(model_dir, overrides)
   model = model_dir_lib.load_trained_model(model_dir, config)
   # The module the export would write, built in process.
+  class_set = classes.from_config(config)
   module = module_lib.build_serving_module(
       model, config.latent.t_test, config.data.eval_size(),
-      latent_step_size=config.latent.step_size)
+      latent_step_size=config.latent.step_size,
+      class_names=class_set.names, class_colors=class_set.colors)
   if tag_threshold is None:
     tag_threshold = config.latent.tag_threshold
   return Segmenter(module.serving_steps, module.class_names, module.t_test,
                    module_lib.DEFAULT_MAX_STEPS, tag_threshold,
-                   source=model_dir, keep_alive=(model, module))
+                   source=model_dir, keep_alive=(model, module),
+                   class_colors=module.class_colors)
 
 
 def _from_saved_model(path, overrides, tag_threshold):
@@ -272,7 +283,9 @@ def _from_saved_model(path, overrides, tag_threshold):
   return Segmenter(serving_steps,
                    [n.decode("utf-8") for n in metadata["class_names"]],
                    int(metadata["t_test"]), int(metadata["max_steps"]),
-                   tag_threshold, source=path, keep_alive=loaded)
+                   tag_threshold, source=path, keep_alive=loaded,
+                   # Exports from before class sets have no colours: VOC.
+                   class_colors=metadata.get("class_colors"))
 
 
 # ------------------------------------------------------------ file runs
@@ -322,7 +335,7 @@ def predict_files(segmenter, images, output_dir, t_test=None, batch_size=8,
   bar = prediction_io.Progress(len(paths)) if progress else None
   done = 0
   with prediction_io.PredictionWriter(
-      output_dir, segmenter.tag_threshold) as writer:
+      output_dir, segmenter.tag_threshold, segmenter.palette) as writer:
     for start in range(0, len(paths), batch_size):
       batch = []
       for path in paths[start:start + batch_size]:

@@ -21,19 +21,21 @@ from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
 
 
-def save_palette_png(labelmap, path):
-  """Writes class ids as a mode-"P" PNG with the VOC palette.
+def save_palette_png(labelmap, path, palette=None):
+  """Writes class ids as a mode-"P" PNG with the class colours.
 
   Args:
     labelmap: [H, W] integer ids in 0..255.
     path: output file (parent folders are created).
+    palette: [256, 3] uint8 colours (`ClassSet.palette()`; None: VOC's).
   """
   labelmap = np.asarray(labelmap)
   if labelmap.min(initial=0) < 0 or labelmap.max(initial=0) > 255:
     raise ValueError(f"{path}: label ids must be in 0..255.")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   image = Image.fromarray(labelmap.astype(np.uint8), mode="P")
-  image.putpalette(classes.voc_palette().reshape(-1).tolist())
+  palette = classes.voc_palette() if palette is None else palette
+  image.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())
   image.save(path)
 
 
@@ -53,7 +55,7 @@ def _ids(multi_hot):
 
 def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
                truth=None, limit=None, class_names=classes.VOC_CLASSES,
-               log_every=50, compiled=True):
+               log_every=50, compiled=True, palette=None):
   """Training-mode latent inference on weak images: cleaned tags + labelmaps.
 
   For each image the given (noisy) tags drive `t_train` latent steps
@@ -63,8 +65,8 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
   Writes `output_dir/cleaned_tags.jsonl` (one line per image: "file_name",
   "given_tags", "cleaned_tags" (class ids 1..C-1), their names,
   "tag_probabilities" (list indexed by class id, background 1),
-  "labelmap" (path relative to output_dir)) and the labelmaps as VOC palette
-  PNGs under `output_dir/labelmaps/`.
+  "labelmap" (path relative to output_dir)) and the labelmaps as palette
+  PNGs (the class colours) under `output_dir/labelmaps/`.
 
   Args:
     model: a `DISModel`.
@@ -80,6 +82,7 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
     class_names: names written next to ids.
     log_every: progress log period (0: never).
     compiled: run the latent loop in a `tf.function`.
+    palette: [256, 3] uint8 colours of the labelmap PNGs (None: VOC's).
 
   Returns:
     Dict with "num_images", "jsonl", "labelmap_dir", "seconds" and, with
@@ -116,7 +119,7 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
       cleaned[0] = 1.0  # Background is always present.
       labelmap = np.argmax(out["probabilities"], axis=-1).astype(np.uint8)
       rel_png = _labelmap_relpath(file_name)
-      save_palette_png(labelmap, os.path.join(output_dir, rel_png))
+      save_palette_png(labelmap, os.path.join(output_dir, rel_png), palette)
       record = {
           "file_name": file_name,
           "given_tags": _ids(given),

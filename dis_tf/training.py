@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from dis_tf import atomic
 from dis_tf import callbacks as callbacks_lib
+from dis_tf import classes
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import keras_compat
@@ -178,7 +179,7 @@ def _callbacks(config, phase, image_examples, write_dir=None):
     # Next to Keras's "train" run: TensorBoard shows phase_<p>/validation.
     callbacks.append(callbacks_lib.ImageSummaries(
         os.path.join(logs, "validation"), image_examples,
-        config.latent.t_test))
+        config.latent.t_test, classes.from_config(config).palette()))
   return callbacks
 
 

@@ -103,7 +103,7 @@ def _fit(panel, size, resample):
   return cell
 
 
-def grid_image(rows, panel_size=None):
+def grid_image(rows, panel_size=None, palette=None):
   """Tiles `figure_row`s into one uint8 image: a row per example.
 
   Columns as in `figure_columns` (image, image target, z3, the labelmaps,
@@ -117,6 +117,8 @@ def grid_image(rows, panel_size=None):
     rows: `figure_row` dicts with the same step counts.
     panel_size: cell side in pixels (default: the largest image side, at
       most `MAX_PANEL_SIZE`).
+    palette: [256, 3] uint8 class colours (`ClassSet.palette()`; None:
+      VOC's).
 
   Returns:
     uint8 [n * (panel_size + GRID_GAP) + GRID_GAP,
@@ -128,7 +130,7 @@ def grid_image(rows, panel_size=None):
   if panel_size is None:
     panel_size = min(MAX_PANEL_SIZE,
                      max(max(r["image"].shape[:2]) for r in rows))
-  palette = classes.voc_palette()
+  palette = classes.voc_palette() if palette is None else palette
   tiled = []
   for row in rows:
     cells = [_fit(row["image"], panel_size, Image.BILINEAR)]
@@ -152,7 +154,7 @@ def grid_image(rows, panel_size=None):
 
 
 def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
-                     title=None, panel_size=2.2, dpi=100):
+                     title=None, panel_size=2.2, dpi=100, palette=None):
   """Renders figure rows into one PNG grid with a class legend.
 
   Args:
@@ -162,6 +164,8 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
     title: optional figure title.
     panel_size: inches per panel.
     dpi: resolution.
+    palette: [256, 3] uint8 class colours (`ClassSet.palette()`; None:
+      VOC's).
 
   Returns:
     The path written.
@@ -177,7 +181,7 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
   has_truth = any(r["ground_truth"] is not None for r in rows)
   headers = figure_columns(rows)
   ncols, nrows = len(headers), len(rows)
-  palette = classes.voc_palette()
+  palette = classes.voc_palette() if palette is None else palette
   fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + 0.9),
                dpi=dpi)
   FigureCanvasAgg(fig)

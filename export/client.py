@@ -9,7 +9,8 @@
 Prints each image's tags (classes whose tag probability exceeds
 --tag_threshold) and the classes present in its labelmap, and writes the
 files of `tools/predict.py` (`dis_tf.prediction_io`) into --output_dir:
-`<stem>_labelmap.png` (class ids, VOC palette), `<stem>_overlay.png` and
+`<stem>_labelmap.png` (class ids; the colours of --classes, else the VOC
+palette), `<stem>_overlay.png` and
 `predictions.jsonl` ("t_test" is --steps, null without it).
 With --steps the `serving_steps` signature runs that many latent steps
 instead of the export's fixed t_test.
@@ -28,6 +29,7 @@ The library behind it is `dis_tf.serving.client`.
 
 from absl import flags
 
+from dis_tf import classes
 from dis_tf import errors
 from dis_tf.serving import client as client_lib
 
@@ -40,10 +42,11 @@ def main(argv):
       insecure=f.insecure, ca_file=f.ca_file,
       ssl_root_certs=f.ssl_root_certs, ssl_client_cert=f.ssl_client_cert,
       ssl_client_key=f.ssl_client_key)
+  class_set = classes.load_class_set(f.classes) if f.classes else None
   client_lib.run(f.images, f.server, protocol=f.protocol,
                  model_name=f.model_name, steps=f.steps, version=f.version,
                  output_dir=f.output_dir, tag_threshold=f.tag_threshold,
-                 connection=connection)
+                 connection=connection, class_set=class_set)
 
 
 def _define_flags():
@@ -60,6 +63,10 @@ def _define_flags():
   flags.DEFINE_string("output_dir", ".", "Where the labelmaps, overlays and "
                       "predictions.jsonl are written.")
   flags.DEFINE_float("tag_threshold", 0.5, "Printed-tag threshold.")
+  flags.DEFINE_string("classes", None,
+                      "The served model's class file (classes.txt): the "
+                      "labelmap PNGs and overlays take its colours (default: "
+                      "the VOC palette). Its names must be the served ones.")
   flags.DEFINE_float("timeout", client_lib.DEFAULT_TIMEOUT,
                      "Seconds for the whole request: connect, send, server "
                      "time and the full response.")

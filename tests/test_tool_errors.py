@@ -89,6 +89,10 @@ def _cases(run_dir, tmp):
            f"--export_dir={export_base}", "--version=1"], 1,
           f"error: --version=1: {export_base}/1 already exists; pick another "
           "version or omit --version."),
+      "prepare_data_missing_class_file": (
+          ["tools/prepare_data.py", f"--source={NOWHERE}",
+           f"--output={tmp}/prepared"], 1,
+          f"error: {NOWHERE}/classes.txt: class file does not exist."),
       "client_missing_image": (
           ["export/client.py", f"--images={NOWHERE}.jpg"], 1,
           f"error: {NOWHERE}.jpg: no such file."),
@@ -103,7 +107,7 @@ CASES = [
     "pseudo_label_study_missing_workdir",
     "demo_bad_t_test", "make_synthetic_small_images", "predict_two_sources",
     "predict_missing_image", "export_existing_version",
-    "client_missing_image"]
+    "client_missing_image", "prepare_data_missing_class_file"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -130,6 +134,8 @@ def _cases_tool(case):
   prefix = case.split("_")[0]
   if prefix == "make":
     return "tools/make_synthetic.py"
+  if prefix == "prepare":
+    return "tools/prepare_data.py"
   if prefix == "clean":
     return "tools/clean_tags.py"
   if prefix == "pseudo":

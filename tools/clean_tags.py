@@ -82,7 +82,8 @@ def main(argv):
       model, dataset, output_dir, t_train,
       tag_threshold=config.latent.tag_threshold, truth=truth,
       limit=FLAGS.limit,
-      class_names=classes.VOC_CLASSES[:config.model.num_classes])
+      class_names=classes.from_config(config).names,
+      palette=classes.from_config(config).palette())
   report["model_dir"] = os.path.abspath(FLAGS.model_dir)
   report["weak_dir"] = os.path.abspath(weak_dir)
   report_path = os.path.join(output_dir, "report.json")

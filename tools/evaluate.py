@@ -108,7 +108,7 @@ def main(argv):
   # "val[100:]" -> eval_val_100__ (no brackets or colons in folder names).
   output_dir = FLAGS.output_dir or os.path.join(
       FLAGS.model_dir, "eval_" + dis_flags.split_file_name(split))
-  class_names = classes.VOC_CLASSES[:config.model.num_classes]
+  class_names = classes.from_config(config).names
 
   dataset = pipeline.eval_dataset(config, split)
   logging.info("Evaluating %s on split %r, t_test=%s flip=%s scales=%s",

@@ -7,7 +7,7 @@ r"""Segments your own image files with a trained run or an exported model.
 
 --images takes files, folders (their .jpg / .jpeg / .png / .gif / .bmp
 files) and glob patterns, comma-separated. Per image, --output_dir gets
-<stem>_labelmap.png (class ids, VOC palette, the input's size),
+<stem>_labelmap.png (class ids in the class colours, the input's size),
 <stem>_overlay.png (the colours over the image) and one line of
 predictions.jsonl (file, tags, per-tag probabilities, t_test); the format
 is `dis_tf/prediction_io.py`'s, the one export/client.py writes too.

@@ -98,7 +98,8 @@ def main(argv):
     raise errors.UserError(f"--split={split}: no images.")
   path = visualization.visualize(
       model, examples, t_tests, output,
-      class_names=classes.VOC_CLASSES[:config.model.num_classes],
+      class_names=classes.from_config(config).names,
+      palette=classes.from_config(config).palette(),
       title=FLAGS.title)
   print(f"wrote {path} ({len(examples)} images, t = 0, "
         f"{', '.join(map(str, t_tests))})")

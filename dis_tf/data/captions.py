@@ -162,12 +162,15 @@ class Lexicon(dict):
     negation_suffixes: frozenset of suffix words ("free" for "car-free").
     endings: dict word ending -> class id ("man" -> person), for words
       that are not phrases themselves ("oarsman", "speedboat").
+    class_names: the names of the class ids (id 0: background).
   """
 
   def __init__(self, phrases, modifiers=(), kinship=(), negations=(),
-               negation_suffixes=(), endings=None, paths=()):
+               negation_suffixes=(), endings=None, paths=(),
+               class_names=classes.VOC_CLASSES):
     super().__init__(phrases)
     self.paths = tuple(paths)
+    self.class_names = tuple(class_names)
     self.endings = dict(endings or {})
     self.modifiers = frozenset(modifiers)
     self.kinship = frozenset(kinship)
@@ -362,6 +365,47 @@ def _load_lexicon(paths):
                  negation_suffixes=suffixes, endings=endings, paths=paths)
 
 
+def lexicon_for(class_set):
+  """The caption lexicon of a class set (`dis_tf.classes.ClassSet`).
+
+  The VOC class set (`lexicon="voc"`) has the package's lexicon files
+  (`load_lexicon()`). Any other has its names and synonyms, each with its
+  regular plural, and the negation cues of `voc_lexicon_web.txt` ("no",
+  "without", "-free", ...): no modifiers, kinship words or endings.
+
+  Args:
+    class_set: a `ClassSet`.
+
+  Returns:
+    A `Lexicon` (cached per class set).
+  """
+  if class_set.lexicon == "voc":
+    return load_lexicon()
+  return _class_set_lexicon(class_set)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_set_lexicon(class_set):
+  phrases = {}
+  for class_id, (name, synonyms) in enumerate(zip(class_set.names,
+                                                  class_set.synonyms)):
+    if not class_id:
+      continue
+    for words in [classes.phrase_words(name)] + [
+        tuple(s.split()) for s in synonyms]:
+      phrases.setdefault(words, class_id)
+      for plural in _lexicon_plurals(words[-1]):
+        phrases.setdefault(words[:-1] + (plural,), class_id)
+  negations, suffixes = set(), set()
+  for _, name, entries in _read_entries(WEB_LEXICON_PATH):
+    if name == NEGATION:
+      negations.update(p for p in entries if p not in phrases)
+    elif name == NEGATION_SUFFIX:
+      suffixes.update(p[0] for p in entries)
+  return Lexicon(phrases, negations=negations, negation_suffixes=suffixes,
+                 class_names=class_set.names)
+
+
 def _table(lexicon):
   if lexicon is None:
     return load_lexicon().table
@@ -523,9 +567,13 @@ def tag_to_class_id(tag, lexicon=None):
   """
   lexicon = load_lexicon() if lexicon is None else lexicon
   key = tag.strip().lower()
-  if key == classes.VOC_CLASSES[0]:
+  names = getattr(lexicon, "class_names", classes.VOC_CLASSES)
+  if key == names[0].lower():
     return 0
   words = tuple(key.replace("_", " ").split())
+  if words not in lexicon:
+    # "x-ray" as the parser splits it: ("x", "ray").
+    words = classes.phrase_words(key)
   if words in lexicon:
     return lexicon[words] or None
   if len(words) == 1 and isinstance(lexicon, Lexicon):

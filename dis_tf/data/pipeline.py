@@ -249,7 +249,8 @@ def builder_for(config, name):
           "config.data.voc_dir is not set: it must point at the "
           "folder holding VOCdevkit/VOC2012 (docs/DATA.md).")
     builder = voc.voc_builder(data.voc_dir, _data_dir(config),
-                              data.skip_bad_files, data.max_image_pixels)
+                              data.skip_bad_files, data.max_image_pixels,
+                              classes.from_config(config))
   elif name == "web_tags":
     if not data.weak_dir:
       raise errors.UserError(
@@ -257,7 +258,8 @@ def builder_for(config, name):
           "web_tags folder with annotations.jsonl (docs/DATA.md).")
     builder = web_tags.web_tags_builder(data.weak_dir, _data_dir(config),
                                         data.skip_bad_files,
-                                        data.max_image_pixels)
+                                        data.max_image_pixels,
+                                        classes.from_config(config))
   else:
     raise errors.UserError(
         f"Unknown dataset {name!r}; expected 'voc' or 'web_tags'.")

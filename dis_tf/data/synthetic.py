@@ -136,14 +136,17 @@ def _jittered_colour(rng, class_id):
   return np.array(colorsys.hsv_to_rgb(h % 1.0, s, min(v, 1.0))) * 255.0
 
 
-def generate_image(rng, height, width, num_objects=None):
+def generate_image(rng, height, width, num_objects=None,
+                   num_classes=classes.NUM_VOC_CLASSES):
   """Draws one synthetic image and its labelmap.
 
   Args:
     rng: NumPy Generator.
     height: image height in pixels.
     width: image width in pixels.
-    num_objects: objects to draw (random 1..3 if None).
+    num_objects: objects to draw (random 1..3 if None; at most
+      num_classes - 1).
+    num_classes: classes, background included (objects are 1..it - 1).
 
   Returns:
     (image, mask): uint8 [H, W, 3] and uint8 [H, W] class ids (no ignore
@@ -170,8 +173,9 @@ def generate_image(rng, height, width, num_objects=None):
   mask = np.zeros((height, width), np.uint8)
   if num_objects is None:
     num_objects = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-  class_ids = rng.choice(np.arange(1, classes.NUM_VOC_CLASSES),
-                         size=num_objects, replace=False)
+  class_ids = rng.choice(np.arange(1, num_classes),
+                         size=min(num_objects, num_classes - 1),
+                         replace=False)
   for class_id in class_ids:
     region = _blob(rng, yy, xx, height, width)
     colour = _jittered_colour(rng, int(class_id))

@@ -118,7 +118,8 @@ def _open_image(path, max_pixels, what="image"):
     Image.MAX_IMAGE_PIXELS = saved
 
 
-def read_label_png(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+def read_label_png(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                   class_set=None):
   """Reads a segmentation mask PNG as class ids.
 
   Palette ('P') PNGs -- the VOC format -- are read as their palette
@@ -130,6 +131,7 @@ def read_label_png(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   Args:
     path: PNG file.
     max_pixels: largest width * height decoded (None: no limit).
+    class_set: the `ClassSet` whose colours an RGB mask is in (None: VOC).
 
   Returns:
     uint8 NumPy array [H, W] of stored ids (not yet range-checked; see
@@ -157,14 +159,14 @@ def read_label_png(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   except (OSError, SyntaxError, ValueError,
           Image.DecompressionBombError) as e:
     raise BadFileError(f"{path}: corrupt or truncated mask PNG ({e}).") from e
-  return _colours_to_ids(rgb, path)
+  return _colours_to_ids(rgb, path, class_set or classes.VOC)
 
 
-def _colours_to_ids(rgb, path):
-  """Maps VOC palette colours to ids; unknown colours are an error."""
-  palette = classes.voc_palette(256).astype(np.int32)
+def _colours_to_ids(rgb, path, class_set):
+  """Maps class colours to ids; unknown colours are an error."""
+  palette = class_set.palette().astype(np.int32)
   codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
-  valid = np.concatenate([np.arange(classes.NUM_VOC_CLASSES),
+  valid = np.concatenate([np.arange(class_set.num_classes),
                           [classes.IGNORE_LABEL]])
   table = dict(zip(codes[valid].tolist(), valid.tolist()))
   pix = rgb.astype(np.int32)
@@ -173,8 +175,10 @@ def _colours_to_ids(rgb, path):
   unknown = [u for u in uniq.tolist() if u not in table]
   if unknown:
     shown = [((u >> 16) & 255, (u >> 8) & 255, u & 255) for u in unknown[:5]]
+    which = "VOC class colours" if class_set.is_voc else (
+        "colours of the classes in classes.txt")
     raise BadFileError(
-        f"{path}: RGB mask contains colours that are not VOC class colours, "
+        f"{path}: RGB mask contains colours that are not {which}, "
         f"e.g. {shown}.")
   ids = np.array([table[u] for u in uniq.tolist()], dtype=np.uint8)
   return ids[inverse].reshape(pix_codes.shape)
@@ -191,10 +195,10 @@ def check_mask_ids(mask, path, num_classes=classes.NUM_VOC_CLASSES):
         f"{classes.IGNORE_LABEL} (ignore).")
 
 
-def tags_from_mask(mask):
-  """Object classes (1..20) present in a mask, sorted."""
+def tags_from_mask(mask, num_classes=classes.NUM_VOC_CLASSES):
+  """Object classes (1..num_classes - 1) present in a mask, sorted."""
   present = np.unique(mask)
-  return [int(v) for v in present if 0 < v < classes.NUM_VOC_CLASSES]
+  return [int(v) for v in present if 0 < v < num_classes]
 
 
 def read_rgb_image(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
@@ -258,15 +262,17 @@ def encode_png(array):
   return buffer.getvalue()
 
 
-def write_label_png(path, mask):
-  """Writes class ids as a VOC palette PNG (the SegmentationClass format).
+def write_label_png(path, mask, class_set=None):
+  """Writes class ids as a palette PNG (the SegmentationClass format).
 
   Args:
     path: output file.
     mask: uint8 [H, W] class ids (255 = ignore).
+    class_set: whose colours the palette holds (None: VOC).
   """
   img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-  img.putpalette(_PALETTE_LIST)
+  img.putpalette(_PALETTE_LIST if class_set is None else
+                 class_set.palette().reshape(-1).tolist())
   img.save(path, format="PNG")
 
 
@@ -319,7 +325,8 @@ class SkipCounter:
 
 
 def source_fingerprint(root, index_files, skip_bad_files,
-                       max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+                       max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                       class_set=None):
   """A short hash of a source folder, for the tfds builder-config name.
 
   tfds caches prepared data under data_dir/<name>/<config>/<version>; hashing
@@ -334,6 +341,8 @@ def source_fingerprint(root, index_files, skip_bad_files,
     skip_bad_files: part of the name, since it changes the content.
     max_image_pixels: the builders' pixel limit; hashed when it is not the
       default (so the names of existing datasets do not change).
+    class_set: the `ClassSet` the data is read with; hashed when it is not
+      VOC's (for the same reason).
 
   Returns:
     e.g. "src_0123456789ab" (or "src_..._skip").
@@ -346,6 +355,8 @@ def source_fingerprint(root, index_files, skip_bad_files,
                f"{st.st_mtime_ns}".encode("utf-8"))
   if max_image_pixels != DEFAULT_MAX_IMAGE_PIXELS:
     h.update(f"|max_image_pixels={max_image_pixels}".encode("utf-8"))
+  if class_set is not None and class_set != classes.VOC:
+    h.update(f"|classes={classes.dumps(class_set)}".encode("utf-8"))
   name = "src_" + h.hexdigest()[:12]
   return name + "_skip" if skip_bad_files else name
 
@@ -474,7 +485,7 @@ def _tags_only_entries(root, main_lists):
   return entries
 
 
-def read_xml_tags(path):
+def read_xml_tags(path, names=classes.VOC_CLASSES):
   """Object classes (ids 1..20) named in a VOC XML annotation.
 
   Args:
@@ -496,11 +507,12 @@ def read_xml_tags(path):
   for obj in tree.getroot().iter("object"):
     name_el = obj.find("name")
     name = (name_el.text or "").strip() if name_el is not None else ""
-    if name not in classes.VOC_CLASSES[1:]:
+    if name not in names[1:]:
       raise BadFileError(
-          f"{path}: object name {name!r} is not a VOC class "
-          f"{list(classes.VOC_CLASSES[1:])}.")
-    ids.add(classes.VOC_CLASSES.index(name))
+          f"{path}: object name {name!r} is not a "
+          f"{'VOC ' if tuple(names) == classes.VOC_CLASSES else ''}class "
+          f"{list(names[1:])}.")
+    ids.add(tuple(names).index(name))
   if not ids:
     raise BadFileError(f"{path}: no <object> in the annotation (empty tag "
                        "list).")
@@ -523,11 +535,18 @@ class VocSegmentationConfig(tfds.core.BuilderConfig):
     skip_bad_files: skip (count, log) bad files instead of raising.
     max_image_pixels: larger images are bad files (not decoded); None: no
       limit.
+    class_set: the dataset's `ClassSet` (None: VOC).
   """
 
   source_dir: Optional[str] = None
   skip_bad_files: bool = False
   max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
+  class_set: Optional[classes.ClassSet] = None
+
+
+def config_class_set(builder_config):
+  """The `ClassSet` of a builder config (VOC when it has none)."""
+  return getattr(builder_config, "class_set", None) or classes.VOC
 
 
 class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
@@ -560,7 +579,8 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
             "mask": tfds.features.Image(
                 shape=(None, None, 1), encoding_format="png"),
             "tags": tfds.features.Sequence(
-                tfds.features.ClassLabel(names=list(classes.VOC_CLASSES))),
+                tfds.features.ClassLabel(names=list(
+                    config_class_set(self.builder_config).names))),
             "file_name": tfds.features.Text(),
         }),
         homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
@@ -614,6 +634,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, root, list_path, mask_folder, split):
     counter = SkipCounter(self.builder_config.skip_bad_files,
                           f"voc2012_segmentation/{split}")
+    class_set = config_class_set(self.builder_config)
     for line_no, name in read_list(list_path, root):
       try:
         image_path = safe_paths.resolve_inside(
@@ -625,13 +646,13 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
           raise BadFileError(
               f"{mask_path}: mask of {name!r} (listed in {list_path}:"
               f"{line_no}) does not exist.")
-        mask = read_label_png(mask_path, self._max_pixels)
+        mask = read_label_png(mask_path, self._max_pixels, class_set)
         if mask.shape != image.shape[:2]:
           raise BadFileError(
               f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) "
               f"differs from its image {image_path} "
               f"{image.shape[1]}x{image.shape[0]}.")
-        check_mask_ids(mask, mask_path)
+        check_mask_ids(mask, mask_path, class_set.num_classes)
       except BadFileError as e:
         counter.bad(e)
         continue
@@ -639,7 +660,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
       yield name, {
           "image": encoded,
           "mask": encode_png(mask),
-          "tags": tags_from_mask(mask),
+          "tags": tags_from_mask(mask, class_set.num_classes),
           "file_name": name,
       }
     counter.report()
@@ -653,7 +674,8 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
             root, f"JPEGImages/{name}.jpg", path, line_no)
         xml_path = safe_paths.resolve_inside(
             root, f"Annotations/{name}.xml", path, line_no)
-        tags = read_xml_tags(xml_path)
+        tags = read_xml_tags(
+            xml_path, config_class_set(self.builder_config).names)
         image, encoded = read_rgb_image(image_path, self._max_pixels)
       except BadFileError as e:
         counter.bad(e)
@@ -670,7 +692,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
 
 
 def voc_builder(voc_dir, data_dir, skip_bad_files=False,
-                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, class_set=None):
   """The VOC builder for a given source folder.
 
   Args:
@@ -679,21 +701,48 @@ def voc_builder(voc_dir, data_dir, skip_bad_files=False,
     data_dir: tfds data dir where the prepared dataset lives.
     skip_bad_files: skip and count bad files instead of raising.
     max_image_pixels: larger images are bad files (None: no limit).
+    class_set: the run's `ClassSet` (None: VOC). A `classes.txt` in the
+      folder (tools/prepare_data.py writes one) must name the same classes.
 
   Returns:
     A `Voc2012Segmentation` whose config name is a fingerprint of `voc_dir`
     (see `source_fingerprint`); call `download_and_prepare()` on it.
   """
   root = find_voc_root(voc_dir)
+  class_set = class_set or classes.VOC
+  check_folder_classes(voc_dir, class_set)
   name = source_fingerprint(root, voc_index_files(root), skip_bad_files,
-                            max_image_pixels)
+                            max_image_pixels, class_set)
   return cached_builder(
       Voc2012Segmentation, data_dir, VocSegmentationConfig(
           name=name,
           description=f"VOC 2012 read from {os.path.realpath(voc_dir)}",
           source_dir=os.path.realpath(voc_dir),
           skip_bad_files=skip_bad_files,
-          max_image_pixels=max_image_pixels))
+          max_image_pixels=max_image_pixels,
+          class_set=None if class_set.is_voc else class_set))
+
+
+def check_folder_classes(folder, class_set):
+  """Refuses a data folder prepared with another class set.
+
+  Args:
+    folder: a VOC-layout or web-tag folder.
+    class_set: the run's `ClassSet`.
+
+  Raises:
+    UserError: the folder's `classes.txt` names other classes; the message
+      names both sets.
+  """
+  path = classes.find_class_file(folder)
+  if path is None:
+    return
+  folder_set = classes.load_class_set(path)
+  if not classes.same_classes(folder_set, class_set):
+    raise errors.UserError(
+        f"{folder} was prepared with {path}: {folder_set.describe()}; this "
+        f"run's class set has {class_set.describe()}. Train on data "
+        "prepared with the run's classes, or start a new --model_dir.")
 
 
 _BUILDERS = {}

@@ -84,10 +84,15 @@ def parse_annotation_line(line, path, line_no, lexicon=None):
       elif class_id > 0:
         ids.add(class_id)
     if unknown:
+      names = getattr(lexicon, "class_names", classes.VOC_CLASSES)
+      if tuple(names) == classes.VOC_CLASSES:
+        raise errors.UserError(
+            f"{where}: unknown tag name(s) {unknown}; use VOC class names "
+            f"{list(classes.VOC_CLASSES[1:])} or synonyms from "
+            f"{captions.LEXICON_PATH}.")
       raise errors.UserError(
-          f"{where}: unknown tag name(s) {unknown}; use VOC class names "
-          f"{list(classes.VOC_CLASSES[1:])} or synonyms from "
-          f"{captions.LEXICON_PATH}.")
+          f"{where}: unknown tag name(s) {unknown}; use class names "
+          f"{list(names[1:])} or their synonyms in classes.txt.")
     return record["image"], sorted(ids), caption
   if "caption" not in record:
     raise errors.UserError(f"{where}: needs a 'tags' list or a 'caption'.")
@@ -106,11 +111,13 @@ class WebTagsConfig(tfds.core.BuilderConfig):
       errors: they are mistakes in the index, not in one image.
     max_image_pixels: larger images are bad files (not decoded); None: no
       limit.
+    class_set: the `ClassSet` tags are read with (None: VOC).
   """
 
   source_dir: Optional[str] = None
   skip_bad_files: bool = False
   max_image_pixels: Optional[int] = voc.DEFAULT_MAX_IMAGE_PIXELS
+  class_set: Optional[classes.ClassSet] = None
 
 
 class WebTags(tfds.core.GeneratorBasedBuilder):
@@ -134,7 +141,8 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(None, None, 3)),
             "tags": tfds.features.Sequence(
-                tfds.features.ClassLabel(names=list(classes.VOC_CLASSES))),
+                tfds.features.ClassLabel(names=list(
+                    voc.config_class_set(self.builder_config).names))),
             "file_name": tfds.features.Text(),
             "caption": tfds.features.Text(),
         }),
@@ -154,7 +162,9 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, root, path):
     counter = voc.SkipCounter(self.builder_config.skip_bad_files,
                               f"web_tags ({path})")
-    lexicon = captions.load_lexicon()
+    class_set = voc.config_class_set(self.builder_config)
+    lexicon = captions.lexicon_for(class_set)
+    which = "VOC class" if class_set.is_voc else "class of classes.txt"
     seen = {}
     num_lines = 0
     with open(path, encoding="utf-8") as f:
@@ -175,7 +185,7 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
         if not tags:
           raise voc.BadFileError(
               f"{path}:{line_no}: empty tag list for {rel!r}"
-              + (f" (caption {caption!r} names no VOC class)" if caption
+              + (f" (caption {caption!r} names no {which})" if caption
                  else "") + ".")
         _, encoded = voc.read_rgb_image(
             image_path, self.builder_config.max_image_pixels)
@@ -195,7 +205,8 @@ class WebTags(tfds.core.GeneratorBasedBuilder):
 
 
 def web_tags_builder(weak_dir, data_dir, skip_bad_files=False,
-                     max_image_pixels=voc.DEFAULT_MAX_IMAGE_PIXELS):
+                     max_image_pixels=voc.DEFAULT_MAX_IMAGE_PIXELS,
+                     class_set=None):
   """The web-tag builder for a given folder.
 
   Args:
@@ -203,10 +214,14 @@ def web_tags_builder(weak_dir, data_dir, skip_bad_files=False,
     data_dir: tfds data dir.
     skip_bad_files: skip and count bad files instead of raising.
     max_image_pixels: larger images are bad files (None: no limit).
+    class_set: the run's `ClassSet` (None: VOC); a `classes.txt` in the
+      folder must name the same classes.
 
   Returns:
     A `WebTags` builder whose config name fingerprints `weak_dir`.
   """
+  class_set = class_set or classes.VOC
+  voc.check_folder_classes(weak_dir, class_set)
   if not os.path.isfile(os.path.join(weak_dir, ANNOTATIONS)):
     raise errors.MissingFileError(
         f"{weak_dir}: no {ANNOTATIONS}; weak_dir must be a web-tag folder "
@@ -214,11 +229,12 @@ def web_tags_builder(weak_dir, data_dir, skip_bad_files=False,
   config = WebTagsConfig(
       name=voc.source_fingerprint(
           weak_dir, [os.path.join(weak_dir, ANNOTATIONS)], skip_bad_files,
-          max_image_pixels),
+          max_image_pixels, class_set),
       description=f"web tags read from {os.path.realpath(weak_dir)}",
       source_dir=os.path.realpath(weak_dir),
       skip_bad_files=skip_bad_files,
-      max_image_pixels=max_image_pixels)
+      max_image_pixels=max_image_pixels,
+      class_set=None if class_set.is_voc else class_set)
   return voc.cached_builder(WebTags, data_dir, config)
 
 

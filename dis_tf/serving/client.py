@@ -427,13 +427,16 @@ def labelmap(outputs, index):
   return np.asarray(outputs["class_ids"][index])[:height, :width]
 
 
-def colorize(class_ids):
-  """[H, W] class ids -> [H, W, 3] uint8 VOC colours."""
-  return voc_palette()[np.asarray(class_ids, np.int64) % 256]
+def colorize(class_ids, palette=None):
+  """[H, W] class ids -> [H, W, 3] uint8 colours of `palette` ([256, 3],
+  `ClassSet.palette()`; None: VOC's)."""
+  palette = voc_palette() if palette is None else np.asarray(palette)
+  return palette[np.asarray(class_ids, np.int64) % 256]
 
 
 def run(paths, server, protocol="rest", model_name="dis", steps=None,
-        version=None, output_dir=".", tag_threshold=0.5, connection=None):
+        version=None, output_dir=".", tag_threshold=0.5, connection=None,
+        class_set=None):
   """Predicts `paths`, prints tags and writes the prediction files.
 
   Args:
@@ -447,6 +450,9 @@ def run(paths, server, protocol="rest", model_name="dis", steps=None,
     tag_threshold: tag probability threshold of the printed and written
       tags.
     connection: a `Connection` (transport security, timeout, size limit).
+    class_set: the served model's `ClassSet` (its classes.txt), for the
+      labelmap colours; its names must be the served ones. None: the VOC
+      palette (the served names are used either way).
 
   Returns:
     The list of labelmap PNG paths written.
@@ -460,9 +466,19 @@ def run(paths, server, protocol="rest", model_name="dis", steps=None,
   outputs = predict(server, model_name, [image.data for image in images],
                     steps=steps, version=version, connection=connection)
   written = []
+  palette = None
+  if class_set is not None:
+    served = tuple(_text(n) for n in outputs["class_names"][0])
+    if served != tuple(class_set.names):
+      raise errors.UserError(
+          f"--classes names {class_set.describe()}, but the served model's "
+          f"classes are {len(served)} ({', '.join(served[:8])}"
+          f"{', ...' if len(served) > 8 else ''}).")
+    palette = class_set.palette()
   # The files of tools/predict.py (dis_tf.prediction_io), so that a served
   # and an in-process prediction of an image are identical files.
-  with prediction_io.PredictionWriter(output_dir, tag_threshold) as writer:
+  with prediction_io.PredictionWriter(output_dir, tag_threshold,
+                                      palette) as writer:
     for i, image in enumerate(images):
       record = writer.write(
           image.path, image.rgb, labelmap(outputs, i),

@@ -24,6 +24,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from dis_tf import atomic
+from dis_tf import classes
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf.serving import module as module_lib
@@ -155,7 +156,8 @@ def _version_directory(export_dir, version):
 
 def export_saved_model(model, export_dir, t_test=30, input_size=None,
                        latent_step_size=None, version=None, class_names=None,
-                       bounds=None, model_name="dis", warmup=True):
+                       bounds=None, model_name="dis", warmup=True,
+                       class_colors=None):
   """Writes `model` as version `version` under the base path `export_dir`.
 
   The SavedModel goes to a temporary directory inside `export_dir` (not an
@@ -169,6 +171,7 @@ def export_saved_model(model, export_dir, t_test=30, input_size=None,
     latent_step_size: latent step size; None uses the model's.
     version: integer version; None takes the next free one.
     class_names: C class names; None derives them from the model.
+    class_colors: C (r, g, b) class colours; None: the VOC palette's.
     bounds: the request bounds, a `dis_tf.config.ServingConfig` (None: the
       defaults); recorded in the `metadata` signature.
     model_name: model name written into the warmup requests.
@@ -193,7 +196,8 @@ def export_saved_model(model, export_dir, t_test=30, input_size=None,
     input_size = model.eval_crop_size
   bounds = _check_warmup_fits(bounds, input_size, t_test)
   module = module_lib.build_serving_module(
-      model, t_test, input_size, latent_step_size, class_names, bounds)
+      model, t_test, input_size, latent_step_size, class_names, bounds,
+      class_colors)
   with _version_directory(export_dir, version) as tmp:
     tf.saved_model.save(module, tmp, signatures=module.signatures())
     if warmup:
@@ -221,9 +225,11 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
     The path of the written version directory.
   """
   config, model = model_dir_lib.load(model_dir, overrides)
+  class_set = classes.from_config(config)
   return export_saved_model(
       model, export_dir, t_test=config.latent.t_test,
       input_size=(config.data.eval_size() if input_size is None
                   else input_size),
       latent_step_size=config.latent.step_size, version=version,
-      bounds=config.serving, model_name=model_name)
+      bounds=config.serving, model_name=model_name,
+      class_names=class_set.names, class_colors=class_set.colors)

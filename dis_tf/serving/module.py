@@ -35,7 +35,8 @@ resized, aspect kept, padded with the mean colour:
 `dis_tf.image_ops.fit_to_canvas`, the rule evaluation and the t_test /
 refinement selection use), and the prediction is mapped back to the image.
 
-Outputs of `metadata`: class_names string [C], t_test int32 [],
+Outputs of `metadata`: class_names string [C], class_colors uint8 [C, 3]
+(the labelmap colours of the run's class set), t_test int32 [],
 input_size int32 [2], resize_rule string [] (`image_ops.RESIZE_RULE`),
 tag_refinement string [] ("off", "paper" or "bias=b": the final
 prediction, chosen on the selection split like t_test),
@@ -49,12 +50,14 @@ naming it (see `dis_tf.serving.inputs`).
 import dataclasses
 import functools
 
+import numpy as np
+
 import tensorflow as tf
 
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import image_ops
-from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES
+from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES, voc_palette
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling import subnets
 from dis_tf.serving import inputs
@@ -225,10 +228,12 @@ class DISServingModule(tf.Module):
     class_names: C class names; None derives them from `model.num_classes`.
     bounds: the request bounds, a `dis_tf.config.ServingConfig` (None: the
       defaults).
+    class_colors: C (r, g, b) class colours, in `metadata` (None: the VOC
+      palette's first C).
   """
 
   def __init__(self, model, t_test, input_size, latent_step_size=None,
-               class_names=None, bounds=None):
+               class_names=None, bounds=None, class_colors=None):
     super().__init__(name="dis_serving")
     if t_test < 0:
       raise errors.UserError(f"--t_test must be >= 0, got {t_test}.")
@@ -246,6 +251,13 @@ class DISServingModule(tf.Module):
     if len(class_names) != model.num_classes:
       raise ValueError(f"{len(class_names)} class names for a model with "
                        f"{model.num_classes} classes.")
+    if class_colors is None:
+      class_colors = voc_palette()[:len(class_names)]
+    class_colors = np.asarray(class_colors, np.uint8).reshape(-1, 3)
+    if len(class_colors) != len(class_names):
+      raise ValueError(f"{len(class_colors)} class colours for "
+                       f"{len(class_names)} classes.")
+    self._class_colors = class_colors
     # Tracked: the raw variables only (the root fix of the duplicate
     # variables); the model itself stays out of the object graph.
     self.model_variables = _underlying_variables(model)
@@ -291,6 +303,7 @@ class DISServingModule(tf.Module):
     def metadata():
       return {
           "class_names": tf.constant(list(class_names), tf.string),
+          "class_colors": tf.constant(class_colors, tf.uint8),
           "t_test": tf.constant(t_test, tf.int32),
           "input_size": tf.constant([size, size], tf.int32),
           "resize_rule": tf.constant(image_ops.RESIZE_RULE),
@@ -332,6 +345,11 @@ class DISServingModule(tf.Module):
     return self._class_names
 
   @property
+  def class_colors(self):
+    """uint8 [C, 3] class colours."""
+    return self._class_colors
+
+  @property
   def bounds(self):
     return self._bounds
 
@@ -363,7 +381,7 @@ def check_bounds(bounds):
 
 
 def build_serving_module(model, t_test, input_size, latent_step_size=None,
-                         class_names=None, bounds=None):
+                         class_names=None, bounds=None, class_colors=None):
   """Builds the `DISServingModule` that `export_saved_model` writes.
 
   Args:
@@ -374,13 +392,15 @@ def build_serving_module(model, t_test, input_size, latent_step_size=None,
     class_names: C class names; None derives them from the model.
     bounds: the request bounds (`dis_tf.config.ServingConfig`; None: the
       defaults).
+    class_colors: C (r, g, b) class colours (None: VOC's).
 
   Returns:
     A `DISServingModule`.
   """
   return DISServingModule(model, t_test, input_size,
                           latent_step_size=latent_step_size,
-                          class_names=class_names, bounds=bounds)
+                          class_names=class_names, bounds=bounds,
+                          class_colors=class_colors)
 
 
 def predict_in_process(model, images, t_test, input_size,
