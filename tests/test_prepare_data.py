@@ -37,6 +37,7 @@ def test_plain_folder_becomes_the_voc_layout_and_web_tags(source, tmp_path):
   assert (report["train"], report["val"]) == (6, 2)
   assert report["weak_images"] == 6 and report["captions_parsed"] == 6
   assert report["files_skipped"] == 0
+  assert report["largest_side"] == 32  # The fixture's square images.
   assert sum(report["tags_per_class"].values()) >= 6
   root = out / "VOC2012"
   train = (root / "ImageSets/Segmentation/train.txt").read_text().split()
@@ -198,6 +199,7 @@ def test_tool_prints_counts_and_one_error_line(source, tmp_path, run_tool):
   assert "labelled images: 8 with masks (train 6, val 2)" in proc.stdout
   assert "pixels per class: background" in proc.stdout
   assert "files skipped: 0" in proc.stdout
+  assert "largest labelled image side: 32 px" in proc.stdout
   path, _ = _break(source, "mask size differs")
   proc = run_tool("tools/prepare_data.py", f"--source={source}",
                   f"--output={tmp_path / 'out2'}", check=False)

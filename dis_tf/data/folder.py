@@ -288,7 +288,7 @@ def prepare_folder(source, output, val_fraction=0.2, skip_bad_files=False,
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
       os.makedirs(os.path.join(root, sub))
     pixels = np.zeros(256, np.int64)
-    kept = []
+    kept, largest = [], 0
     for stem in sorted(set(images) & set(masks)):
       image_path = os.path.join(labelled, "images", images[stem])
       mask_path = os.path.join(labelled, "masks", masks[stem])
@@ -305,6 +305,7 @@ def prepare_folder(source, output, val_fraction=0.2, skip_bad_files=False,
                                        stem + ".png"), mask, class_set)
       pixels += np.bincount(mask.reshape(-1), minlength=256)
       kept.append(stem)
+      largest = max(largest, *mask.shape[:2])
     lists = [os.path.join(labelled, f"{s}.txt") for s in ("train", "val")]
     train, val = split_ids(kept, val_fraction,
                            *[p if os.path.isfile(p) else None for p in lists])
@@ -350,7 +351,7 @@ def prepare_folder(source, output, val_fraction=0.2, skip_bad_files=False,
     report = {
         "classes": list(class_set.names),
         "labelled_images": len(kept), "train": len(train), "val": len(val),
-        "masks": len(kept),
+        "masks": len(kept), "largest_side": int(largest),
         "pixels_per_class": {name: int(pixels[i])
                              for i, name in enumerate(class_set.names)},
         "ignore_pixels": int(pixels[classes.IGNORE_LABEL]),
@@ -385,6 +386,10 @@ def format_report(report, output):
       "tags per class: " + ", ".join(
           f"{k} {v}" for k, v in report["tags_per_class"].items()),
       f"files skipped: {report['files_skipped']}",
+      f"largest labelled image side: {report['largest_side']} px (evaluate "
+      "and serve with --data.eval_crop_size at least this, DeepLab's rule: "
+      "a shrunk image loses accuracy; the tiny and synthetic presets use "
+      "128)",
   ]
   lines += [f"  skipped: {s}" for s in report["skipped"]]
   lines.append(f"written: {output} (--voc_dir={output} "
