@@ -144,6 +144,38 @@ def test_rest_parses_a_good_response(rest_server):
   assert out["class_ids"].shape == (1, 2, 3)
 
 
+def test_rest_parses_the_columnar_outputs_format(rest_server):
+  """{"outputs": {name: batch-first list}} (TF Serving's columnar
+  format): two images with different values, each output back as the
+  batch-first array it was, strings included."""
+  rng = np.random.RandomState(0)
+  columns = {
+      "class_ids": rng.randint(0, 21, (2, 2, 3)).astype(np.int32),
+      "height": np.array([2, 1], np.int32),
+      "width": np.array([3, 2], np.int32),
+      "tag_probabilities": rng.rand(2, 21).astype(np.float32),
+  }
+  names = [["background"] + [f"c{i}" for i in range(1, 21)],
+           ["background"] + [f"d{i}" for i in range(1, 21)]]
+  body = {"outputs": dict({k: v.tolist() for k, v in columns.items()},
+                          class_names=names)}
+  url = rest_server(lambda handler: (200, "application/json",
+                                     json.dumps(body).encode()))
+  out = client_lib.rest_predict(url, "dis", IMAGES * 2)
+  assert set(out) == set(columns) | {"class_names"}
+  for key, value in columns.items():
+    np.testing.assert_allclose(out[key], value, rtol=1e-6, err_msg=key)
+    assert out[key].shape == value.shape
+  assert out["class_names"].tolist() == names
+  np.testing.assert_array_equal(client_lib.labelmap(out, 1),
+                                columns["class_ids"][1, :1, :2])
+  # The row format of the same outputs gives the same arrays.
+  rows = [{k: v[i] for k, v in body["outputs"].items()} for i in range(2)]
+  row_out = client_lib.parse_rest_response({"predictions": rows})
+  for key in out:
+    np.testing.assert_array_equal(row_out[key], out[key])
+
+
 def test_rest_tls_with_ca_file(rest_server, pki):
   url = rest_server(_ok, tls=pki["server"])
   assert url.startswith("https://")
@@ -252,6 +284,8 @@ def test_rest_http_error_shows_status_and_body(rest_server, status, kind,
 @pytest.mark.parametrize("body,match", [
     (b'{"predictions": []}', r"empty 'predictions' list"),
     (b'{"something": 1}', r"neither 'predictions' nor 'outputs'"),
+    (b'{"outputs": {}}', r"empty 'outputs'"),
+    (b'{"outputs": [1, 2]}', r"'outputs' is not an object"),
     (b"not json", r"not JSON"),
 ])
 def test_rest_empty_or_odd_predictions_are_clear_errors(rest_server, body,

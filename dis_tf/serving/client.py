@@ -159,7 +159,16 @@ def parse_rest_response(body):
   if "error" in body:
     raise RuntimeError(f"TF Serving error: {body['error']}")
   if "outputs" in body:
+    # Columnar format: {name: batch-first (nested) list}. (TF Serving gives
+    # a bare list only for a one-output signature; every DIS one has more.)
     columns = body["outputs"]
+    if not isinstance(columns, dict):
+      raise RuntimeError("TF Serving response 'outputs' is not an object "
+                         f"of named outputs: {str(columns)[:500]}")
+    if not columns:
+      raise RuntimeError("TF Serving returned empty 'outputs' (no result "
+                         "for any image); the request sent at least one "
+                         "image.")
   elif "predictions" in body:
     rows = body["predictions"]
     if not isinstance(rows, list) or not rows:
