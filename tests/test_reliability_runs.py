@@ -32,6 +32,7 @@ import struct
 import zlib
 
 import h5py
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -173,6 +174,45 @@ def test_state_without_fingerprints_is_checked_against_config_json(
   with pytest.raises(model_dir_lib.ConfigMismatchError,
                      match="train.seed: 0 in model_dir, 7 now"):
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+
+
+class _KillAtEpoch(keras.callbacks.Callback):
+  """Raises at the start of epoch `epoch` of `phase` (a killed run)."""
+
+  def __init__(self, phase, epoch):
+    super().__init__()
+    self.phase, self.epoch = phase, epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.model.phase == self.phase and epoch == self.epoch:
+      raise KeyboardInterrupt("simulated kill")
+
+
+def test_a_phase_killed_mid_way_is_checked_by_its_backup(
+    tmp_path, monkeypatch, tiny_config, dataset_fn):
+  """Killed inside phase b (its backup/phase_b/state.json is the only
+  state of phase b: no phase_b.weights.h5 yet), then rerun with another
+  phase-b learning rate: refused, not resumed with the wrong config."""
+  model_dir = str(tmp_path / "killed")
+  original_callbacks = training._callbacks
+  monkeypatch.setattr(
+      training, "_callbacks",
+      lambda *a: original_callbacks(*a) + [_KillAtEpoch("b", 1)])
+  config = tiny_config(model_dir, steps=4)  # Two epochs per phase.
+  with pytest.raises(KeyboardInterrupt):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  state = os.path.join(model_dir, "backup", "phase_b", "state.json")
+  assert os.path.exists(state)
+  assert not os.path.exists(model_dir_lib.phase_weights_path(model_dir, "b"))
+  before = open(state).read()
+  config.train.phase_b_lr = 0.5
+  with pytest.raises(model_dir_lib.ConfigMismatchError,
+                     match=r"phase b: train.phase_b_lr: 0.001 in model_dir, "
+                           r"0.5 now"):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  assert open(state).read() == before
+  assert not os.path.exists(model_dir_lib.phase_weights_path(model_dir, "b"))
 
 
 def test_overwrite_discards_the_state_and_trains_again(
