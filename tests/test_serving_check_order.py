@@ -8,6 +8,7 @@ decode still fails the request, but TensorFlow may run the decode first
 runs first depends on scheduling. The graph says it deterministically.
 """
 
+import pytest
 import tensorflow as tf
 
 from dis_tf import config as config_lib
@@ -98,6 +99,12 @@ def test_decoding_waits_for_every_request_check():
   assert missing == [], f"decoded without waiting for: {missing}"
   header = [op for op in loops if op is not decode]
   assert header and all(op in ancestors for op in header)
+  # The header pass itself waits for the empty-batch and batch-size checks
+  # (a 1000-image request is refused before 1000 headers are read).
+  before_header = " | ".join(_assert_text(graph, op) for op in checks
+                             if all(op in _ancestors(h) for h in header))
+  for bound in ("empty batch", "max_batch_size"):
+    assert bound in before_header, before_header
 
 
 def test_image_tensors_are_resized_only_after_the_checks():
@@ -122,3 +129,66 @@ def test_image_tensors_are_resized_only_after_the_checks():
       missing = [_assert_text(graph, op) for op in checks
                  if op not in ancestors]
       assert missing == [], (dtype, resize.type, missing)
+
+
+# ------------------------------------------------ each bound, run eagerly
+SMALL = config_lib.ServingConfig(max_batch_size=2, max_image_pixels=5000,
+                                 max_batch_pixels=8000, max_steps=40,
+                                 max_batch_steps=50)
+
+
+def _png(height, width):
+  return tf.io.encode_png(tf.zeros([height, width, 3], tf.uint8)).numpy()
+
+
+def _refused(call, *tokens):
+  """`call()` raises InvalidArgument whose message holds `tokens` in order
+  (eager and graph mode format the Assert data differently)."""
+  with pytest.raises(tf.errors.InvalidArgumentError) as info:
+    call()
+  message, at = str(info.value), 0
+  for token in tokens:
+    at = message.find(token, at)
+    assert at >= 0, (token, message)
+
+
+@pytest.mark.parametrize("images,tokens", [
+    ([_png(1, 1)] * 3, ("has", "3", "images; the limit",
+                        "--serving.max_batch_size", "2")),
+    ([_png(80, 80)], ("element", "0", "80", "x", "80", "5000",
+                      "--serving.max_image_pixels")),
+    ([_png(50, 90), _png(1, 1)], ("asks for", "2", "50", "90", "9000",
+                                  "--serving.max_batch_pixels", "8000")),
+    ([], ("empty batch",)),
+])
+def test_each_bound_refuses_encoded_images(images, tokens):
+  _refused(lambda: inputs.decode_images(tf.constant(images, tf.string), 32,
+                                        SMALL), *tokens)
+
+
+def test_encoded_images_within_the_bounds_decode():
+  images, sizes, _ = inputs.decode_images(
+      tf.constant([_png(50, 80), _png(1, 1)]), 32, SMALL)
+  assert images.shape == (2, 32, 32, 3)
+  assert sizes.numpy().tolist() == [[50, 80], [1, 1]]
+
+
+@pytest.mark.parametrize("shape,dtype,value,token", [
+    ((3, 1, 1, 3), tf.uint8, 0, "--serving.max_batch_size"),
+    ((1, 80, 80, 3), tf.uint8, 0, "--serving.max_image_pixels"),
+    ((2, 50, 90, 3), tf.float32, 0.0, "--serving.max_batch_pixels"),
+    ((1, 4, 4, 3), tf.float32, float("nan"), "finite values in [0, 255]"),
+    ((1, 4, 4, 3), tf.float32, 255.5, "finite values in [0, 255]"),
+])
+def test_each_bound_refuses_image_tensors(shape, dtype, value, token):
+  _refused(lambda: inputs.prepare_image_tensor(
+      tf.fill(shape, tf.cast(value, dtype)), 32, SMALL), token)
+
+
+@pytest.mark.parametrize("steps,tokens", [
+    ([30, 1], ("2", "30", "60", "--serving.max_batch_steps", "50")),
+    ([41], ("--serving.max_steps", "41")),
+])
+def test_each_steps_bound_refuses(steps, tokens):
+  _refused(lambda: inputs.check_steps(tf.constant(steps, tf.int32), SMALL,
+                                      len(steps)), *tokens)
