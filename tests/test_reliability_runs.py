@@ -44,6 +44,7 @@ from dis_tf import config as config_lib
 from dis_tf import evaluation
 from dis_tf import locks
 from dis_tf import model_dir as model_dir_lib
+from dis_tf import selection
 from dis_tf import training
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
@@ -215,15 +216,86 @@ def test_a_phase_killed_mid_way_is_checked_by_its_backup(
   assert not os.path.exists(model_dir_lib.phase_weights_path(model_dir, "b"))
 
 
+def _change_weights_file(path):
+  """A changed but loadable weights file (as if its phase were retrained):
+  one float dataset is shifted in place."""
+  with h5py.File(path, "r+") as f:
+    datasets = []
+    f.visititems(lambda name, obj: datasets.append(obj) if isinstance(
+        obj, h5py.Dataset) and obj.dtype == np.float32 and obj.size else None)
+    datasets[0][...] = datasets[0][()] + 0.25
+
+
+def test_retraining_a_phase_invalidates_the_phases_after_it(
+    run_copy, tiny_config, dataset_fn, capsys, monkeypatch):
+  """The fingerprint chain: phase semi records the hash of the phase c it
+  started from. After phase c changes (retrained), the finished semi, or
+  a semi backup, is not reused: semi is trained again from the new c."""
+  model_dir = run_copy()
+  config = _config(tiny_config, model_dir)
+  config.train.semi_steps = 4  # Two epochs: a backup after the first.
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  semi = model_dir_lib.phase_weights_path(model_dir, "semi")
+  c_path = model_dir_lib.phase_weights_path(model_dir, "c")
+  assert model_dir_lib.read_fingerprint(model_dir, "semi")["starts_from"] \
+      == model_dir_lib.file_hash(c_path)
+  capsys.readouterr()
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  assert "== phase" not in capsys.readouterr().out  # Unchanged: reused.
+
+  _change_weights_file(c_path)
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert "phase semi started from a version of" in out, out
+  assert "== phase semi: 4 steps ==" in out, out
+  assert os.path.exists(semi + ".stale")
+  assert model_dir_lib.read_fingerprint(model_dir, "semi")["starts_from"] \
+      == model_dir_lib.file_hash(c_path)
+
+  # A semi killed mid-way leaves a backup; after c changes it is removed,
+  # not resumed.
+  os.remove(semi)
+  original_callbacks = training._callbacks
+  monkeypatch.setattr(
+      training, "_callbacks",
+      lambda *a: original_callbacks(*a) + [_KillAtEpoch("semi", 1)])
+  with pytest.raises(KeyboardInterrupt):
+    training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  backup = os.path.join(model_dir, "backup", "phase_semi")
+  assert os.path.exists(os.path.join(backup, "state.json"))
+  _change_weights_file(c_path)
+  capsys.readouterr()
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert f"its backup {backup} is removed" in out, out
+  assert "resuming" not in out and "== phase semi: 4 steps ==" in out, out
+
+
 def test_overwrite_discards_the_state_and_trains_again(
     run_copy, tiny_config, dataset_fn, capsys):
   model_dir = run_copy()
+  # The old run's evaluation outputs (tools/evaluate.py, tools/demo.py,
+  # tools/visualize.py, the served-setting record), and a file of the user.
+  old_reports = ["eval_val/table3.md", "eval_val_100__/results.json",
+                 "figures/val.png", selection.SELECTION_FILENAME]
+  for name in old_reports + ["notes.txt", "eval_notes.txt"]:
+    path = os.path.join(model_dir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("old run")
   config = _config(tiny_config, model_dir)
   config.train.phase_c_lr = 0.01
   training.train(config, "full", dataset_fn=dataset_fn, verbose=0,
                  overwrite=True)
   out = capsys.readouterr().out
   assert "--overwrite: removed the training state" in out
+  for name in old_reports:
+    assert not os.path.exists(os.path.join(model_dir, name)), name
+    assert name.split("/")[0] in out
+  # Not reports of the run: left alone.
+  for name in ("notes.txt", "eval_notes.txt"):
+    assert os.path.exists(os.path.join(model_dir, name))
   for phase in ("a", "b", "c"):
     assert f"== phase {phase}:" in out
   assert model_dir_lib.read_fingerprint(model_dir, "c")["fields"][
