@@ -40,7 +40,10 @@ def _declared_distributions():
 
 
 def _third_party_imports():
-  """{top-level module: test file} over tests/*.py, not the stdlib nor ours."""
+  """{top-level module: test file} over tests/*.py, not the stdlib nor ours
+  (dis_tf, and the modules under tests/)."""
+  local = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(
+      os.path.join(REPO, "tests", "**", "*.py"), recursive=True)}
   found = {}
   for path in sorted(glob.glob(os.path.join(REPO, "tests", "*.py"))):
     with open(path) as f:
@@ -55,7 +58,7 @@ def _third_party_imports():
       for name in names:
         top = name.split(".")[0]
         if (top not in sys.stdlib_module_names and top != "dis_tf"
-            and not os.path.exists(os.path.join(REPO, "tests", top + ".py"))):
+            and top not in local):
           found.setdefault(top, os.path.basename(path))
   return found
 
