@@ -13,7 +13,10 @@ import datetime
 import http.server
 import ipaddress
 import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 
@@ -29,7 +32,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from dis_tf import errors
 from dis_tf.serving import client as client_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 IMAGES = [b"\x89PNG fake"]
 OUTPUTS = {
@@ -418,3 +424,55 @@ def test_grpc_empty_outputs_are_a_clear_error(grpc_server):
   target = f"127.0.0.1:{grpc_server(empty)}"
   with pytest.raises(RuntimeError, match="no predictions"):
     client_lib.grpc_predict(target, "dis", IMAGES)
+
+
+# ------------------------------------------------- errors a user can read
+def test_client_tool_prints_a_server_error_as_one_line(rest_server,
+                                                      tmp_path, tool_env):
+  """export/client.py against a server answering HTTP 400 with TF Serving's
+  JSON error: one `error:` line with the status and the message, exit
+  status 1, no traceback, nothing written."""
+  image = tmp_path / "a.png"
+  image.write_bytes(tf.io.encode_png(tf.zeros([4, 4, 3], tf.uint8)).numpy())
+  body = json.dumps({"error": "Input image_bytes element [0] is not a "
+                              "JPEG, PNG, GIF or BMP image."}).encode()
+  url = rest_server(lambda handler: (400, "application/json", body))
+  proc = subprocess.run(
+      [sys.executable, "export/client.py", f"--images={image}",
+       f"--server={url}", f"--output_dir={tmp_path / 'out'}"],
+      cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines == [
+      "error: TF Serving error: HTTP 400 Bad Request: Input image_bytes "
+      "element [0] is not a JPEG, PNG, GIF or BMP image."], proc.stderr
+  assert not (tmp_path / "out").exists() or not list(
+      (tmp_path / "out").iterdir())
+
+
+class _Refusing(_Servicer):
+
+  def Predict(self, request, context):
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                  "Input image_bytes has 40 images; the limit is 32")
+
+
+def test_grpc_errors_and_timeouts_become_one_line(grpc_server, tmp_path):
+  image = tmp_path / "a.png"
+  image.write_bytes(tf.io.encode_png(tf.zeros([4, 4, 3], tf.uint8)).numpy())
+  target = f"127.0.0.1:{grpc_server(_Refusing())}"
+  with pytest.raises(client_lib.ServingError) as info:
+    client_lib.run([str(image)], target, protocol="grpc",
+                   output_dir=str(tmp_path / "out"))
+  assert str(info.value) == ("TF Serving error: gRPC INVALID_ARGUMENT: "
+                             "Input image_bytes has 40 images; the limit is "
+                             "32")
+  assert isinstance(info.value, errors.UserError)  # One line from a tool.
+  assert isinstance(info.value.__cause__, grpc.RpcError)
+  # The other failures of a request, and what is not one.
+  message = client_lib.failure_message
+  assert message(TimeoutError("--timeout=1 s passed (x)")) == (
+      "--timeout=1 s passed (x)")
+  assert message(ConnectionRefusedError(111, "Connection refused")) == (
+      "cannot reach the server: [Errno 111] Connection refused")
+  assert message(KeyError("bug")) is None

@@ -160,6 +160,16 @@ MUTANTS = (
         "        True, True]))",
         ("tests/test_serving_check_order.py::test_each_bound_refuses_image_"
          "tensors",)),
+    Mutant(
+        "client_error_traceback", "a TF Serving error is one line from "
+        "export/client.py, exit status 1",
+        "dis_tf/serving/client.py",
+        "class ServingError(errors.UserError, RuntimeError):",
+        "class ServingError(RuntimeError):",
+        ("tests/test_client.py::test_client_tool_prints_a_server_error_as_"
+         "one_line",
+         "tests/test_client.py::test_grpc_errors_and_timeouts_become_one_"
+         "line")),
     # --------------------------------------------------------- 6. security
     Mutant(
         "dotdot_path_allowed", "dataset paths with '..' are refused",
