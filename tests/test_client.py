@@ -233,11 +233,12 @@ def test_rest_timeout_covers_the_whole_request(rest_server):
     return None, None, None
 
   url = rest_server(trickle)
-  start = time.monotonic()
+  # No wall-clock assertion (timings belong in bench/): a client whose
+  # timeout were per read would read the whole 6 s body and then fail
+  # otherwise (it is not JSON), never with this TimeoutError.
   with pytest.raises(TimeoutError, match=r"--timeout=1 s"):
     client_lib.rest_predict(url, "dis", IMAGES,
                             connection=client_lib.Connection(timeout=1.0))
-  assert time.monotonic() - start < 3.0
 
 
 def test_rest_response_size_limit(rest_server):
@@ -403,12 +404,12 @@ def test_grpc_timeout_and_response_size_limit(grpc_server):
   slow = _Servicer()
   slow.delay = 3.0
   target = f"127.0.0.1:{grpc_server(slow)}"
-  start = time.monotonic()
+  # Without the deadline the call would succeed after 3 s: the status
+  # alone shows the deadline held (no wall-clock assertion).
   with pytest.raises(grpc.RpcError) as error:
     client_lib.grpc_predict(target, "dis", IMAGES,
                             connection=client_lib.Connection(timeout=0.5))
   assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-  assert time.monotonic() - start < 2.5
 
   target = f"127.0.0.1:{grpc_server(_Servicer())}"
   with pytest.raises(grpc.RpcError) as error:
