@@ -152,18 +152,18 @@ def _refused(call, *tokens):
     assert at >= 0, (token, message)
 
 
-@pytest.mark.parametrize("images,tokens", [
-    ([_png(1, 1)] * 3, ("has", "3", "images; the limit",
-                        "--serving.max_batch_size", "2")),
-    ([_png(80, 80)], ("element", "0", "80", "x", "80", "5000",
-                      "--serving.max_image_pixels")),
-    ([_png(50, 90), _png(1, 1)], ("asks for", "2", "50", "90", "9000",
-                                  "--serving.max_batch_pixels", "8000")),
+@pytest.mark.parametrize("sizes,tokens", [
+    ([(1, 1)] * 3, ("has", "3", "images; the limit",
+                    "--serving.max_batch_size", "2")),
+    ([(80, 80)], ("element", "0", "80", "x", "80", "5000",
+                  "--serving.max_image_pixels")),
+    ([(50, 90), (1, 1)], ("asks for", "2", "50", "90", "9000",
+                          "--serving.max_batch_pixels", "8000")),
     ([], ("empty batch",)),
 ])
-def test_each_bound_refuses_encoded_images(images, tokens):
-  _refused(lambda: inputs.decode_images(tf.constant(images, tf.string), 32,
-                                        SMALL), *tokens)
+def test_each_bound_refuses_encoded_images(sizes, tokens):
+  images = tf.constant([_png(h, w) for h, w in sizes], tf.string)
+  _refused(lambda: inputs.decode_images(images, 32, SMALL), *tokens)
 
 
 def test_encoded_images_within_the_bounds_decode():
