@@ -129,12 +129,60 @@ def fingerprint_path(model_dir, phase):
                       f"phase_{phase}.fingerprint.json")
 
 
-def write_fingerprint(model_dir, config, phase):
-  """Records the training fields `phase` runs with (atomically)."""
+# The phase each phase starts from (phase a: the initial weights).
+PREVIOUS_PHASE = {"a": None, "b": "a", "c": "b", "semi": "c"}
+
+
+def file_hash(path):
+  """sha256 (hex) of the bytes of `path`."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def start_weights_hash(model_dir, phase):
+  """The hash of the committed weights `phase` starts from: its previous
+  phase's `phase_<p>.weights.h5` (None for phase a, or if it is missing)."""
+  previous = PREVIOUS_PHASE[phase]
+  if previous is None:
+    return None
+  path = phase_weights_path(model_dir, previous)
+  return file_hash(path) if os.path.exists(path) else None
+
+
+def write_fingerprint(model_dir, config, phase, starts_from=None):
+  """Records the training fields `phase` runs with (atomically), and
+  `starts_from`, the hash of the weights it starts from (the fingerprint
+  chain: `stale_start`)."""
   fields = training_fields(config, phase)
   atomic.write_json(fingerprint_path(model_dir, phase),
                     {"phase": phase, "fingerprint": fingerprint(fields),
-                     "fields": fields}, indent=2, sort_keys=True)
+                     "fields": fields, "starts_from": starts_from},
+                    indent=2, sort_keys=True)
+
+
+def stale_start(model_dir, phase):
+  """Why the state of `phase` in model_dir is stale, or None.
+
+  Each phase records the hash of the committed weights it started from
+  (`write_fingerprint`'s `starts_from`). If the previous phase's file has
+  changed since (it was retrained, e.g. after it was found corrupt), the
+  state of `phase` (its finished file or its backup) was trained on
+  weights that no longer exist. Records without `starts_from` (runs from
+  before the chain) are not judged.
+  """
+  stored = read_fingerprint(model_dir, phase)
+  if stored is None or stored.get("starts_from") is None:
+    return None
+  current = start_weights_hash(model_dir, phase)
+  if current == stored["starts_from"]:
+    return None
+  previous = phase_weights_path(model_dir, PREVIOUS_PHASE[phase])
+  return (f"phase {phase} started from a version of {previous} that no "
+          f"longer exists (sha256 {stored['starts_from'][:12]}..., now "
+          f"{(current or 'missing')[:12]}...)")
 
 
 def read_fingerprint(model_dir, phase):

@@ -325,9 +325,23 @@ _STATE_ENTRIES = ("checkpoints", "backup", "logs", "workers",
                   model_dir_lib.MODEL_FILENAME)
 
 
+# What the old run's evaluation left in model_dir: its reports
+# (tools/evaluate.py's eval_<split>/, tools/demo.py's eval_val/), figures
+# (tools/visualize.py) and the served-setting record
+# (dis_tf.selection.SELECTION_FILENAME). --overwrite removes them too, so
+# no report of the old weights sits beside the new run.
+_EVAL_ENTRIES = ("figures", "t_test_selection.json")
+_EVAL_PREFIX = "eval_"
+
+
 def _remove_training_state(model_dir):
   removed = []
-  for name in _STATE_ENTRIES:
+  old_reports = sorted(
+      name for name in (os.listdir(model_dir) if os.path.isdir(model_dir)
+                        else [])
+      if name.startswith(_EVAL_PREFIX)
+      and os.path.isdir(os.path.join(model_dir, name)))
+  for name in _STATE_ENTRIES + _EVAL_ENTRIES + tuple(old_reports):
     path = os.path.join(model_dir, name)
     if os.path.isdir(path):
       shutil.rmtree(path)
@@ -339,8 +353,9 @@ def _remove_training_state(model_dir):
   if removed:
     logging.warning("--overwrite: removed %s from %s.", ", ".join(removed),
                     model_dir)
-    print(f"== --overwrite: removed the training state ({', '.join(removed)})"
-          f" of {model_dir} ==", flush=True)
+    print(f"== --overwrite: removed the training state and the old "
+          f"run's reports ({', '.join(removed)}) of {model_dir} ==",
+          flush=True)
 
 
 def _h5_problem(path):
@@ -378,6 +393,20 @@ def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
     raise errors.MissingFileError(
         f"--stage=semi starts from the stage-1 weights {start}, which do "
         "not exist: run --stage=full (or all) first.")
+  # The fingerprint chain: a finished phase whose start weights have
+  # changed since (its predecessor was retrained) is stale, and so is every
+  # phase after it. A predecessor that changed because it is corrupt is
+  # left to the corrupt-file handling below (it names the file).
+  for i in range(max(1, num_fixed), done):
+    reason = model_dir_lib.stale_start(model_dir, chain[i])
+    if (reason is not None and _h5_problem(
+        _phase_weights_path(model_dir, chain[i - 1])) is None):
+      message = (f"{reason}: phase(s) {', '.join(chain[i:done])} are "
+                 "trained again.")
+      logging.warning(message)
+      print(f"Warning: {message}", flush=True)
+      done = i
+      break
   # A finished phase after an unfinished one (its predecessor was set
   # aside): it was trained from weights that no longer exist.
   for phase in chain[done:]:
@@ -470,7 +499,18 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
 
   for phase in chain[max(first, num_fixed):]:
     if is_chief:
-      model_dir_lib.write_fingerprint(model_dir, config, phase)
+      backup = os.path.join(model_dir, "backup", f"phase_{phase}")
+      reason = model_dir_lib.stale_start(model_dir, phase)
+      if reason is not None and os.path.isdir(backup):
+        # Resuming would continue from weights trained on a start that no
+        # longer exists.
+        shutil.rmtree(backup)
+        message = f"{reason}: its backup {backup} is removed."
+        logging.warning(message)
+        print(f"Warning: {message}", flush=True)
+      model_dir_lib.write_fingerprint(
+          model_dir, config, phase,
+          starts_from=model_dir_lib.start_weights_hash(model_dir, phase))
     steps, learning_rate = phase_settings(config.train, phase)
     data = dataset_fn(config, "semi" if phase == "semi" else "full")
     first_batch = next(iter(data.take(1)))

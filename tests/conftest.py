@@ -56,13 +56,65 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pytest_configure(config):
   del config
   # Two logical CPU devices; must happen before TF initialises (importing
-  # dis_tf does not).
+  # dis_tf does not). If it has, this raises: the mirrored-strategy test
+  # must run, not turn into a skip.
   cpus = tf.config.list_physical_devices("CPU")
-  try:
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-  except RuntimeError:
-    pass  # Already initialised; the tests needing two devices skip.
+  tf.config.set_logical_device_configuration(
+      cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+# ---------------------------------------------------------------- skips
+# The only skips a run may have: what the machine lacks, not what the
+# project forgot to install. Each entry is (name, start of the skip reason).
+# Under .ci/run (STRICT_SKIPS_ENV=1) any other skip fails its test.
+STRICT_SKIPS_ENV = "DIS_TF_STRICT_SKIPS"
+ENVIRONMENT_SKIPS = (
+    ("not root", "needs root to mount"),
+    ("no strace", "strace unavailable"),
+    ("no clear_refs", "needs /proc/self/clear_refs"),
+)
+
+
+def allowed_skip(reason):
+  """The allow-list name of a skip `reason`, or None if it is not allowed."""
+  reason = reason.removeprefix("Skipped: ")
+  for name, prefix in ENVIRONMENT_SKIPS:
+    if reason.startswith(prefix):
+      return name
+  return None
+
+
+def _skip_reason(report):
+  longrepr = report.longrepr
+  if isinstance(longrepr, tuple) and len(longrepr) == 3:
+    return str(longrepr[2])
+  return str(longrepr)
+
+
+def _fail_unlisted_skip(report):
+  if (os.environ.get(STRICT_SKIPS_ENV) != "1" or not report.skipped
+      or hasattr(report, "wasxfail")):
+    return
+  reason = _skip_reason(report)
+  if allowed_skip(reason) is None:
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skip not on the allow-list (tests/conftest.py ENVIRONMENT_SKIPS) "
+        f"while {STRICT_SKIPS_ENV}=1: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  del item, call
+  outcome = yield
+  _fail_unlisted_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+  del collector
+  outcome = yield
+  _fail_unlisted_skip(outcome.get_result())
 
 
 def _tiny_config(model_dir=None, width=8, crop_size=32, steps=4, **latent):

@@ -13,10 +13,18 @@ import datetime
 import http.server
 import ipaddress
 import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 import grpc
 import numpy as np
 import pytest
@@ -24,13 +32,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from dis_tf import errors
 from dis_tf.serving import client as client_lib
 
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 IMAGES = [b"\x89PNG fake"]
 OUTPUTS = {
@@ -145,6 +150,38 @@ def test_rest_parses_a_good_response(rest_server):
   assert out["class_ids"].shape == (1, 2, 3)
 
 
+def test_rest_parses_the_columnar_outputs_format(rest_server):
+  """{"outputs": {name: batch-first list}} (TF Serving's columnar
+  format): two images with different values, each output back as the
+  batch-first array it was, strings included."""
+  rng = np.random.RandomState(0)
+  columns = {
+      "class_ids": rng.randint(0, 21, (2, 2, 3)).astype(np.int32),
+      "height": np.array([2, 1], np.int32),
+      "width": np.array([3, 2], np.int32),
+      "tag_probabilities": rng.rand(2, 21).astype(np.float32),
+  }
+  names = [["background"] + [f"c{i}" for i in range(1, 21)],
+           ["background"] + [f"d{i}" for i in range(1, 21)]]
+  body = {"outputs": dict({k: v.tolist() for k, v in columns.items()},
+                          class_names=names)}
+  url = rest_server(lambda handler: (200, "application/json",
+                                     json.dumps(body).encode()))
+  out = client_lib.rest_predict(url, "dis", IMAGES * 2)
+  assert set(out) == set(columns) | {"class_names"}
+  for key, value in columns.items():
+    np.testing.assert_allclose(out[key], value, rtol=1e-6, err_msg=key)
+    assert out[key].shape == value.shape
+  assert out["class_names"].tolist() == names
+  np.testing.assert_array_equal(client_lib.labelmap(out, 1),
+                                columns["class_ids"][1, :1, :2])
+  # The row format of the same outputs gives the same arrays.
+  rows = [{k: v[i] for k, v in body["outputs"].items()} for i in range(2)]
+  row_out = client_lib.parse_rest_response({"predictions": rows})
+  for key in out:
+    np.testing.assert_array_equal(row_out[key], out[key])
+
+
 def test_rest_tls_with_ca_file(rest_server, pki):
   url = rest_server(_ok, tls=pki["server"])
   assert url.startswith("https://")
@@ -196,11 +233,12 @@ def test_rest_timeout_covers_the_whole_request(rest_server):
     return None, None, None
 
   url = rest_server(trickle)
-  start = time.monotonic()
+  # No wall-clock assertion (timings belong in bench/): a client whose
+  # timeout were per read would read the whole 6 s body and then fail
+  # otherwise (it is not JSON), never with this TimeoutError.
   with pytest.raises(TimeoutError, match=r"--timeout=1 s"):
     client_lib.rest_predict(url, "dis", IMAGES,
                             connection=client_lib.Connection(timeout=1.0))
-  assert time.monotonic() - start < 3.0
 
 
 def test_rest_response_size_limit(rest_server):
@@ -253,6 +291,8 @@ def test_rest_http_error_shows_status_and_body(rest_server, status, kind,
 @pytest.mark.parametrize("body,match", [
     (b'{"predictions": []}', r"empty 'predictions' list"),
     (b'{"something": 1}', r"neither 'predictions' nor 'outputs'"),
+    (b'{"outputs": {}}', r"empty 'outputs'"),
+    (b'{"outputs": [1, 2]}', r"'outputs' is not an object"),
     (b"not json", r"not JSON"),
 ])
 def test_rest_empty_or_odd_predictions_are_clear_errors(rest_server, body,
@@ -364,12 +404,12 @@ def test_grpc_timeout_and_response_size_limit(grpc_server):
   slow = _Servicer()
   slow.delay = 3.0
   target = f"127.0.0.1:{grpc_server(slow)}"
-  start = time.monotonic()
+  # Without the deadline the call would succeed after 3 s: the status
+  # alone shows the deadline held (no wall-clock assertion).
   with pytest.raises(grpc.RpcError) as error:
     client_lib.grpc_predict(target, "dis", IMAGES,
                             connection=client_lib.Connection(timeout=0.5))
   assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-  assert time.monotonic() - start < 2.5
 
   target = f"127.0.0.1:{grpc_server(_Servicer())}"
   with pytest.raises(grpc.RpcError) as error:
@@ -385,3 +425,55 @@ def test_grpc_empty_outputs_are_a_clear_error(grpc_server):
   target = f"127.0.0.1:{grpc_server(empty)}"
   with pytest.raises(RuntimeError, match="no predictions"):
     client_lib.grpc_predict(target, "dis", IMAGES)
+
+
+# ------------------------------------------------- errors a user can read
+def test_client_tool_prints_a_server_error_as_one_line(rest_server,
+                                                      tmp_path, tool_env):
+  """export/client.py against a server answering HTTP 400 with TF Serving's
+  JSON error: one `error:` line with the status and the message, exit
+  status 1, no traceback, nothing written."""
+  image = tmp_path / "a.png"
+  image.write_bytes(tf.io.encode_png(tf.zeros([4, 4, 3], tf.uint8)).numpy())
+  body = json.dumps({"error": "Input image_bytes element [0] is not a "
+                              "JPEG, PNG, GIF or BMP image."}).encode()
+  url = rest_server(lambda handler: (400, "application/json", body))
+  proc = subprocess.run(
+      [sys.executable, "export/client.py", f"--images={image}",
+       f"--server={url}", f"--output_dir={tmp_path / 'out'}"],
+      cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines == [
+      "error: TF Serving error: HTTP 400 Bad Request: Input image_bytes "
+      "element [0] is not a JPEG, PNG, GIF or BMP image."], proc.stderr
+  assert not (tmp_path / "out").exists() or not list(
+      (tmp_path / "out").iterdir())
+
+
+class _Refusing(_Servicer):
+
+  def Predict(self, request, context):
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                  "Input image_bytes has 40 images; the limit is 32")
+
+
+def test_grpc_errors_and_timeouts_become_one_line(grpc_server, tmp_path):
+  image = tmp_path / "a.png"
+  image.write_bytes(tf.io.encode_png(tf.zeros([4, 4, 3], tf.uint8)).numpy())
+  target = f"127.0.0.1:{grpc_server(_Refusing())}"
+  with pytest.raises(client_lib.ServingError) as info:
+    client_lib.run([str(image)], target, protocol="grpc",
+                   output_dir=str(tmp_path / "out"))
+  assert str(info.value) == ("TF Serving error: gRPC INVALID_ARGUMENT: "
+                             "Input image_bytes has 40 images; the limit is "
+                             "32")
+  assert isinstance(info.value, errors.UserError)  # One line from a tool.
+  assert isinstance(info.value.__cause__, grpc.RpcError)
+  # The other failures of a request, and what is not one.
+  message = client_lib.failure_message
+  assert message(TimeoutError("--timeout=1 s passed (x)")) == (
+      "--timeout=1 s passed (x)")
+  assert message(ConnectionRefusedError(111, "Connection refused")) == (
+      "cannot reach the server: [Errno 111] Connection refused")
+  assert message(KeyError("bug")) is None

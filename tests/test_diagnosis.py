@@ -86,3 +86,85 @@ def test_diagnose_reports_every_measure(model):
     assert len(entry["objective"]) == 11
   with pytest.raises(ValueError, match="no examples"):
     diagnosis.diagnose(model, [], t_test=1)
+
+
+def _flip_case():
+  """Two 40x40 examples with hand-made label maps per call (see
+  test_flips_and_miou_per_update_match_a_hand_count)."""
+  mask1 = np.full((40, 40), 1, np.int32)
+  mask1[:, 20:] = 11
+  mask1[:3] = 255                 # 3 ignored rows: 37 x 40 = 1480 labelled.
+  pred0_1 = np.full((40, 40), 1)  # t = 0: all class 1.
+  both1 = pred0_1.copy()
+  both1[3:10, :5] = 5             # 35 px 1 -> 5 (other), true 1: broke.
+  both1[:, 20:30] = 11            # 370 labelled px 1 -> 11 (same hue): fixed.
+  both1[:, 30:35] = 2             # 185 px 1 -> 2 (neighbour), true 11: neither.
+  both1[:, 35:] = 0               # 185 px 1 -> 0 (background): neither.
+  both1[:3] = 7                   # Ignored pixels flip too: never counted.
+  mask2 = np.full((40, 40), 3, np.int32)  # 1600 labelled.
+  pred0_2 = np.zeros((40, 40))
+  both2 = np.full((40, 40), 3)    # 1600 px 0 -> 3 (background): fixed.
+  perfect = lambda m: np.where(m == 255, 0, m)
+  return [
+      {"mask": mask1, "t0": pred0_1, "both": both1, "u1": pred0_1,
+       "v1": perfect(mask1), "per_pixel": np.zeros((40, 40))},
+      {"mask": mask2, "t0": pred0_2, "both": both2, "u1": pred0_2,
+       "v1": perfect(mask2), "per_pixel": np.zeros((40, 40))},
+  ]
+
+
+def test_flips_and_miou_per_update_match_a_hand_count(model, monkeypatch):
+  """The label maps of each call are set by hand (the real latent steps
+  still run for the other measures), so every flip and mIoU is known."""
+  case = _flip_case()
+  calls = {"example": -1}
+
+  class Runner(diagnosis._Runner):
+
+    def __call__(self, u1, v1, target, steps, step_size=None,
+                 update="both", **kwargs):
+      out = dict(super().__call__(u1, v1, target, steps, step_size,
+                                  update, **kwargs))
+      if steps == 0 and step_size is None:
+        calls["example"] += 1
+        key = "t0"
+      else:
+        key = "t0" if step_size is not None else update  # Sweep: t0's map.
+        assert step_size is not None or steps == 3
+      labels = case[calls["example"]][key]
+      out["probabilities"] = tf.one_hot(labels.astype(np.int32), 21)[None]
+      return out
+
+  def to_original(probabilities, fitted, original, canvas_size):
+    del fitted, canvas_size
+    assert tuple(probabilities.shape[:2]) == tuple(original)
+    return probabilities
+
+  monkeypatch.setattr(diagnosis, "_Runner", Runner)
+  monkeypatch.setattr(image_ops, "canvas_to_original", to_original)
+  examples = [{"image": tf.constant(np.random.RandomState(i).randn(
+      1, 40, 40, 3).astype(np.float32)), "mask": tf.constant(c["mask"][None])}
+              for i, c in enumerate(case)]
+  report = diagnosis.diagnose(model, examples, t_test=3, sweep=((0.1, 2),))
+  assert calls["example"] == 1
+
+  # Flips: 35 + 370 + 185 + 185 + 1600 = 2375 of 1480 + 1600 = 3080.
+  assert report["flipped"] == pytest.approx(2375 / 3080)
+  expected = {r: {o: 0.0 for o in diagnosis.OUTCOMES}
+              for r in diagnosis.RELATIONS}
+  expected["same_hue"]["fixed"] = 370 / 2375
+  expected["other"]["broke"] = 35 / 2375
+  expected["neighbour_hue"]["neither"] = 185 / 2375
+  expected["background"]["neither"] = 185 / 2375
+  expected["background"]["fixed"] = 1600 / 2375
+  assert report["flips"].keys() == expected.keys()
+  for relation, outcomes in expected.items():
+    assert report["flips"][relation] == pytest.approx(outcomes), relation
+  # mIoU over the classes in truth or prediction, counted by hand:
+  # t0 / u1: class 1 740 / 1480, classes 0, 3, 11 at 0.
+  # both: class 1 705 / 740, 11 370 / 740, 3 1, classes 0, 2, 5 at 0.
+  # v1 perfect (1, 3, 11); per_pixel all background (0, 1, 3, 11 at 0).
+  assert report["miou"] == pytest.approx({
+      "t0": 0.5 / 4, "u1": 0.5 / 4, "both": (705 / 740 + 0.5 + 1) / 6,
+      "v1": 1.0, "per_pixel": 0.0})
+  assert report["sweep"][0]["miou"] == pytest.approx(0.5 / 4)

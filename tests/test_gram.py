@@ -328,6 +328,41 @@ def test_per_pixel_scales_the_u3_path_of_v1_by_the_map_size():
 
 
 @pytest.mark.parametrize("method", ["direct", "gram"])
+def test_one_per_pixel_step_against_autodiff_of_the_two_v1_paths(method):
+  """One training-mode step of "per_pixel" (and of "both"), from gradients
+  taken here by autodiff, not through `block_scales`: v1 moves by the u3
+  path's gradient divided by h * w plus the tag path's gradient at full
+  scale. (Scaling the tag path by 1 / (h * w) too, the old rule, moves v1
+  differently by far more than the tolerance.)"""
+  heads = _heads_float64(16)
+  u1, v1, target, tags = _features((2, 5, 7, 16))
+  u1, v1 = tf.cast(u1, tf.float64), tf.cast(v1, tf.float64)
+  target, tags = target.astype(np.float64), tags.astype(np.float64)
+  v1_tag = tf.identity(v1)
+  with tf.GradientTape() as tape:
+    tape.watch([u1, v1, v1_tag])
+    total = tf.reduce_sum(latent_lib.latent_objective(
+        heads, u1, v1, target, tags, v1_tag=v1_tag))
+  g_u1, g_map, g_tag = (g.numpy() for g in tape.gradient(total,
+                                                         [u1, v1, v1_tag]))
+  assert np.abs(g_tag).max() > 1e-3 * np.abs(g_map).max()  # Both matter.
+  step, hw = 0.05, 5 * 7
+  expected = {
+      "per_pixel": (u1 - step * g_u1, v1 - step * (g_map / hw + g_tag)),
+      "both": (u1 - step * g_u1, v1 - step * (g_map + g_tag)),
+  }
+  old_rule = v1 - step * (g_map + g_tag) / hw
+  for update, (want_u1, want_v1) in expected.items():
+    out = latent_lib.latent_inference(
+        heads, u1, v1, target, tags=tags, steps=1, step_size=step,
+        clip_norm=None, method=method, update=update, return_features=True)
+    np.testing.assert_allclose(out["u1"], want_u1, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out["v1"], want_v1, rtol=1e-6, atol=1e-7)
+  # The old rule is 1000 times the tolerance away.
+  assert np.abs(expected["per_pixel"][1] - old_rule).max() > 1e-4
+
+
+@pytest.mark.parametrize("method", ["direct", "gram"])
 def test_monotone_steps_never_raise_the_objective(method):
   """At a step size where plain steps overshoot, monotone ones go down."""
   heads = _heads(16)

@@ -35,6 +35,7 @@ under model_dir (outside workers/) was written by the chief and every one
 under workers/worker_1/ by worker 1.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -94,8 +95,7 @@ def start_workers(mini_benchmark, tool_env):
   The mini benchmark's tfds data is prepared already: two workers must not
   prepare one data_dir at once.
   """
-  def start(model_dir):
-    ports = _free_ports(2)
+  def start_once(model_dir, ports):
     argv = [sys.executable, os.path.join(REPO, "tools", "train.py"),
             f"--model_dir={model_dir}", *mini_benchmark["flags"], *ARGS,
             "--strategy=multi_worker"]
@@ -108,7 +108,50 @@ def start_workers(mini_benchmark, tool_env):
                                     stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT))
     return procs
+
+  def start(model_dir, attempts=3):
+    # The ports are free when chosen, but another process may take one
+    # before a worker binds it (TF's gRPC server cannot share a reserved
+    # socket): wait until both workers listen, and start again on new
+    # ports if one could not bind.
+    for attempt in range(attempts):
+      ports = _free_ports(2)
+      procs = start_once(model_dir, ports)
+      if _both_listen(procs, ports):
+        return procs
+      outputs = []
+      for proc in procs:
+        if proc.poll() is None:
+          proc.kill()
+        outputs.append(_output(proc, 10))
+      if attempt + 1 == attempts or not any(
+          _BIND_FAILED.search(out) for out in outputs):
+        raise AssertionError("workers did not start:\n" + "\n".join(
+            out[-3000:] for out in outputs))
+    raise AssertionError("unreachable")
   return start
+
+
+_BIND_FAILED = re.compile(r"Address already in use|Could not start gRPC "
+                          r"server|Failed to add port")
+
+
+def _both_listen(procs, ports, timeout=TIMEOUT):
+  """True once both ports accept connections; False if a worker exits
+  first."""
+  deadline = time.monotonic() + timeout
+  waiting = set(ports)
+  while waiting:
+    if any(proc.poll() is not None for proc in procs):
+      return False
+    for port in list(waiting):
+      with contextlib.suppress(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        waiting.discard(port)
+    if time.monotonic() > deadline:
+      return False
+    time.sleep(0.1)
+  return True
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from dis_tf import image_ops
 from dis_tf.modeling.dis_model import build_dis_model
+from dis_tf.modeling.subnets import refine_labelmap
 from dis_tf.serving import module as serving_module
 
 SIZE = 32
@@ -82,6 +83,23 @@ def test_refined_probabilities_sum_to_one_at_large_steps(model, step_size):
                     clip_norm=None)
   np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0,
                              atol=1e-4)
+
+
+def test_refinement_is_exact_where_the_linear_product_underflows():
+  """softmax(u3) * sigmoid(v3) underflows to an all-zero pixel in float32
+  when the likeliest class's tag is saturated off (sigmoid(-200) ~ 1e-87)
+  and the class whose tag is on is e^-200 less likely (softmax ~ 1e-87);
+  in log space both are e^-200 and the pixel is an exact 50 / 50. (Large
+  steps of a small test model need not reach such logits, so this is
+  checked on the function itself.)"""
+  u3 = np.full((1, 2, 2, 21), -1e4, np.float32)  # Background included.
+  u3[..., 1], u3[..., 2] = -200.0, 0.0
+  v3 = np.full((1, 21), -1e4, np.float32)
+  v3[0, 1], v3[0, 2] = 1e4, -200.0
+  probs = refine_labelmap(tf.constant(u3), tf.constant(v3)).numpy()
+  np.testing.assert_allclose(probs[..., 1], 0.5, atol=1e-5)
+  np.testing.assert_allclose(probs[..., 2], 0.5, atol=1e-5)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
 def test_probabilities_sum_to_one_at_moderate_steps(model):

@@ -32,6 +32,7 @@ import struct
 import zlib
 
 import h5py
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -43,6 +44,7 @@ from dis_tf import config as config_lib
 from dis_tf import evaluation
 from dis_tf import locks
 from dis_tf import model_dir as model_dir_lib
+from dis_tf import selection
 from dis_tf import training
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
@@ -175,15 +177,125 @@ def test_state_without_fingerprints_is_checked_against_config_json(
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
 
 
+class _KillAtEpoch(keras.callbacks.Callback):
+  """Raises at the start of epoch `epoch` of `phase` (a killed run)."""
+
+  def __init__(self, phase, epoch):
+    super().__init__()
+    self.phase, self.epoch = phase, epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.model.phase == self.phase and epoch == self.epoch:
+      raise KeyboardInterrupt("simulated kill")
+
+
+def test_a_phase_killed_mid_way_is_checked_by_its_backup(
+    tmp_path, monkeypatch, tiny_config, dataset_fn):
+  """Killed inside phase b (its backup/phase_b/state.json is the only
+  state of phase b: no phase_b.weights.h5 yet), then rerun with another
+  phase-b learning rate: refused, not resumed with the wrong config."""
+  model_dir = str(tmp_path / "killed")
+  original_callbacks = training._callbacks
+  monkeypatch.setattr(
+      training, "_callbacks",
+      lambda *a: original_callbacks(*a) + [_KillAtEpoch("b", 1)])
+  config = tiny_config(model_dir, steps=4)  # Two epochs per phase.
+  with pytest.raises(KeyboardInterrupt):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  state = os.path.join(model_dir, "backup", "phase_b", "state.json")
+  assert os.path.exists(state)
+  assert not os.path.exists(model_dir_lib.phase_weights_path(model_dir, "b"))
+  before = open(state).read()
+  config.train.phase_b_lr = 0.5
+  with pytest.raises(model_dir_lib.ConfigMismatchError,
+                     match=r"phase b: train.phase_b_lr: 0.001 in model_dir, "
+                           r"0.5 now"):
+    training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+  assert open(state).read() == before
+  assert not os.path.exists(model_dir_lib.phase_weights_path(model_dir, "b"))
+
+
+def _change_weights_file(path):
+  """A changed but loadable weights file (as if its phase were retrained):
+  one float dataset is shifted in place."""
+  with h5py.File(path, "r+") as f:
+    datasets = []
+    f.visititems(lambda name, obj: datasets.append(obj) if isinstance(
+        obj, h5py.Dataset) and obj.dtype == np.float32 and obj.size else None)
+    datasets[0][...] = datasets[0][()] + 0.25
+
+
+def test_retraining_a_phase_invalidates_the_phases_after_it(
+    run_copy, tiny_config, dataset_fn, capsys, monkeypatch):
+  """The fingerprint chain: phase semi records the hash of the phase c it
+  started from. After phase c changes (retrained), the finished semi, or
+  a semi backup, is not reused: semi is trained again from the new c."""
+  model_dir = run_copy()
+  config = _config(tiny_config, model_dir)
+  config.train.semi_steps = 4  # Two epochs: a backup after the first.
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  semi = model_dir_lib.phase_weights_path(model_dir, "semi")
+  c_path = model_dir_lib.phase_weights_path(model_dir, "c")
+  assert model_dir_lib.read_fingerprint(model_dir, "semi")["starts_from"] \
+      == model_dir_lib.file_hash(c_path)
+  capsys.readouterr()
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  assert "== phase" not in capsys.readouterr().out  # Unchanged: reused.
+
+  _change_weights_file(c_path)
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert "phase semi started from a version of" in out, out
+  assert "== phase semi: 4 steps ==" in out, out
+  assert os.path.exists(semi + ".stale")
+  assert model_dir_lib.read_fingerprint(model_dir, "semi")["starts_from"] \
+      == model_dir_lib.file_hash(c_path)
+
+  # A semi killed mid-way leaves a backup; after c changes it is removed,
+  # not resumed.
+  os.remove(semi)
+  original_callbacks = training._callbacks
+  monkeypatch.setattr(
+      training, "_callbacks",
+      lambda *a: original_callbacks(*a) + [_KillAtEpoch("semi", 1)])
+  with pytest.raises(KeyboardInterrupt):
+    training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  monkeypatch.setattr(training, "_callbacks", original_callbacks)
+  backup = os.path.join(model_dir, "backup", "phase_semi")
+  assert os.path.exists(os.path.join(backup, "state.json"))
+  _change_weights_file(c_path)
+  capsys.readouterr()
+  training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
+  out = capsys.readouterr().out
+  assert f"its backup {backup} is removed" in out, out
+  assert "resuming" not in out and "== phase semi: 4 steps ==" in out, out
+
+
 def test_overwrite_discards_the_state_and_trains_again(
     run_copy, tiny_config, dataset_fn, capsys):
   model_dir = run_copy()
+  # The old run's evaluation outputs (tools/evaluate.py, tools/demo.py,
+  # tools/visualize.py, the served-setting record), and a file of the user.
+  old_reports = ["eval_val/table3.md", "eval_val_100__/results.json",
+                 "figures/val.png", selection.SELECTION_FILENAME]
+  for name in old_reports + ["notes.txt", "eval_notes.txt"]:
+    path = os.path.join(model_dir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("old run")
   config = _config(tiny_config, model_dir)
   config.train.phase_c_lr = 0.01
   training.train(config, "full", dataset_fn=dataset_fn, verbose=0,
                  overwrite=True)
   out = capsys.readouterr().out
   assert "--overwrite: removed the training state" in out
+  for name in old_reports:
+    assert not os.path.exists(os.path.join(model_dir, name)), name
+    assert name.split("/")[0] in out
+  # Not reports of the run: left alone.
+  for name in ("notes.txt", "eval_notes.txt"):
+    assert os.path.exists(os.path.join(model_dir, name))
   for phase in ("a", "b", "c"):
     assert f"== phase {phase}:" in out
   assert model_dir_lib.read_fingerprint(model_dir, "c")["fields"][
@@ -337,10 +449,15 @@ def test_pipelines_wait_for_a_live_prepare_and_use_it(mini_benchmark,
       "data.voc_dir": mini_benchmark["voc_dir"],
       "data.data_dir": str(tmp_path / "tfds")})
   proc = holder("prepare_lock", config.data.data_dir)
-  threading.Timer(2.0, proc.stdin.close).start()  # Released after 2 s.
-  start = time.time()
+  released = threading.Event()
+
+  def release():
+    released.set()
+    proc.stdin.close()
+  threading.Timer(2.0, release).start()  # Released after 2 s.
   builders = pipeline.prepare_datasets(config, wait_seconds=60)
-  assert time.time() - start >= 1.5
+  # It waited for the release (an event, not a wall-clock bound).
+  assert released.is_set()
   assert builders["voc"].is_prepared()
   proc.wait()
   assert pipeline.PREPARE_WAIT_SECONDS >= 600

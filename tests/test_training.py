@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
@@ -44,11 +45,25 @@ def test_train_writes_the_model_dir_layout(tmp_path, tiny_config,
     np.testing.assert_array_equal(a, b)
 
 
+def _stream(dataset_fn):
+  """`dataset_fn` with a different batch at every step (the image and its
+  target shifted by 0.3 * (step % 5)), so a resumed run that reread the
+  stream from its start would train on other batches."""
+  def fn(config, stage):
+    offsets = tf.data.Dataset.range(1 << 40).map(
+        lambda i: 0.3 * tf.cast(i % 5, tf.float32))
+    return tf.data.Dataset.zip((dataset_fn(config, stage), offsets)).map(
+        lambda x, c: dict(x, image=x["image"] + c,
+                          image_small=x["image_small"] + c))
+  return fn
+
+
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(
     tmp_path, monkeypatch, capsys, tiny_config, dataset_fn):
   """Killed at the start of phase b's epoch 2: the rerun skips phase a and
-  resumes phase b after epoch 1 (from the log and the backup; a restart
-  from scratch would give the same weights too)."""
+  resumes phase b after epoch 1 (from the log and the backup), on the
+  batches an uninterrupted run reads there (every batch differs)."""
+  dataset_fn = _stream(dataset_fn)
   # Deterministic mode: op determinism, so both runs can match bit for bit.
   ref_config = tiny_config(tmp_path / "ref")
   ref_config.data.deterministic = True

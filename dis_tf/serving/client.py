@@ -85,6 +85,36 @@ class Connection:
           "--ssl_client_cert and --ssl_client_key go together.")
 
 
+class ServingError(errors.UserError, RuntimeError):
+  """TF Serving answered with an error, or with something that is not a
+  prediction. A `RuntimeError` (as before) and a `UserError`, so a tool
+  prints it as one line (`error: TF Serving error: HTTP 400 Bad Request:
+  ...`) and exits with status 1 instead of a traceback."""
+
+
+def failure_message(error):
+  """One line for a failed request, or None for an unexpected exception.
+
+  gRPC errors become `TF Serving error: gRPC <STATUS>: <details>`; a
+  timeout, a refused connection or a TLS failure keep their message with
+  what failed. `ServingError`s are already one line.
+  """
+  if isinstance(error, ServingError):
+    return errors.message(error)
+  code, details = getattr(error, "code", None), getattr(error, "details",
+                                                        None)
+  if callable(code) and callable(details):  # grpc.RpcError (a grpc.Call).
+    status = getattr(code(), "name", code())
+    return f"TF Serving error: gRPC {status}: {details()}"
+  if isinstance(error, TimeoutError):
+    return errors.message(error)
+  if isinstance(error, ssl.SSLError):
+    return f"TLS connection to the server failed: {errors.message(error)}"
+  if isinstance(error, ConnectionError):
+    return f"cannot reach the server: {errors.message(error)}"
+  return None
+
+
 def is_local_host(host):
   """True for this machine: localhost, 127.0.0.0/8, ::1 (or a unix socket)."""
   host = (host or "").strip("[]").lower()
@@ -150,25 +180,34 @@ def parse_rest_response(body):
     Dict of NumPy arrays.
 
   Raises:
-    RuntimeError: with the server's message if the response is an error,
-      and for a response with no predictions.
+    ServingError (a RuntimeError): with the server's message if the
+      response is an error, and for a response with no predictions.
   """
   if not isinstance(body, dict):
-    raise RuntimeError(f"TF Serving response is not a JSON object: "
+    raise ServingError(f"TF Serving response is not a JSON object: "
                        f"{str(body)[:500]}")
   if "error" in body:
-    raise RuntimeError(f"TF Serving error: {body['error']}")
+    raise ServingError(f"TF Serving error: {body['error']}")
   if "outputs" in body:
+    # Columnar format: {name: batch-first (nested) list}. (TF Serving gives
+    # a bare list only for a one-output signature; every DIS one has more.)
     columns = body["outputs"]
+    if not isinstance(columns, dict):
+      raise ServingError("TF Serving response 'outputs' is not an object "
+                         f"of named outputs: {str(columns)[:500]}")
+    if not columns:
+      raise ServingError("TF Serving returned empty 'outputs' (no result "
+                         "for any image); the request sent at least one "
+                         "image.")
   elif "predictions" in body:
     rows = body["predictions"]
     if not isinstance(rows, list) or not rows:
-      raise RuntimeError(
+      raise ServingError(
           "TF Serving returned an empty 'predictions' list (no result for "
           "any image); the request sent at least one image.")
     columns = {key: [row[key] for row in rows] for key in rows[0]}
   else:
-    raise RuntimeError("TF Serving response has neither 'predictions' nor "
+    raise ServingError("TF Serving response has neither 'predictions' nor "
                        f"'outputs': keys {sorted(body)}.")
   return {key: np.asarray(value) for key, value in columns.items()}
 
@@ -219,7 +258,7 @@ def _http_exchange(url, data, connection):
     response = conn.getresponse()
     length = response.getheader("Content-Length")
     if length and length.isdigit() and int(length) > limit:
-      raise RuntimeError(
+      raise ServingError(
           f"HTTP {response.status} {response.reason}: the response is "
           f"{int(length)} bytes, over --max_response_bytes={limit}.")
     chunks, size = [], 0
@@ -231,7 +270,7 @@ def _http_exchange(url, data, connection):
       chunks.append(chunk)
       size += len(chunk)
       if size > limit:
-        raise RuntimeError(
+        raise ServingError(
             f"HTTP {response.status} {response.reason}: the response is "
             f"over --max_response_bytes={limit} bytes.")
     return response.status, response.reason, b"".join(chunks)
@@ -278,7 +317,7 @@ def rest_predict(server, model_name, image_bytes, steps=None, version=None,
   Raises:
     ValueError: plain HTTP to another host without `insecure`.
     TimeoutError: the whole request took longer than the timeout.
-    RuntimeError: an HTTP error (with its status and body, JSON or not), a
+    ServingError (a RuntimeError): an HTTP error (status and body), a
       response over the size limit, or no predictions.
   """
   connection = connection or Connection()
@@ -298,9 +337,9 @@ def rest_predict(server, model_name, image_bytes, steps=None, version=None,
     # in front of it may answer with HTML or plain text.
     detail = (body["error"] if isinstance(body, dict) and "error" in body
               else text[:2000] or "(empty body)")
-    raise RuntimeError(f"TF Serving error: HTTP {status} {reason}: {detail}")
+    raise ServingError(f"TF Serving error: HTTP {status} {reason}: {detail}")
   if body is None:
-    raise RuntimeError(f"HTTP {status} {reason}: the response is not JSON: "
+    raise ServingError(f"HTTP {status} {reason}: the response is not JSON: "
                        f"{text[:500]!r}")
   return parse_rest_response(body)
 
@@ -366,7 +405,7 @@ def grpc_predict(server, model_name, image_bytes, steps=None, version=None,
   Raises:
     grpc.RpcError: from the server or the transport (DEADLINE_EXCEEDED,
       RESOURCE_EXHAUSTED for a response over the size limit, ...).
-    RuntimeError: a response without outputs.
+    ServingError (a RuntimeError): a response without outputs.
   """
   # Imported here: the REST client needs neither gRPC nor TensorFlow.
   import tensorflow as tf
@@ -389,7 +428,7 @@ def grpc_predict(server, model_name, image_bytes, steps=None, version=None,
   outputs = {key: tf.make_ndarray(proto)
              for key, proto in response.outputs.items()}
   if not outputs or not len(outputs.get("class_ids", [])):
-    raise RuntimeError("TF Serving returned no predictions (empty outputs) "
+    raise ServingError("TF Serving returned no predictions (empty outputs) "
                        "for a request of at least one image.")
   return outputs
 
@@ -463,8 +502,14 @@ def run(paths, server, protocol="rest", model_name="dis", steps=None,
   # Read and checked here, so that a bad file is named before any request.
   images = [prediction_io.read_image(path) for path in paths]
   predict = rest_predict if protocol == "rest" else grpc_predict
-  outputs = predict(server, model_name, [image.data for image in images],
-                    steps=steps, version=version, connection=connection)
+  try:
+    outputs = predict(server, model_name, [image.data for image in images],
+                      steps=steps, version=version, connection=connection)
+  except Exception as e:  # pylint: disable=broad-except
+    line = failure_message(e)
+    if line is None:
+      raise
+    raise ServingError(line) from e
   written = []
   palette = None
   if class_set is not None:

@@ -1,0 +1,284 @@
+"""The mutation check's table: for each guard of RELIABILITY.md, the
+minimal code change that removes it, and the tests that must then fail.
+
+Each mutant replaces one exact snippet (`old`, which must occur exactly
+once in `path`) by `new`. `python tests/mutants/run.py` applies each one to
+a temporary copy of the tree and runs its `tests` there; a mutant whose
+tests still pass "survived", which is a defect of the suite. The RELIABILITY
+.md tables name each mutant in their "mutant" column
+(tests/test_mutants.py checks both stay in step).
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+  name: str           # Named in RELIABILITY.md's "mutant" column.
+  guard: str          # What the change removes.
+  path: str           # File changed, relative to the repository.
+  old: str            # Exact snippet, once in `path`.
+  new: str            # Its replacement.
+  tests: tuple        # pytest node ids that must fail.
+
+
+MUTANTS = (
+    # ---------------------------------------------- 1. faults in training
+    Mutant(
+        "write_in_place", "checkpoints and JSON written to a temp name, "
+        "then renamed (atomic.atomic_write)",
+        "dis_tf/atomic.py",
+        "  tmp = temp_path(path)\n  try:\n    yield tmp",
+        "  tmp = path\n  try:\n    yield tmp",
+        ("tests/test_atomic.py::test_failed_write_keeps_previous_and_removes_"
+         "temp",
+         "tests/test_reliability_training.py::test_enospc_mid_write_leaves_"
+         "previous_checkpoint")),
+    Mutant(
+        "no_previous_backup", "a backup falls back to the previous state "
+        "when the current one cannot be read",
+        "dis_tf/callbacks.py",
+        "    candidates = [state] + ([state[\"previous\"]] if "
+        "state.get(\"previous\")\n                            else [])",
+        "    candidates = [state]",
+        ("tests/test_reliability_training.py::test_previous_backup_used_when_"
+         "current_is_unreadable",)),
+    Mutant(
+        "no_free_space_check", "free disk space checked before an HDF5 "
+        "write (which crashes on a full disk)",
+        "dis_tf/callbacks.py",
+        "    _check_free_space(model, path)\n",
+        "",
+        ("tests/test_reliability_training.py::test_full_disk_fails_at_the_"
+         "write_and_keeps_last_good",)),
+    Mutant(
+        "no_resume_skip", "a resumed run skips the batches its finished "
+        "epochs read",
+        "dis_tf/training.py",
+        "data = data.skip(resumed * per_epoch)",
+        "data = data.skip(0)",
+        ("tests/test_training.py::test_killed_run_resumes_and_matches_an_"
+         "uninterrupted_run",)),
+    Mutant(
+        "no_write_probe", "model_dir is checked writable before training",
+        "dis_tf/training.py",
+        "  _check_writable(model_dir)\n",
+        "",
+        ("tests/test_reliability_training.py::test_missing_parent_permission_"
+         "named",
+         "tests/test_reliability_training.py::test_read_only_model_dir_fails_"
+         "before_training")),
+    # ------------------------------------------------------- 2. numerics
+    Mutant(
+        "mixed_precision_allowed", "the model refuses a non-float32 dtype "
+        "policy",
+        "dis_tf/modeling/dis_model.py",
+        "    if policy.compute_dtype != \"float32\" or policy.variable_dtype "
+        "!= \"float32\":",
+        "    if False:",
+        ("tests/test_reliability_numerics.py::test_mixed_precision_is_"
+         "refused_with_a_clear_message",)),
+    Mutant(
+        "refine_in_linear_space", "refine_labelmap works in log space "
+        "(no all-zero pixel at large steps)",
+        "dis_tf/modeling/subnets.py",
+        "  return tf.nn.softmax(tf.nn.log_softmax(u3, axis=-1)\n"
+        "                       + log_scale[:, None, None, :], axis=-1)",
+        "  probs = tf.nn.softmax(u3, axis=-1) * tf.exp(log_scale)[:, None, "
+        "None, :]\n  return probs / tf.reduce_sum(probs, -1, keepdims=True)",
+        ("tests/test_reliability_numerics.py::test_refinement_is_exact_where_"
+         "the_linear_product_underflows",
+         "tests/test_reliability_numerics.py::test_refined_probabilities_sum_"
+         "to_one_at_large_steps")),
+    Mutant(
+        "overflowing_step_taken", "a gram step that overflows is rejected",
+        "dis_tf/modeling/latent.py",
+        "    finite = _finite_rows(tf.concat(produced, 1))\n",
+        "    finite = tf.ones([tf.shape(new_v3)[0]], tf.bool)\n",
+        ("tests/test_gram.py::test_gram_overflowing_steps_are_rejected_and_"
+         "change_nothing",)),
+    Mutant(
+        "per_pixel_tag_path_scaled", "per_pixel divides only the u3 path "
+        "of v1's gradient by h * w, not the tag path",
+        "dis_tf/modeling/latent.py",
+        "    return 1.0, 1.0 / tf.cast(height * width, dtype), 1.0\n",
+        "    return 1.0, 1.0 / tf.cast(height * width, dtype), "
+        "1.0 / tf.cast(height * width, dtype)\n",
+        ("tests/test_gram.py::test_one_per_pixel_step_against_autodiff_of_the_"
+         "two_v1_paths",)),
+    # ------------------------------------------------------ 3. bad data
+    Mutant(
+        "no_pixel_limit", "images over data.max_image_pixels are bad "
+        "files, refused before decoding",
+        "dis_tf/data/voc.py",
+        "      if max_pixels is not None and width * height > max_pixels:",
+        "      if False:",
+        ("tests/test_reliability_runs.py::test_pixel_bombs_are_bad_files_"
+         "refused_before_decoding",
+         "tests/test_reliability_runs.py::test_configured_pixel_limit_"
+         "reaches_the_builders")),
+    # --------------------------------------------------- 4. serving inputs
+    Mutant(
+        "decode_before_checks", "images are decoded only after every "
+        "request check",
+        "dis_tf/serving/inputs.py",
+        "      one, _after(checks, image_bytes),",
+        "      one, image_bytes,",
+        ("tests/test_serving_check_order.py::test_decoding_waits_for_every_"
+         "request_check",)),
+    Mutant(
+        "resize_before_checks", "image tensors are resized only after the "
+        "checks",
+        "dis_tf/serving/inputs.py",
+        "  images = _after(checks, images)\n",
+        "",
+        ("tests/test_serving_check_order.py::test_image_tensors_are_resized_"
+         "only_after_the_checks",)),
+    Mutant(
+        "no_batch_size_bound", "--serving.max_batch_size",
+        "dis_tf/serving/inputs.py",
+        "  size_check = tf.debugging.Assert(batch <= bounds.max_batch_size, [",
+        "  size_check = tf.debugging.Assert(True, [",
+        ("tests/test_serving_check_order.py::test_each_bound_refuses_image_"
+         "tensors",)),
+    Mutant(
+        "no_padded_output_bound", "--serving.max_batch_pixels (padded "
+        "output)",
+        "dis_tf/serving/inputs.py",
+        "  pixels = batch * height * width\n",
+        "  pixels = batch * 0\n",
+        ("tests/test_serving_check_order.py::test_each_bound_refuses_encoded_"
+         "images",
+         "tests/test_serving_check_order.py::test_each_bound_refuses_image_"
+         "tensors")),
+    Mutant(
+        "no_float_range_check", "float image tensors must be finite and in "
+        "[0, 255]",
+        "dis_tf/serving/inputs.py",
+        "        tf.math.is_finite(tf.reduce_sum(images)), low >= 0, "
+        "high <= 255]))",
+        "        True, True]))",
+        ("tests/test_serving_check_order.py::test_each_bound_refuses_image_"
+         "tensors",)),
+    Mutant(
+        "client_error_traceback", "a TF Serving error is one line from "
+        "export/client.py, exit status 1",
+        "dis_tf/serving/client.py",
+        "class ServingError(errors.UserError, RuntimeError):",
+        "class ServingError(RuntimeError):",
+        ("tests/test_client.py::test_client_tool_prints_a_server_error_as_"
+         "one_line",
+         "tests/test_client.py::test_grpc_errors_and_timeouts_become_one_"
+         "line")),
+    # --------------------------------------------------------- 6. security
+    Mutant(
+        "dotdot_path_allowed", "dataset paths with '..' are refused",
+        "dis_tf/data/safe_paths.py",
+        "  if \"..\" in parts:\n",
+        "  if False:\n",
+        ("tests/test_security.py::test_image_set_list_cannot_escape",
+         "tests/test_security.py::test_annotation_paths_cannot_escape")),
+    Mutant(
+        "symlink_escape_allowed", "paths resolving outside the dataset "
+        "root are refused",
+        "dis_tf/data/safe_paths.py",
+        "  if os.path.commonpath([real_root, real]) != real_root:\n",
+        "  if False:\n",
+        ("tests/test_security.py::test_symlink_out_of_the_voc_tree_is_"
+         "refused",)),
+    Mutant(
+        "unsafe_load_planted", "no pickle / unsafe loading in the code "
+        "(the AST scan)",
+        "dis_tf/model_dir.py",
+        "    model = keras.saving.load_model(path, safe_mode=True)",
+        "    model = keras.saving.load_model(path, safe_mode=False)",
+        ("tests/test_security.py::test_no_pickle_eval_or_unsafe_loading_in_"
+         "the_code",)),
+    # ------------------------------------------------- 7. runs and files
+    Mutant(
+        "no_fingerprint_check", "a model_dir from another training config "
+        "is refused",
+        "dis_tf/training.py",
+        "  unrecorded = _check_fingerprints(config, model_dir, chain,\n"
+        "                                   _previous_config(model_dir))",
+        "  unrecorded = []",
+        ("tests/test_reliability_runs.py::test_other_training_config_is_an_"
+         "error_naming_the_fields",)),
+    Mutant(
+        "backup_is_not_state", "a phase killed mid-way (only its backup) "
+        "is checked too (_phase_has_state)",
+        "dis_tf/training.py",
+        "          or os.path.exists(os.path.join(model_dir, \"backup\",",
+        "          or False and os.path.exists(os.path.join(model_dir, "
+        "\"backup\",",
+        ("tests/test_reliability_runs.py::test_a_phase_killed_mid_way_is_"
+         "checked_by_its_backup",)),
+    Mutant(
+        "no_fingerprint_chain", "a phase whose start weights changed "
+        "(its predecessor retrained) is not reused",
+        "dis_tf/model_dir.py",
+        "  if current == stored[\"starts_from\"]:\n    return None\n",
+        "  return None\n",
+        ("tests/test_reliability_runs.py::test_retraining_a_phase_invalidates_"
+         "the_phases_after_it",)),
+    Mutant(
+        "overwrite_keeps_reports", "--overwrite removes the old run's "
+        "eval reports, figures and selection record",
+        "dis_tf/training.py",
+        "  for name in _STATE_ENTRIES + _EVAL_ENTRIES + tuple(old_reports):",
+        "  for name in _STATE_ENTRIES:",
+        ("tests/test_reliability_runs.py::test_overwrite_discards_the_state_"
+         "and_trains_again",)),
+    Mutant(
+        "live_lock_taken", "a live holder's lock is never taken over",
+        "dis_tf/locks.py",
+        "      if self._stale(holder):",
+        "      if True:",
+        ("tests/test_reliability_runs.py::test_lock_of_another_host_or_a_"
+         "live_pid_is_never_taken_over",)),
+    Mutant(
+        "raw_rename_planted", "every commit rename goes through "
+        "dis_tf/atomic.py (the AST scan)",
+        "dis_tf/callbacks.py",
+        "    with atomic.atomic_write(path) as tmp:\n"
+        "      model.save_weights(tmp)\n",
+        "    model.save_weights(path + \".part.weights.h5\")\n"
+        "    os.replace(path + \".part.weights.h5\", path)\n",
+        ("tests/test_reliability_runs.py::test_every_rename_goes_through_the_"
+         "atomic_helper",)),
+    Mutant(
+        "corrupt_phase_fatal", "a corrupt phase file is set aside and the "
+        "phases after the last good one retrained",
+        "dis_tf/training.py",
+        "      corrupt.append((path, atomic.set_aside(path) if is_chief else "
+        "path, e))",
+        "      raise",
+        ("tests/test_reliability_runs.py::test_corrupt_phase_weights_fall_"
+         "back_to_the_last_good_phase",)),
+    Mutant(
+        "model_keras_not_checked", "a model.keras failing its zip CRC "
+        "falls back to the phase weights",
+        "dis_tf/model_dir.py",
+        "  problem = _zip_problem(path)\n",
+        "  problem = None\n",
+        ("tests/test_reliability_runs.py::test_corrupt_model_keras_falls_"
+         "back_to_the_phase_weights",)),
+    Mutant(
+        "nan_training_input", "NaN / Inf training inputs stop at the first "
+        "step",
+        "dis_tf/modeling/dis_model.py",
+        "    image = tf.debugging.assert_all_finite(\n"
+        "        x[\"image\"], \"Training input 'image' has NaN or Inf "
+        "pixels\")",
+        "    image = x[\"image\"]",
+        ("tests/test_reliability_runs.py::test_nan_or_inf_training_input_is_"
+         "an_error_naming_it",)),
+    # ------------------------------------------------- the suite itself
+    Mutant(
+        "unlisted_skip_passes", "under .ci/run a skip off the allow-list "
+        "fails the run",
+        "tests/conftest.py",
+        "    report.outcome = \"failed\"\n",
+        "    pass\n",
+        ("tests/test_skips.py::test_unlisted_skip_fails_only_when_strict",)),
+)
