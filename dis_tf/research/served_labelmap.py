@@ -9,7 +9,11 @@ and the reported split; applies the selection rule (`dis_tf.selection.
 choose_setting`: the plain t = 0 prediction unless a candidate clears the
 paired bootstrap margin) on the selection split; and scores the reported
 split once more through the serving module at the chosen setting, from the
-JPEG files, as a client sends them (`score_through_export`).
+JPEG files, as a client sends them (`score_through_export`). It also
+compares the canvas rules at t = 0 (`canvas_grid`, `canvas_section`).
+
+Size: about 450 lines because the scoring and the page section read one
+per-seed result format; apart, the format would be spelled out twice.
 """
 
 import os
