@@ -1,6 +1,6 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
-  python tools/demo.py            # about 4-5 minutes on 2 CPU cores
+  python tools/demo.py            # about 5-8 minutes on 2 CPU cores
 
 Steps (each prints progress; a killed demo resumes where it stopped):
   1. generate the synthetic benchmark into --data_root unless it is there
