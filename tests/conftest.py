@@ -419,3 +419,15 @@ def tensorboard_events():
   tensor as an array: an image summary's is [width, height, PNG...]),
   "description"}]}, read back from the event files of one run directory."""
   return _tensorboard_events
+
+
+class CrashAt(keras.callbacks.Callback):
+  """Raises at the start of epoch `epoch` of `phase` (a killed run)."""
+
+  def __init__(self, phase, epoch):
+    super().__init__()
+    self.phase, self.epoch = phase, epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.model.phase == self.phase and epoch == self.epoch:
+      raise KeyboardInterrupt("simulated kill")

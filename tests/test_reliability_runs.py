@@ -32,7 +32,6 @@ import struct
 import zlib
 
 import h5py
-import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -49,6 +48,8 @@ from dis_tf import training
 from dis_tf.data import pipeline
 from dis_tf.data import synthetic
 from dis_tf.data import voc
+
+from conftest import CrashAt
 from dis_tf.data import web_tags
 from dis_tf.serving import export_lib
 
@@ -177,18 +178,6 @@ def test_state_without_fingerprints_is_checked_against_config_json(
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
 
 
-class _KillAtEpoch(keras.callbacks.Callback):
-  """Raises at the start of epoch `epoch` of `phase` (a killed run)."""
-
-  def __init__(self, phase, epoch):
-    super().__init__()
-    self.phase, self.epoch = phase, epoch
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.model.phase == self.phase and epoch == self.epoch:
-      raise KeyboardInterrupt("simulated kill")
-
-
 def test_a_phase_killed_mid_way_is_checked_by_its_backup(
     tmp_path, monkeypatch, tiny_config, dataset_fn):
   """Killed inside phase b (its backup/phase_b/state.json is the only
@@ -198,7 +187,7 @@ def test_a_phase_killed_mid_way_is_checked_by_its_backup(
   original_callbacks = training._callbacks
   monkeypatch.setattr(
       training, "_callbacks",
-      lambda *a: original_callbacks(*a) + [_KillAtEpoch("b", 1)])
+      lambda *a: original_callbacks(*a) + [CrashAt("b", 1)])
   config = tiny_config(model_dir, steps=4)  # Two epochs per phase.
   with pytest.raises(KeyboardInterrupt):
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
@@ -258,7 +247,7 @@ def test_retraining_a_phase_invalidates_the_phases_after_it(
   original_callbacks = training._callbacks
   monkeypatch.setattr(
       training, "_callbacks",
-      lambda *a: original_callbacks(*a) + [_KillAtEpoch("semi", 1)])
+      lambda *a: original_callbacks(*a) + [CrashAt("semi", 1)])
   with pytest.raises(KeyboardInterrupt):
     training.train(config, "semi", dataset_fn=dataset_fn, verbose=0)
   monkeypatch.setattr(training, "_callbacks", original_callbacks)

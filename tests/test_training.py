@@ -3,7 +3,6 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,17 +11,7 @@ from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import training
 
-
-class _CrashAt(keras.callbacks.Callback):
-  """Raises at the start of a given epoch of a given phase (a killed run)."""
-
-  def __init__(self, phase, epoch):
-    super().__init__()
-    self.phase, self.epoch = phase, epoch
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.model.phase == self.phase and epoch == self.epoch:
-      raise KeyboardInterrupt("simulated kill")
+from conftest import CrashAt
 
 
 def _weights(model):
@@ -73,7 +62,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(
   original_callbacks = training._callbacks
   monkeypatch.setattr(
       training, "_callbacks",
-      lambda *a: original_callbacks(*a) + [_CrashAt("b", 1)])
+      lambda *a: original_callbacks(*a) + [CrashAt("b", 1)])
   config = tiny_config(tmp_path / "killed")
   config.data.deterministic = True
   with pytest.raises(KeyboardInterrupt):
