@@ -7,7 +7,9 @@ A run is killed with SIGKILL
 * at the N-th checkpoint write, *inside* the write (a wrapper makes the
   process SIGKILL itself before the HDF5 / zip file is closed, so the file
   on disk is truncated), and
-* at a seeded delay after a given file appears (polled),
+* right after the N-th commit (the atomic rename) of a file whose path
+  contains a pattern, a log event of the run itself rather than a delay
+  (so where it lands does not depend on the machine's load),
 
 in every stage (stage-1 phases a, b, c and stage 2), then rerun until it
 finishes. After every kill no checkpoint that a rerun would read is
@@ -27,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import h5py
@@ -43,12 +44,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 20240611
 
 # Runs the training tool, killing itself (SIGKILL) inside the N-th write of
-# a file whose name contains KILL_MATCH, before the file is closed.
+# a file whose name contains KILL_MATCH, before the file is closed; or
+# right after the N-th `os.replace` onto a path containing KILL_REPLACED.
 _WRAPPER = r'''
 import os, signal, sys, runpy, zipfile
 import h5py
 match = os.environ.get("KILL_MATCH")
 count = [int(os.environ.get("KILL_AT", "0"))]
+
+replaced = os.environ.get("KILL_REPLACED")
+original_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+  result = original_replace(src, dst, *args, **kwargs)
+  if replaced and replaced in str(dst):
+    count[0] -= 1
+    if count[0] == 0:
+      os.kill(os.getpid(), signal.SIGKILL)
+  return result
+os.replace = replace
 
 def should_die(name):
   if not match or match not in os.path.basename(str(name)):
@@ -58,7 +71,8 @@ def should_die(name):
 
 original_h5_close = h5py.File.close
 def h5_close(self):
-  if self.id.valid and should_die(self.filename):
+  # Writes only: a resumed run reads the same files (restore) first.
+  if self.id.valid and self.mode != "r" and should_die(self.filename):
     self.flush() if os.environ.get("KILL_FLUSH") else None
     os.kill(os.getpid(), signal.SIGKILL)
   return original_h5_close(self)
@@ -66,7 +80,7 @@ h5py.File.close = h5_close
 
 original_zip_close = zipfile.ZipFile.close
 def zip_close(self):
-  if self.fp is not None and should_die(self.filename):
+  if self.fp is not None and self.mode != "r" and should_die(self.filename):
     os.kill(os.getpid(), signal.SIGKILL)
   return original_zip_close(self)
 zipfile.ZipFile.close = zip_close
@@ -206,11 +220,11 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(
   rng = np.random.RandomState(SEED)
   model_dir = str(tmp_path / "killed")
   # (how, argument): "write" = die inside the N-th write of files whose
-  # name contains the pattern; "after" = SIGKILL a seeded delay after the
-  # file appears.
+  # name contains the pattern; "after" = die right after the N-th commit
+  # (rename) onto a path containing the pattern.
   kills = [
       ("write", "phase_a", int(rng.randint(1, 4))),       # stage 1, phase a
-      ("after", "backup/phase_b/state.json", rng.uniform(0.0, 0.5)),
+      ("after", "backup/phase_b/state.json", int(rng.randint(1, 3))),
       ("write", "phase_c.tmp", 1),            # the phase-c final weights
       ("write", "state-", int(rng.randint(1, 3))),  # stage-2 backup state
       ("write", "model.tmp.keras", 1),        # the final model.keras
@@ -220,17 +234,9 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(
   for how, what, arg in kills:
     if how == "write":
       proc = start(model_dir, KILL_MATCH=what, KILL_AT=arg)
-      code, out = _finish(proc)
     else:
-      proc = start(model_dir)
-      target = os.path.join(model_dir, what)
-      deadline = time.time() + 240
-      while not os.path.exists(target) and proc.poll() is None:
-        assert time.time() < deadline, "timed out waiting for " + target
-        time.sleep(0.02)
-      time.sleep(arg)
-      proc.send_signal(signal.SIGKILL)
-      code, out = _finish(proc)
+      proc = start(model_dir, KILL_REPLACED=what, KILL_AT=arg)
+    code, out = _finish(proc)
     assert code == -signal.SIGKILL, (how, what, arg, out[-3000:])
     # This run (killed) started where the previous kill left the disk.
     _assert_resumed_at(out, expected)
@@ -240,9 +246,8 @@ def test_sigkill_at_seeded_points_resumes_to_identical_weights(
     # Each row's claim, from the committed state the rerun will read.
     if what == "phase_a":  # Resumes phase a from its last backup.
       assert expected[0] == "a" and expected[1] >= 1, log
-    elif what == "backup/phase_b/state.json":  # Inside phase b, or later.
-      assert expected[0] != "a" and (expected[0] != "b"
-                                     or expected[1] >= 1), log
+    elif what == "backup/phase_b/state.json":  # After phase b's epoch N.
+      assert expected == ("b", arg, 2), log
     elif what == "phase_c.tmp":  # Phase c from its last (epoch-2) backup.
       assert expected == ("c", 2, 2), log
     elif what == "state-":  # Inside stage 2, not stage 1 again.
