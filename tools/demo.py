@@ -1,6 +1,7 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
   python tools/demo.py            # about 5-8 minutes on 2 CPU cores
+  python tools/demo.py --quick    # the same steps, small; about a minute
 
 Steps (each prints progress; a killed demo resumes where it stopped):
   1. generate the synthetic benchmark into --data_root unless it is there
@@ -83,11 +84,31 @@ flags.DEFINE_string("data_root", "data/synthetic",
 flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes.")
 dis_flags.define_t_test("0,10,30", "Latent steps to evaluate.")
 flags.DEFINE_integer("seed", 0, "Seed of the benchmark and the training.")
+flags.DEFINE_bool("quick", False,
+                  "Every step on a small benchmark with a few training steps "
+                  "(about a minute; for tests). Its model is not trained to "
+                  "be good and its numbers mean nothing.")
+
+# --quick: a benchmark of small images and a few steps per phase, with the
+# selection split still held out from the reported one.
+QUICK_BENCHMARK = dict(num_train=24, num_val=40, num_weak=48,
+                       num_tags_only=8, image_size=64)
+QUICK_T_TEST = "0,2"
 
 
-def demo_config(data_root, workdir, seed):
-  """The `synthetic` preset pointed at the demo's folders."""
+def demo_config(data_root, workdir, seed, quick=False):
+  """The `synthetic` preset pointed at the demo's folders (--quick: the
+  small setting, see QUICK_BENCHMARK)."""
   config = config_lib.synthetic()
+  if quick:
+    config.data.crop_size = config.data.eval_crop_size = 64
+    config.data.shuffle_buffer = 50
+    config.data.select_split, config.data.eval_split = "val[:20]", "val[20:]"
+    config.train.phase_a_steps = 20
+    config.train.phase_b_steps = config.train.phase_c_steps = 4
+    config.train.semi_steps = 4
+    config.train.steps_per_epoch = 20
+    config.train.tensorboard_num_images = 2
   config.data.voc_dir = data_root
   config.data.weak_dir = os.path.join(data_root, "web_tags")
   config.data.data_dir = os.path.join(data_root, "tfds")
@@ -107,10 +128,17 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     tfds.disable_progress_bar()
   t_tests = FLAGS.t_test
-  config = demo_config(FLAGS.data_root, FLAGS.workdir, FLAGS.seed)
+  benchmark = {}
+  if FLAGS.quick:
+    benchmark = QUICK_BENCHMARK
+    if not FLAGS["t_test"].present:
+      t_tests = dis_flags.parse_t_tests(QUICK_T_TEST)
+  config = demo_config(FLAGS.data_root, FLAGS.workdir, FLAGS.seed,
+                       FLAGS.quick)
 
   _step(f"1/6 synthetic benchmark in {FLAGS.data_root}")
-  synthetic.ensure_synthetic_benchmark(FLAGS.data_root, seed=FLAGS.seed)
+  synthetic.ensure_synthetic_benchmark(FLAGS.data_root, seed=FLAGS.seed,
+                                       **benchmark)
 
   _step("2/6 preparing the tfds datasets")
   # tfds prints its "Downloading and preparing" notes to stdout.
