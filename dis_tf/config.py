@@ -34,6 +34,9 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 # Keras dtype policies of the backbone (dis_tf.modeling.dis_model): the
 # subnets and the latent loop stay float32 under every one.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# The model.* fields that evaluation and export may change on a trained run
+# (they do not change the weights; dis_tf.model_dir.load_config).
+RUNTIME_MODEL_FIELDS = ("precision",)
 
 
 def _choice(default, choices):

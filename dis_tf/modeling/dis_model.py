@@ -156,8 +156,7 @@ class DISModel(keras.Model):
     (`dis_tf.model_dir.load_trained_model`), so that an evaluation or an
     export can override, e.g., the latent step size or the precision.
     """
-    _set_backbone_precision(self.backbone, precision)
-    self.precision = precision
+    self.set_precision(precision)
     if latent_method not in latent_lib.METHODS:
       raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
                        f"one of {latent_lib.METHODS}.")
@@ -184,6 +183,14 @@ class DISModel(keras.Model):
     if int(eval_crop_size) < 8:
       raise ValueError(f"eval_crop_size must be >= 8, got {eval_crop_size}.")
     self.eval_crop_size = int(eval_crop_size)
+
+  def set_precision(self, precision):
+    """Puts the backbone's layers under the dtype policy `precision` (one of
+    `dis_tf.config.PRECISIONS`); the weights do not change (they stay
+    float32), so a float32-trained model can run, or be exported, in
+    "mixed_bfloat16"."""
+    _set_backbone_precision(self.backbone, precision)
+    self.precision = precision
 
   # ---------------------------------------------------------------- phases
   def set_phase(self, phase):
