@@ -25,6 +25,7 @@ SCRIPTS = (
     ("serving", ()),
     ("efficiency", ()),
     ("captions", ()),
+    ("precision", ()),
 )
 
 HEADER = """# Benchmarks
@@ -123,6 +124,14 @@ half tag-only images, as in training.
 from one worker process per setting (TensorFlow builds the CPU thread pools
 once per process), driven round by round from the parent so that load from
 other jobs hits every setting alike.
+
+**Precision** (`bench/precision.py`, issue 29). `model.precision` puts the
+backbone's layers under a Keras dtype policy; the latent loop stays float32.
+The script times one ResNet101 model under float32 and mixed_bfloat16 with
+the same weights, interleaved, and prints the CPU's bf16 flags: bfloat16
+gains only where the CPU has bf16 units (AVX512-BF16 or AMX-BF16; without
+them oneDNN emulates it). The served latency through the SavedModel and the
+mIoU under bf16 are not measured yet.
 
 **Exactness vs. step size.** tests/test_gram.py checks direct == gram
 with identical labelmaps after 30 steps: in float32 to 1e-3 relative (tiny

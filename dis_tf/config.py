@@ -31,10 +31,25 @@ LATENT_METHODS = ("gram", "direct")
 LATENT_UPDATES = ("both", "u1", "v1", "per_pixel")
 OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Keras dtype policies of the backbone (dis_tf.modeling.dis_model): the
+# subnets and the latent loop stay float32 under every one.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# The model.* fields that evaluation and export may change on a trained run
+# (they do not change the weights; dis_tf.model_dir.load_config).
+RUNTIME_MODEL_FIELDS = ("precision",)
 
 
 def _choice(default, choices):
   return dataclasses.field(default=default, metadata={"choices": choices})
+
+
+def check_precision(precision):
+  """Returns `precision` if it is one of `PRECISIONS`, else UserError naming
+  the flag (--model.precision) and the value."""
+  if precision not in PRECISIONS:
+    raise errors.UserError(f"--model.precision={precision!r}: expected one "
+                           f"of {PRECISIONS}.")
+  return precision
 
 
 @dataclasses.dataclass
@@ -50,6 +65,14 @@ class ModelConfig:
     train_batchnorm: fine-tune the ResNet batch-norm layers (default: frozen,
       in inference mode, DeepLab v2 practice for small batches).
     output_stride: backbone output stride (8 for all dis_tf backbones).
+    precision: the Keras dtype policy of the backbone: "float32" (the
+      default), "mixed_bfloat16" (CPUs with bf16 units, e.g. AVX512-BF16 or
+      AMX, and GPUs) or "mixed_float16" (GPUs; training scales the loss).
+      The backbone's output is cast to float32: the subnets, the latent
+      variables u1 / v1, the latent objective and its steps always run in
+      float32. Evaluation and export may override it (a float32-trained
+      model can be served in mixed_bfloat16); the export records it in its
+      metadata.
   """
 
   backbone: str = _choice("tiny", BACKBONES)
@@ -58,6 +81,10 @@ class ModelConfig:
   tiny_width: int = 64
   train_batchnorm: bool = False
   output_stride: int = 8
+  precision: str = _choice("float32", PRECISIONS)
+
+  def __post_init__(self):
+    check_precision(self.precision)
 
 
 @dataclasses.dataclass

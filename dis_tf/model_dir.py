@@ -246,7 +246,9 @@ def load_config(model_dir, overrides=None):
   Every field can be overridden, e.g. the data paths, the split, or the
   latent settings (t_test, step_size, clip_norm, method, ...). The `model.*`
   fields describe the network that model.keras holds, so an override may
-  only repeat their trained value.
+  only repeat their trained value; `model.precision` is the exception (the
+  backbone's dtype policy, which does not change the float32 weights: a
+  float32-trained run can be evaluated or exported in mixed_bfloat16).
 
   Args:
     model_dir: a directory written by `tools/train.py` (--model_dir).
@@ -268,7 +270,8 @@ def load_config(model_dir, overrides=None):
   overrides = dict(overrides or {})
   for key, value in overrides.items():
     section, _, name = key.partition(".")
-    if section == "model" and hasattr(config.model, name):
+    if (section == "model" and hasattr(config.model, name)
+        and name not in config_lib.RUNTIME_MODEL_FIELDS):
       trained = getattr(config.model, name)
       if value != trained:
         raise errors.UserError(

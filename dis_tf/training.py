@@ -78,13 +78,20 @@ def phase_settings(train_config, phase):
           getattr(train_config, f"{key}_lr"))
 
 
-def make_optimizer(train_config, learning_rate, steps):
+def make_optimizer(train_config, learning_rate, steps, precision="float32"):
   """SGD with momentum and the poly schedule (DeepLab), or Adam.
 
   Args:
     train_config: `TrainConfig`.
     learning_rate: base learning rate of the phase.
     steps: steps of the phase (the poly schedule reaches 0 there).
+    precision: the model's `model.precision`. Under "mixed_float16" the
+      optimizer is wrapped in `keras.optimizers.LossScaleOptimizer`
+      (dynamic loss scaling: float16 gradients of the backbone underflow
+      otherwise); `DISModel.train_step` scales the loss through
+      `optimizer.scale_loss` and the wrapper unscales the gradients and
+      skips a step whose gradients are not finite. bfloat16 has float32's
+      exponent range and needs no scaling.
 
   Returns:
     A Keras optimizer.
@@ -94,13 +101,17 @@ def make_optimizer(train_config, learning_rate, steps):
       power=train_config.poly_power)
   decay = train_config.weight_decay or None
   if train_config.optimizer == "sgd":
-    return keras.optimizers.SGD(schedule, momentum=train_config.momentum,
-                                weight_decay=decay)
-  if train_config.optimizer == "adam":
-    return keras.optimizers.Adam(schedule, weight_decay=decay)
-  raise errors.UserError(
-      f"optimizer={train_config.optimizer!r}: expected sgd or "
-      "adam.")
+    optimizer = keras.optimizers.SGD(schedule, momentum=train_config.momentum,
+                                     weight_decay=decay)
+  elif train_config.optimizer == "adam":
+    optimizer = keras.optimizers.Adam(schedule, weight_decay=decay)
+  else:
+    raise errors.UserError(
+        f"optimizer={train_config.optimizer!r}: expected sgd or "
+        "adam.")
+  if config_lib.check_precision(precision) == "mixed_float16":
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
 
 
 _phase_weights_path = model_dir_lib.phase_weights_path
@@ -523,7 +534,8 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
     with strategy.scope():
       model.set_phase(phase)
       model.compile(optimizer=make_optimizer(config.train, learning_rate,
-                                             epochs * per_epoch))
+                                             epochs * per_epoch,
+                                             config.model.precision))
     if steps > 0:
       callbacks = _callbacks(config, phase, image_examples, write_dir)
       resumed = 0

@@ -2,7 +2,7 @@ r"""Exports a trained DIS model as a SavedModel for TensorFlow Serving.
 
   python export/export_saved_model.py --model_dir=/runs/voc12 \
       --export_dir=/models/dis [--t_test=30] [--latent.step_size=1.0] \
-      [--input_size=353] [--version=N]
+      [--input_size=353] [--version=N] [--precision=mixed_bfloat16]
 
 Writes version N (default: the next free integer) of the TF Serving model
 base path --export_dir, atomically, with warmup records:
@@ -13,7 +13,11 @@ base path --export_dir, atomically, with warmup records:
 
 The serving graph runs the paper's test-time inference: the backbone, t_test
 latent steps (--t_test, short for --latent.t_test; default the run's
-config, the paper's 30), the tag-refined labelmap. Any field of the run's
+config, the paper's 30), the tag-refined labelmap. --precision (short for
+--model.precision; default the run's, float32) sets the backbone's dtype
+policy in the graph: "mixed_bfloat16" serves a float32-trained model with
+a bf16 backbone on CPUs with bf16 units (the latent loop stays float32);
+the `metadata` signature records it. Any field of the run's
 configuration can be overridden by its flag (see --helpfull). The signatures
 and their inputs and outputs are documented in `dis_tf/serving/module.py`
 and docs/SERVING.md; the library is `dis_tf.serving`.
@@ -27,7 +31,8 @@ from dis_tf.serving import export_lib
 
 FLAGS = flags.FLAGS
 
-dis_flags.define_config_flags(aliases={"t_test": "latent.t_test"})
+dis_flags.define_config_flags(aliases={"t_test": "latent.t_test",
+                                       "precision": "model.precision"})
 flags.adopt_module_key_flags(dis_flags)
 flags.DEFINE_string("export_dir", None,
                     "TF Serving model base path; the version is written to "

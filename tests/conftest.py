@@ -149,12 +149,14 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_model():
-  """`tiny_model(seed=0, width=16, crop_size=32, **latent)`: a `DISModel`
-  (phase "a") built after `keras.utils.set_random_seed(seed)`."""
-  def make(seed=0, width=16, crop_size=32, **latent):
+  """`tiny_model(seed=0, width=16, crop_size=32, precision="float32",
+  **latent)`: a `DISModel` (phase "a") built after
+  `keras.utils.set_random_seed(seed)`, its backbone in `precision`."""
+  def make(seed=0, width=16, crop_size=32, precision="float32", **latent):
     keras.utils.set_random_seed(seed)
-    return build_dis_model(_tiny_config(width=width, crop_size=crop_size,
-                                        **latent))
+    config = _tiny_config(width=width, crop_size=crop_size, **latent)
+    config.model.precision = precision
+    return build_dis_model(config)
   return make
 
 

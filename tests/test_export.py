@@ -146,6 +146,7 @@ def test_layout_signatures_and_outputs(exported):
   assert meta["input_size"].numpy().tolist() == [SIZE, SIZE]
   assert meta["resize_rule"].numpy().decode() == image_ops.RESIZE_RULE
   assert meta["tag_refinement"].numpy() == b"off"
+  assert meta["precision"].numpy() == b"float32"
   assert meta["class_names"].numpy()[0] == b"background"
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling import gram
@@ -423,8 +424,12 @@ def test_model_default_is_gram_and_config_round_trip(tiny_model):
     DISModel(model.backbone, latent_method="adam")
 
 
-def test_model_infer_paths_agree_and_features_continue_exactly(tiny_model):
-  model = tiny_model()
+@pytest.mark.parametrize("precision", config_lib.PRECISIONS)
+def test_model_infer_paths_agree_and_features_continue_exactly(precision,
+                                                               tiny_model):
+  """Direct == gram to the float32 tolerance under every backbone precision:
+  the latent loop gets the same float32 features from both paths."""
+  model = tiny_model(precision=precision)
   rng = np.random.RandomState(1)
   image = rng.randn(2, 40, 56, 3).astype(np.float32)   # 5x7 features
   tags = (rng.rand(2, 21) > 0.7).astype(np.float32)
@@ -435,7 +440,7 @@ def test_model_infer_paths_agree_and_features_continue_exactly(tiny_model):
     np.testing.assert_allclose(fast[key], direct[key], rtol=1e-4,
                                atol=1e-4 * np.abs(direct[key]).max())
   # Evaluation continues from the returned features: 5 + 7 == 12 steps.
-  u1, v1 = model.backbone(image)
+  u1, v1 = model.features(image)
   target = image_ops.image_target(image, tf.shape(u1)[1:3])
   half = model.latent(u1, v1, target, tags=tags, steps=5,
                       return_features=True)

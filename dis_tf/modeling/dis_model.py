@@ -75,6 +75,11 @@ class DISModel(keras.Model):
       refinement by sigmoid(v3 + b) (0 = the paper's, Sec. 2.1).
     eval_crop_size: the canvas side S of evaluation and serving (every
       image is fitted into S x S, `dis_tf.image_ops.fit_to_canvas`).
+    precision: the Keras dtype policy of the backbone's layers ("float32",
+      "mixed_bfloat16" or "mixed_float16"; `dis_tf.config.PRECISIONS`).
+      Whatever it is, the backbone's output is cast to float32 and the
+      subnets, u1 / v1, the latent objective, the Gram fields and the latent
+      steps run in float32 (`features`).
     **kwargs: forwarded to `keras.Model` (e.g. `name`).
   """
 
@@ -91,13 +96,15 @@ class DISModel(keras.Model):
                latent_monotone=_LATENT.monotone,
                latent_jit_train_step=_LATENT.jit_train_step,
                tag_refinement=_LATENT.tag_refinement,
-               eval_crop_size=_DATA.crop_size, **kwargs):
-    _check_float32_policy(backbone, kwargs.get("dtype"))
+               eval_crop_size=_DATA.crop_size, precision=_MODEL.precision,
+               **kwargs):
+    _check_float32_policy(kwargs.get("dtype"))
+    _set_backbone_precision(backbone, precision)
     image = keras.Input(shape=(None, None, 3), name="image")
-    u1, v1 = backbone(image)
-    subnet1 = Subnet1(num_classes, name="subnet1")
-    subnet2 = Subnet2(num_classes, name="subnet2")
-    subnet3 = Subnet3(num_classes, name="subnet3")
+    u1, v1 = (keras.ops.cast(x, "float32") for x in backbone(image))
+    subnet1 = Subnet1(num_classes, name="subnet1", dtype="float32")
+    subnet2 = Subnet2(num_classes, name="subnet2", dtype="float32")
+    subnet3 = Subnet3(num_classes, name="subnet3", dtype="float32")
     u3 = subnet1(u1, v1)
     outputs = {
         "labelmap_logits": u3,
@@ -124,7 +131,7 @@ class DISModel(keras.Model):
                    latent_monotone=latent_monotone,
                    latent_jit_train_step=latent_jit_train_step,
                    tag_refinement=tag_refinement,
-                   eval_crop_size=eval_crop_size)
+                   eval_crop_size=eval_crop_size, precision=precision)
     self.phase = None
     self.set_phase(phase)
 
@@ -142,13 +149,14 @@ class DISModel(keras.Model):
                 latent_monotone=_LATENT.monotone,
                 latent_jit_train_step=_LATENT.jit_train_step,
                 tag_refinement=_LATENT.tag_refinement,
-                eval_crop_size=_DATA.crop_size):
+                eval_crop_size=_DATA.crop_size, precision=_MODEL.precision):
     """Sets the settings that do not change the weights (see Args above).
 
     A loaded model takes them from the run's config this way
     (`dis_tf.model_dir.load_trained_model`), so that an evaluation or an
-    export can override, e.g., the latent step size.
+    export can override, e.g., the latent step size or the precision.
     """
+    self.set_precision(precision)
     if latent_method not in latent_lib.METHODS:
       raise ValueError(f"Unknown latent_method {latent_method!r}; expected "
                        f"one of {latent_lib.METHODS}.")
@@ -175,6 +183,14 @@ class DISModel(keras.Model):
     if int(eval_crop_size) < 8:
       raise ValueError(f"eval_crop_size must be >= 8, got {eval_crop_size}.")
     self.eval_crop_size = int(eval_crop_size)
+
+  def set_precision(self, precision):
+    """Puts the backbone's layers under the dtype policy `precision` (one of
+    `dis_tf.config.PRECISIONS`); the weights do not change (they stay
+    float32), so a float32-trained model can run, or be exported, in
+    "mixed_bfloat16"."""
+    _set_backbone_precision(self.backbone, precision)
+    self.precision = precision
 
   # ---------------------------------------------------------------- phases
   def set_phase(self, phase):
@@ -209,6 +225,22 @@ class DISModel(keras.Model):
     return self.map_weight, self.image_weight, self.tag_weight
 
   # --------------------------------------------------------------- forward
+  def features(self, image, training=False):
+    """The backbone once, its (u1, v1) cast to float32.
+
+    The backbone computes in the dtype of `precision`; everything after it
+    (subnets, latent loop, losses) sees float32 features.
+
+    Args:
+      image: [B, H, W, 3] normalised image.
+      training: Keras training flag.
+
+    Returns:
+      (u1 [B, h, w, D], v1 [B, D]), float32.
+    """
+    u1, v1 = self.backbone(image, training=training)
+    return tf.cast(u1, tf.float32), tf.cast(v1, tf.float32)
+
   def forward(self, image, training=False):
     """Runs the backbone once and the three subnets.
 
@@ -220,7 +252,7 @@ class DISModel(keras.Model):
       Dict with "u1", "v1", "labelmap_logits" (u3), "reconstruction" (z3),
       "tag_logits" (v3).
     """
-    u1, v1 = self.backbone(image, training=training)
+    u1, v1 = self.features(image, training=training)
     u3 = self.subnet1(u1, v1)
     return {
         "u1": u1,
@@ -260,7 +292,7 @@ class DISModel(keras.Model):
     Returns:
       The dict of `dis_tf.modeling.latent.latent_inference`.
     """
-    u1, v1 = self.backbone(image, training=False)
+    u1, v1 = self.features(image)
     if image_target is None:
       image_target = image_ops.image_target(image, tf.shape(u1)[1:3])
     latent_fn = latent_fn or self.latent
@@ -461,6 +493,7 @@ class DISModel(keras.Model):
         "latent_jit_train_step": self.latent_jit_train_step,
         "tag_refinement": self.tag_refinement,
         "eval_crop_size": self.eval_crop_size,
+        "precision": self.precision,
     }
 
   @classmethod
@@ -528,19 +561,23 @@ def runtime_settings(config):
       "latent_jit_train_step": config.latent.jit_train_step,
       "tag_refinement": config.latent.tag_refinement,
       "eval_crop_size": config.data.eval_size(),
+      "precision": config.model.precision,
   }
 
 
-def _check_float32_policy(backbone, dtype=None):
-  """Refuses mixed / half precision (e.g. the `mixed_float16` policy).
+def _check_float32_policy(dtype=None):
+  """Refuses a mixed / half global dtype policy (or `dtype` argument).
 
-  The latent loop (gradient steps on u1, v1 with step sizes up to 1e6, the
+  The model's precision is its `precision` argument (config
+  `model.precision`), which sets the backbone's policy only: the latent
+  loop (gradient steps on u1, v1 with step sizes up to 1e6, the
   per-example clipping and the non-finite-step rejection) is designed for
-  float32; under `mixed_float16` it would silently run in float16 (u1, v1,
-  gradients and objective all float16: overflow above 65504, 3 significant
-  digits). So the model refuses it, before building anything.
+  float32, and under a global `mixed_float16` policy the subnets and the
+  loop would silently run in float16 (overflow above 65504, 3 significant
+  digits). So a global policy other than float32 is refused, before
+  anything is built, with the setting to use instead.
   """
-  policies = [keras.config.dtype_policy(), backbone.dtype_policy]
+  policies = [keras.config.dtype_policy()]
   if dtype is not None:
     policies.append(keras.dtype_policies.get(dtype))
   for policy in policies:
@@ -548,11 +585,28 @@ def _check_float32_policy(backbone, dtype=None):
       raise ValueError(
           f"DISModel needs the float32 dtype policy, got {policy.name!r} "
           f"(compute {policy.compute_dtype}, variables "
-          f"{policy.variable_dtype}): the latent (u1, v1) inference loop "
-          "must run in float32, and mixed precision would run it in "
-          f"{policy.compute_dtype}. Call "
-          "keras.mixed_precision.set_global_policy('float32') before "
-          "building or loading the model.")
+          f"{policy.variable_dtype}) as the global policy: the latent "
+          "(u1, v1) inference loop must run in float32. Set the backbone's "
+          "precision with --model.precision (DISModel(precision=...)), "
+          "e.g. 'mixed_bfloat16', and keep the global policy float32 "
+          "(keras.mixed_precision.set_global_policy('float32')).")
+
+
+def _set_backbone_precision(backbone, precision):
+  """Puts every layer of `backbone` under the dtype policy `precision`.
+
+  The fixed input map of the ResNets (`CaffePreprocess`) stays float32:
+  it is cheap, and the first convolution casts its output. The variables
+  stay float32 under every mixed policy (Keras casts them at use), so the
+  weights, and files saved, are the same under every precision.
+  """
+  config_lib.check_precision(precision)
+  for layer in _all_layers(backbone):
+    if isinstance(layer, (keras.layers.InputLayer,
+                          backbones_lib.CaffePreprocess)):
+      continue
+    if layer.dtype_policy.name != precision:
+      layer.dtype_policy = precision
 
 
 def _replica_mean_count(mask):

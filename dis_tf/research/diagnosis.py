@@ -208,7 +208,7 @@ def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
     mask = np.asarray(example["mask"])[0]
     valid = mask != IGNORE_LABEL
     labelled += int(valid.sum())
-    u1, v1 = model.backbone(image, training=False)
+    u1, v1 = model.features(image)
     size = tf.shape(u1)[1:3]
     target = image_ops.image_target(image, size)
     shares.append(float(v1_share(model, u1, v1, target)[0]))
@@ -309,7 +309,7 @@ def tag_classifier_scores(model, weak_examples, truth, tag_threshold=0.5):
     if entry is None:
       raise ValueError(f"weak image #{index} ({name}) has no true tags.")
     image = tf.cast(example["image"], tf.float32)
-    u1, v1 = model.backbone(image, training=False)
+    u1, v1 = model.features(image)
     probs = tf.nn.sigmoid(model.subnet3(u1, v1))[0].numpy()
     row = np.zeros_like(probs)
     row[0] = 1.0

@@ -157,7 +157,7 @@ def _version_directory(export_dir, version):
 def export_saved_model(model, export_dir, t_test=30, input_size=None,
                        latent_step_size=None, version=None, class_names=None,
                        bounds=None, model_name="dis", warmup=True,
-                       class_colors=None):
+                       class_colors=None, precision=None):
   """Writes `model` as version `version` under the base path `export_dir`.
 
   The SavedModel goes to a temporary directory inside `export_dir` (not an
@@ -176,6 +176,9 @@ def export_saved_model(model, export_dir, t_test=30, input_size=None,
       defaults); recorded in the `metadata` signature.
     model_name: model name written into the warmup requests.
     warmup: write `assets.extra/tf_serving_warmup_requests`.
+    precision: the backbone's dtype policy in the exported graph (one of
+      `dis_tf.config.PRECISIONS`, set on `model`); None: the model's
+      (`model.precision`). Recorded in the `metadata` signature.
 
   Returns:
     The path of the written version directory.
@@ -195,6 +198,8 @@ def export_saved_model(model, export_dir, t_test=30, input_size=None,
   if input_size is None:
     input_size = model.eval_crop_size
   bounds = _check_warmup_fits(bounds, input_size, t_test)
+  if precision is not None:
+    model.set_precision(precision)
   module = module_lib.build_serving_module(
       model, t_test, input_size, latent_step_size, class_names, bounds,
       class_colors)
@@ -215,7 +220,8 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
     export_dir: TF Serving model base path.
     overrides: optional config overrides (`dis_tf.model_dir.load_config`);
       the export takes t_test from `latent.t_test`, the latent step size
-      from `latent.step_size` and the request bounds from `serving.*`.
+      from `latent.step_size`, the graph's precision from
+      `model.precision` and the request bounds from `serving.*`.
     input_size: the canvas side; None takes `data.eval_size()` (the size
       the run was evaluated and its setting selected at).
     version: integer version; None takes the next free one.
@@ -232,4 +238,5 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
                   else input_size),
       latent_step_size=config.latent.step_size, version=version,
       bounds=config.serving, model_name=model_name,
-      class_names=class_set.names, class_colors=class_set.colors)
+      class_names=class_set.names, class_colors=class_set.colors,
+      precision=config.model.precision)

@@ -40,7 +40,9 @@ Outputs of `metadata`: class_names string [C], class_colors uint8 [C, 3]
 input_size int32 [2], resize_rule string [] (`image_ops.RESIZE_RULE`),
 tag_refinement string [] ("off", "paper" or "bias=b": the final
 prediction, chosen on the selection split like t_test),
-latent_step_size float32 [], and the request bounds
+latent_step_size float32 [], precision string [] (the backbone's
+dtype policy in the graph: "float32", "mixed_bfloat16" or
+"mixed_float16"; `--model.precision`), and the request bounds
 of the export (`dis_tf.config.ServingConfig`, flags `--serving.*`):
 max_batch_size, max_image_pixels, max_batch_pixels, max_steps and
 max_batch_steps (int64 []). A request over a bound gets InvalidArgument
@@ -285,6 +287,7 @@ class DISServingModule(tf.Module):
                                 gram_fields=gram_fields)
     size = self._input_size
     t_test = self._t_test
+    precision = model.precision
 
     def serving_default(image_bytes):
       images, sizes, fitted = inputs.decode_images(image_bytes, size, bounds)
@@ -314,6 +317,7 @@ class DISServingModule(tf.Module):
               subnets.refinement_name(model.tag_refinement)),
           "latent_step_size": tf.constant(self._latent_step_size,
                                           tf.float32),
+          "precision": tf.constant(precision),
           **{name: tf.constant(getattr(bounds, name), tf.int64)
              for name in BOUNDS},
       }

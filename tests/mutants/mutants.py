@@ -79,6 +79,14 @@ MUTANTS = (
         ("tests/test_reliability_numerics.py::test_mixed_precision_is_"
          "refused_with_a_clear_message",)),
     Mutant(
+        "backbone_output_not_cast", "the backbone's output is cast to "
+        "float32 before the subnets and the latent loop (model.precision)",
+        "dis_tf/modeling/dis_model.py",
+        "    return tf.cast(u1, tf.float32), tf.cast(v1, tf.float32)\n",
+        "    return u1, v1\n",
+        ("tests/test_precision.py::test_latent_loop_tensors_are_float32_"
+         "under_every_policy",)),
+    Mutant(
         "refine_in_linear_space", "refine_labelmap works in log space "
         "(no all-zero pixel at large steps)",
         "dis_tf/modeling/subnets.py",
