@@ -18,6 +18,7 @@ from dis_tf import errors
 from dis_tf import reports
 from dis_tf.classes import VOC_CLASSES
 from dis_tf.research import page_sections
+from dis_tf.research import reading
 from dis_tf.research import tables
 from dis_tf.research import served_labelmap
 from dis_tf.research.ablation import AblationPlan
@@ -364,7 +365,7 @@ split (ties go to fewer steps); the mIoU is on the reported split.
 {page_sections.diagnosis_section(seed_results, plan)}
 
 ## Reading: the mechanism behind the targets
-{page_sections.reading(seed_results, plan, latent)}
+{reading.section(seed_results, plan, latent)}
 
 ## Departures from the paper, and why
 {page_sections.departures(seed_results, plan, latent)}
