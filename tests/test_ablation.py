@@ -84,10 +84,10 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
        f"--compare_json={lower}"],
       check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
   section = open(compared).read().split(f"## Paired against `{lower}`")[1]
-  assert ("* DIS t_train=2, t_test=0: +1.0 ± 0.0 paired per seed, ahead in "
-          "1 of 1 seeds, behind in 0 (per seed: +1.0)") in section
-  assert ("* baseline, t_test=0: +0.0 ± 0.0 paired per seed, ahead in 0 of 1 "
-          "seeds, behind in 0 (per seed: +0.0)") in section
+  assert ("* DIS t_train=2, t_test=0: +1.0 (one seed, no interval; ahead 1, "
+          "behind 0 of 1; per seed +1.0)") in section
+  assert ("* baseline, t_test=0: +0.0 (one seed, no interval; ahead 0, "
+          "behind 0 of 1; per seed +0.0)") in section
   assert "* pseudo labels (image + tag objective), stage-1 model" in section
   # Stage 1 is shared: trained once, its phase-c weights seed each setting.
   seed_dir = tmp_path / "runs" / "seed_0"
@@ -137,16 +137,29 @@ def test_ensemble_target_states_the_member_mean_and_gap():
   line = [x for x in results_page.targets(rows, chosen, best, seeds, plan,
                                       1.0).splitlines()
           if x.startswith("6. ")][0]
-  assert ("validated t_test: -2.0 ± 2.0 paired per seed, ahead in 0 of 2 "
-          "seeds, behind in 1 (per seed: -4.0, +0.0). Target: >=: "
-          "**missed**.") in line
-  assert ("The ensemble vs the mean of its members: +1.0 ± 0.0 paired per "
-          "seed, ahead in 2 of 2 seeds, behind in 0 (per seed: +1.0, +1.0)"
-          ) in line
-  assert ("the members' gap: DIS t_train=10 minus DIS t_train=5: +6.0 ± 4.0 "
-          "paired per seed, ahead in 2 of 2 seeds, behind in 0 (per seed: "
+  # Two seeds: t(0.95, 1 df) = 6.314, so -2.0 with sd 2.8 is not resolved.
+  assert ("validated t_test: -2.0 (sd 2.8, 90% CI [-14.6, +10.6]; ahead 0, "
+          "behind 1 of 2; per seed -4.0, +0.0). Target: mean > 0: "
+          "**not resolved**.") in line
+  assert ("the ensemble's gain over the mean of its members (+1.0 (sd 0.0, "
+          "90% CI [+1.0, +1.0]; ahead 2, behind 0 of 2)) minus the best "
+          "member's lead over that mean (+3.0 (sd 2.8, 90% CI [-9.6, "
+          "+15.6]; ahead 2, behind 0 of 2))") in line
+  assert ("the members' gap: DIS t_train=10 minus DIS t_train=5: +6.0 (sd "
+          "5.7, 90% CI [-19.3, +31.3]; ahead 2, behind 0 of 2; per seed "
           "+10.0, +2.0).") in line
-  assert line.endswith("which this run does not measure.")
+  assert "the best member's lead is the larger on average" in line
+  # The other branch: the ensemble above both members in both seeds.
+  for seed in seeds:
+    for split in ("select", "val"):
+      seed[split]["ensemble"]["0"] = [0.52, 0.52]
+  rows = tables.miou_table(seeds, plan)
+  chosen, best = tables.validated(seeds, plan)
+  line = [x for x in results_page.targets(rows, chosen, best, seeds, plan,
+                                          1.0).splitlines()
+          if x.startswith("6. ")][0]
+  assert "Target: mean > 0: **met**." in line
+  assert line.endswith("Here the averaging gain is the larger on average.")
 
 
 def test_reused_trainings_are_the_training_parts_no_seed_ran():

@@ -101,13 +101,14 @@ def latent_objective(model, u1, v1, image_target, tags=None,
     n * (image_weight * mean (z3 - I)^2 + tag_weight * mean_c BCE(v3_c, T_c))
       = image_weight * ||z3 - I||^2 + tag_weight * n * mean_c BCE(v3_c, T_c).
 
-  The factor n keeps the image term the paper's squared Euclidean distance
-  (a sum over the feature-size pixels, so its gradient per pixel, and hence
-  the step size, does not depend on the image size). An earlier version
-  summed the tag term over the 20 classes instead of weighting its mean by
-  n (~500 at 96-128 px); the image term then swamped it and training-mode
-  inference hardly moved v3 towards the given tags (RESULTS.md, "What was
-  changed after the first runs").
+  The weight n of the tag term is a departure from the paper (RESULTS.md,
+  departures). The factor n keeps the image term the paper's squared
+  Euclidean distance (a sum over the feature-size pixels, so its gradient
+  per pixel, and hence the step size, does not depend on the image size).
+  An earlier version summed the tag term over the 20 classes instead of
+  weighting its mean by n (~500 at 96-128 px); the image term then swamped
+  it and training-mode inference hardly moved v3 towards the given tags
+  (RESULTS.md, "What was changed after the first runs").
 
   Args:
     model: a `DISModel` (or any object with its `subnet1`, `subnet2` and
@@ -173,7 +174,10 @@ def latent_inference(model, u1, v1, image_target, tags=None, steps=0,
   Each step takes the gradient of `latent_objective` with respect to
   (u1, v1), scales its u1 and v1 blocks by `block_scales(update)`, clips
   the result per example to `clip_norm` (joint norm over u1 and v1) and
-  moves (u1, v1) by `-step_size` times it. The loop is a `tf.while_loop`
+  moves (u1, v1) by `-step_size` times it. The clip is a departure (the
+  paper does not clip; a guard against divergent steps): being joint, it
+  shrinks u1's step with v1's, so under "both" v1's large gradient also
+  shortens u1's step (RESULTS.md, departures). The loop is a `tf.while_loop`
   whose count is a tensor, so one trace serves every `steps`, and its state
   has a fixed size: memory does not grow with `steps`. A step whose result
   is not finite is not taken, so no NaN/Inf can come out whatever the step

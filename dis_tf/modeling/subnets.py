@@ -56,7 +56,7 @@ class Subnet2(keras.layers.Layer):
 
   The paper sizes the kernels 21x5x5x21, 21x3x3x16 and 16x3x3x3. The input is
   softmax(u3), so the reconstruction depends on the labelmap and not on the
-  scale of the logits.
+  scale of the logits: a departure from the paper (RESULTS.md, departures).
 
   Args:
     num_classes: channels of u3.

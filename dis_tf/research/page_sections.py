@@ -1,5 +1,6 @@
-"""The prose sections of RESULTS.md: the reading, the diagnosis tables, the
-departures from the paper and the comparison with another run.
+"""The prose sections of RESULTS.md: the diagnosis tables, the departures
+from the paper and the comparison with another run (the reading is in
+`dis_tf.research.reading`).
 
 Every sentence is a template filled with the run's numbers or a branch
 chosen by them (`dis_tf.research.results_page` assembles the page).
@@ -9,78 +10,9 @@ import numpy as np
 
 from dis_tf import errors
 from dis_tf.research import diagnosis
+from dis_tf.research import reading
 from dis_tf.research import tables
 from dis_tf.research.ablation import setting_names
-
-
-def reading(seed_results, plan, latent):
-  """What the numbers say about the mechanism (every number computed)."""
-  if not all("diagnosis" in r for r in seed_results):
-    return "(needs the diagnosis: --diagnosis_images > 0)"
-  pct = lambda x: 100.0 * x
-  mean = lambda f: float(np.mean([f(r) for r in seed_results]))
-  name = f"DIS t_train={max(plan.t_trains)}"
-  diag = lambda r: r["diagnosis"][name]
-  t = diag(seed_results[0])["t_test"]
-  miou = lambda key: mean(lambda r: diag(r)["miou"][key])
-  rec = lambda key: mean(lambda r: diag(r)["reconstruction"][key])
-  flip = lambda rel, o: pct(mean(lambda r: diag(r)["flips"][rel][o]))
-  lines = [
-      f"* *Test-time steps* ({name}, selection split, mIoU at t=0 "
-      f"{pct(miou('t0')):.1f}): after {t} steps of the paper's step "
-      f"{pct(miou('both')):.1f}, with v1 frozen {pct(miou('u1')):.1f}, with "
-      f"the per-pixel v1 step {pct(miou('per_pixel')):.1f}. v1 takes "
-      f"{pct(mean(lambda r: diag(r)['v1_share']['median'])):.0f}% of the "
-      "squared step norm and moves every pixel's class scores at once; the "
-      "step-size sweep shows the paper's step at the edge of stability "
-      "(larger steps raise the objective). Taking that direction out of the "
-      "step is what turns the test-time steps from a loss into a gain.",
-      f"* *What subnet-2 decodes* ({name}): reconstruction error "
-      f"{rec('soft_t0'):.0f} from the soft prediction, "
-      f"{rec('argmax_t0'):.0f} from its one-hot argmax, "
-      f"{rec('truth'):.0f} from the ground truth, which beats the argmax in "
-      f"{pct(rec('truth_beats_argmax_t0')):.0f}% of images. The labels carry "
-      "a signal, but most of what the objective rewards is the soft mass, so "
-      "the descent edits a colour code and the labels follow only in part.",
-      "* *Where the flips go* (paper's step, % of flipped pixels): to or "
-      f"from background {flip('background', 'fixed'):.0f} fixed / "
-      f"{flip('background', 'broke'):.0f} broke; same-hue pairs "
-      f"(c, c+-10) {flip('same_hue', 'fixed'):.0f} fixed / "
-      f"{flip('same_hue', 'broke'):.0f} broke. A 1/8-scale reconstruction "
-      "cannot tell same-hue classes apart; it can fix missed extent.",
-  ]
-  weak = [r["weak"] for r in seed_results]
-  key = str(max(plan.t_trains))
-  both = np.mean([w["pseudo_label_miou"][key] for w in weak])
-  tags = np.mean([w["pseudo_label_miou_tags_only"][key] for w in weak])
-  train_update = latent.get("train_update", "both")
-  if train_update == "both":
-    effect = ("In training mode the image term reaches v1 through the same "
-              "dominant up(v1) path as at test time. These are the pseudo "
-              "labels stage 2 starts from: it recomputes them with the "
-              "model it trains, and `tools/pseudo_label_study.py` scores "
-              "those of the trained models, per training-mode step "
-              "(docs/results/train_update_per_pixel/PSEUDO_LABELS.md).")
-  else:
-    effect = (f"This run also uses the \"{train_update}\" rule in training "
-              "mode (a departure from the paper), so the image term's step "
-              "through v1 is rescaled there too.")
-  lines.append(
-      f"* *Pseudo labels* (stage-1 model, t_train={key}, training-mode step "
-      f"\"{train_update}\" as configured): {pct(both):.1f} with the image + "
-      f"tag objective vs {pct(tags):.1f} with the tag term alone. " + effect)
-  if all("classifier_tags" in r for r in seed_results):
-    alone = mean(lambda r: r["classifier_tags"]["classifier"]["f1"])
-    given = mean(lambda r: r["classifier_tags"]["given"]["f1"])
-    lines.append(
-        f"* *Tag cleaning*: the stage-1 tag classifier alone reaches F1 "
-        f"{pct(alone):.1f} against the given tags' {pct(given):.1f}. Cleaned "
-        "tags start from the given tags and move towards the classifier, so "
-        "they can gain only where the classifier is confidently right; with "
-        "a classifier this far below the given tags the +5 target needs a "
-        "better tag classifier (the paper's is a ResNet101 pretrained on "
-        "ImageNet and COCO), not a different cleaning rule.")
-  return "\n".join(lines)
 
 
 def diagnosis_section(seed_results, plan):
@@ -170,22 +102,41 @@ def diagnosis_section(seed_results, plan):
   return "\n".join(out)
 
 
+def _update_choice(diag):
+  """The run's own selection-split evidence on per_pixel vs u1 and both."""
+  parts = []
+  for name in diag[0]:
+    miou = lambda key, name=name: [d[name]["miou"][key] for d in diag]
+    p = tables.paired_stats(miou("per_pixel"), miou("u1"))
+    parts.append(
+        f"{name}: per_pixel minus u1 {tables.paired_text(p)}, "
+        + reading.by_interval(p, "per_pixel ahead", "plain u1 ahead",
+                              "no resolved difference"))
+  first = diag[0][next(iter(diag[0]))]
+  return (" No recorded selection exists for this choice: no file of the "
+          "run or the repository records the experiment that chose it. "
+          f"This run's own diagnosis on the selection split "
+          f"({first['num_images']} images per seed, t = {first['t_test']}"
+          f", paired per seed): " + "; ".join(parts) + ".")
+
+
 def departures(seed_results, plan, latent):
-  """The run's departures from the paper, each with the measurement."""
+  """The run's departures from the paper, each with its reason and, where
+  the run has one, its measurement."""
   lines = []
   diag = [r.get("diagnosis") for r in seed_results]
   have = all(diag)
+  share = (float(np.mean([d[n]["v1_share"]["median"] for d in diag
+                          for n in d])) if have else None)
   if latent.get("update", "both") != "both":
     text = (f"1. *Test-time step* (`latent.update = "
             f"\"{latent.get('update')}\"`, `dis_tf/modeling/latent.py: "
             "block_scales`). The paper descends on (u1, v1) with one step "
             "size. Here the u3-path part of v1's gradient is divided by "
             "h * w: up(v1) adds v1 to every position of u2, so that "
-            "gradient sums h * w per-position terms and dominates the step.")
+            "gradient sums h * w per-position terms.")
     if have:
       names = list(diag[0])
-      share = np.mean([d[n]["v1_share"]["median"] for d in diag
-                       for n in names])
       sweep = {e["step_size"]: i for i, e in enumerate(diag[0][names[-1]]
                                                        ["sweep"])}
       rising = [f"{size:g}" for size, i in sorted(sweep.items())
@@ -197,10 +148,10 @@ def departures(seed_results, plan, latent):
       if rising:
         text += (f", and plain steps of size {', '.join(rising)} raise the "
                  f"objective of {names[-1]} instead of lowering it")
-      text += (". The choice was made on the selection split with one "
-               "seed before this run; the diagnosis table re-measures every "
-               "update mode per seed on the selection split, and the "
-               "reported split never entered the choice.")
+      text += "." + _update_choice(diag)
+    else:
+      text += (" No recorded selection exists for this choice, and this "
+               "run has no diagnosis to check it.")
     lines.append(text)
   if latent.get("train_update", "both") != "both":
     lines.append(f"{len(lines) + 1}. *Training-mode step* (`latent."
@@ -210,23 +161,57 @@ def departures(seed_results, plan, latent):
     lines.append(f"{len(lines) + 1}. *Monotone steps* (`latent.monotone`): "
                  "a step that raises the objective is not taken and the "
                  "step size halves.")
+  if latent.get("clip_norm") is not None:
+    text = (
+        f"{len(lines) + 1}. *Gradient clipping* (`latent.clip_norm = "
+        f"{latent['clip_norm']:g}`, `dis_tf/modeling/latent.py: "
+        "latent_inference, _clip_scale`): each latent step is clipped per "
+        "example to a joint norm over (u1, v1); the paper does not clip. "
+        "Reason: a guard against divergent steps, in the loop since its "
+        "first version (then at step size 1.0). Because the norm is joint, "
+        "a clipped step shrinks u1's step by the same factor as v1's, so "
+        "under \"both\" the large v1 gradient also shortens u1's step")
+    text += (f" (v1 carries {100 * share:.0f}% of the squared step norm "
+             "here)" if have else "")
+    lines.append(text + ". How often the clip binds is not recorded by "
+                 "this run.")
+  lines.append(
+      f"{len(lines) + 1}. *Subnet-2's input* (`dis_tf/modeling/subnets.py: "
+      "Subnet2.call`): subnet-2 decodes softmax(u3), not the logits u3. "
+      "Reason: the reconstruction then depends on the labelmap and not on "
+      "the scale of the logits. Not measured against the logits.")
+  lines.append(
+      f"{len(lines) + 1}. *Weight of the tag term* (`dis_tf/modeling/"
+      "latent.py: latent_objective`): the latent objective is ||z3 - I||^2 "
+      "+ h * w * 3 * mean_c BCE(v3_c, T_c), the training losses' weighted "
+      "sum times n = h * w * 3. Reason: the image term stays the paper's "
+      "squared distance and the two terms keep the training losses' "
+      "ratio; an earlier version summed the tag term over the classes, and "
+      "the image term swamped it (training-mode inference hardly moved v3 "
+      "towards the given tags). Not measured against other weights.")
   if all("served" in r for r in seed_results):
+    recall = ""
+    if all("classifier_tags" in r for r in seed_results):
+      r = float(np.mean([s["classifier_tags"]["classifier"]["recall"]
+                         for s in seed_results]))
+      recall = (f": the tag classifier trained here has recall "
+                f"{100 * r:.1f}% on the weak images"
+                + (", so it misses most present classes" if r < 0.5 else ""))
     lines.append(
         f"{len(lines) + 1}. *Final prediction* (`latent.tag_refinement`, "
         "`dis_tf/modeling/subnets.py: refine_labelmap`). The paper always "
         "refines softmax(u3) by sigmoid(v3). Here the served prediction is "
         "chosen on the selection split among no refinement (the default), "
         "the paper's and two calibrated biases sigmoid(v3 + b), and a "
-        "refinement serves only when it clears the bootstrap margin: the "
-        "tag classifier trained here misses most present classes, and the "
-        "section \"The served labelmap\" measures what the paper's "
-        "refinement then costs.")
+        "refinement serves only when it clears the bootstrap margin"
+        f"{recall}; the section \"The served labelmap\" measures what the "
+        "paper's refinement costs.")
     lines.append(
         f"{len(lines) + 1}. *Evaluation canvas* (`dis_tf/image_ops.py: "
-        "fit_to_canvas`): every image is fitted into the training crop "
-        "size (long side resized, aspect kept, padded with the mean "
-        "colour), the rule the export serves with; the paper does not say "
-        "at which size it tests.")
+        "fit_to_canvas`): every image is fitted into the evaluation "
+        "canvas (`data.eval_crop_size`; long side resized, aspect kept, "
+        "padded with the mean colour), the rule the export serves with; "
+        "the paper does not say at which size it tests.")
   lines.append(
       f"{len(lines) + 1}. *Protocol, not method*: t_test and the best "
       "t_train are chosen on a split held out from the reported one (the "

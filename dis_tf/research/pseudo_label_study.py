@@ -232,7 +232,9 @@ def format_page(study, command):
       "`per_pixel` (Eq. (1), v1's u3-path gradient divided by h * w). The "
       "step a run trains with is its `train_update`.",
       "",
-      "## Pseudo-label mIoU (mean ± std over seeds)",
+      "## Pseudo-label mIoU (mean ± sample sd over seeds)",
+      "",
+      tables.STD_NOTE,
       "",
       "| model | " + " | ".join(STEPS) + " |",
       "|---|" + "---:|" * len(STEPS),
@@ -241,7 +243,8 @@ def format_page(study, command):
     cells = []
     for step in STEPS:
       v = 100 * _values(seeds, model, label, step)
-      cells.append(f"{v.mean():.1f} ± {v.std():.1f}")
+      mean, std = tables.mean_std(v)
+      cells.append(f"{mean:.1f} ± {std:.1f}")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   lines += [
       "",
