@@ -85,6 +85,8 @@ NOT_FINGERPRINTED = ("latent.t_test",
 
 # The fingerprint key of the class names (`class_set`, a resolved field).
 CLASS_NAMES_KEY = "class_set.names"
+# The precision is fingerprinted only when it is not the default.
+PRECISION_KEY, PRECISION_DEFAULT = "model.precision", "float32"
 
 
 class ConfigMismatchError(errors.UserError):
@@ -110,6 +112,11 @@ def training_fields(config, phase):
   for dotted in keys:
     section, _, name = dotted.partition(".")
     fields[dotted] = getattr(getattr(config, section), name)
+  if config.model.precision != PRECISION_DEFAULT:
+    # A run trained under mixed precision is another training (and its
+    # optimizer state, loss-scaled under mixed_float16, does not resume in
+    # float32). Only when set, so float32 fingerprints do not change.
+    fields[PRECISION_KEY] = config.model.precision
   class_set = classes.from_config(config)
   if not class_set.is_voc:
     # The class names: a run on other classes is another training. Only
@@ -205,9 +212,11 @@ def read_fingerprint(model_dir, phase):
 def field_differences(stored, current):
   """[(key, stored value, current value)] of the fields that differ."""
   missing = "<not set>"
-  # No class names recorded: the VOC classes (see `training_fields`).
-  stored = {CLASS_NAMES_KEY: list(classes.VOC_CLASSES), **stored}
-  current = {CLASS_NAMES_KEY: list(classes.VOC_CLASSES), **current}
+  # No class names recorded: the VOC classes; no precision: float32 (see
+  # `training_fields`).
+  defaults = {CLASS_NAMES_KEY: list(classes.VOC_CLASSES),
+              PRECISION_KEY: PRECISION_DEFAULT}
+  stored, current = {**defaults, **stored}, {**defaults, **current}
   return [(key, stored.get(key, missing), current.get(key, missing))
           for key in sorted(set(stored) | set(current))
           if stored.get(key, missing) != current.get(key, missing)]

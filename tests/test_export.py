@@ -72,17 +72,24 @@ def _test_images(rng):
   ]
 
 
+def _trained_tiny_run(tiny_run, run_dir, rng):
+  """A tiny run (width 16) trained 2 steps of phase c, saved in run_dir;
+  (config, model)."""
+  config, model = tiny_run(run_dir, width=16, crop_size=SIZE)
+  model.set_phase("c")
+  model.compile(keras.optimizers.Adam(1e-3))
+  for _ in range(2):
+    model.train_on_batch(_train_batch(rng))
+  model_dir_lib.save_model(model, run_dir)
+  return config, model
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_run):
   root = tmp_path_factory.mktemp("export")
   run_dir = str(root / "run")
-  config, model = tiny_run(run_dir, width=16, crop_size=SIZE)
-  model.set_phase("c")
-  model.compile(keras.optimizers.Adam(1e-3))
   rng = np.random.RandomState(0)
-  for _ in range(2):
-    model.train_on_batch(_train_batch(rng))
-  model_dir_lib.save_model(model, run_dir)
+  config, model = _trained_tiny_run(tiny_run, run_dir, rng)
 
   base = str(root / "models" / "dis")
   path = export_lib.export_from_model_dir(
@@ -204,14 +211,21 @@ _SUBPROCESS = textwrap.dedent("""
 """)
 
 
-def test_fresh_process_loaders_agree(exported, tmp_path):
+def _load_in_fresh_process(path, inputs, tmp_path):
+  """Runs `_SUBPROCESS` (TF2 and TF1 loaders, no dis_tf) on the export at
+  `path` with the saved `inputs`; its results (an npz mapping)."""
   out = str(tmp_path / "results.npz")
   script = tmp_path / "load.py"
   script.write_text(_SUBPROCESS)
-  subprocess.run([sys.executable, str(script), exported["path"],
-                  exported["inputs"], out], check=True, env=_quiet_env(),
-                 cwd=str(tmp_path), capture_output=True, timeout=300)
-  results = np.load(out, allow_pickle=True)
+  subprocess.run([sys.executable, str(script), path, inputs, out],
+                 check=True, env=_quiet_env(), cwd=str(tmp_path),
+                 capture_output=True, timeout=300)
+  return np.load(out, allow_pickle=True)
+
+
+def test_fresh_process_loaders_agree(exported, tmp_path):
+  results = _load_in_fresh_process(exported["path"], exported["inputs"],
+                                   tmp_path)
   expected = exported["expected"]
   for loader in ("v2", "v1"):
     for name in ("serving_default", "serving_steps", "predict_images",

@@ -8,21 +8,17 @@ float32 export's on generated images.
 """
 
 import os
-import subprocess
-import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-from dis_tf import model_dir as model_dir_lib
 from dis_tf.data import synthetic
 from dis_tf.serving import export_lib
 from dis_tf.serving import module as serving_module
-from test_export import (_FORBIDDEN_OPS, _SUBPROCESS, _graph_ops,
-                         _quiet_env, _test_images, _train_batch)
+from test_export import (_FORBIDDEN_OPS, _graph_ops, _load_in_fresh_process,
+                         _test_images, _trained_tiny_run)
 
 SIZE = 64
 T_TEST = 3
@@ -34,13 +30,8 @@ def exports(tmp_path_factory, tiny_run):
   trained tiny run (2 steps of phase c) exported in both precisions."""
   root = tmp_path_factory.mktemp("export_precision")
   run_dir = str(root / "run")
-  _, model = tiny_run(run_dir, width=16, crop_size=SIZE)
-  model.set_phase("c")
-  model.compile(keras.optimizers.Adam(1e-3))
   rng = np.random.RandomState(0)
-  for _ in range(2):
-    model.train_on_batch(_train_batch(rng))
-  model_dir_lib.save_model(model, run_dir)
+  _trained_tiny_run(tiny_run, run_dir, rng)
   paths = {"root": root}
   for precision in ("float32", "mixed_bfloat16"):
     paths[precision] = export_lib.export_from_model_dir(
@@ -95,13 +86,8 @@ def test_bfloat16_graph_has_core_ops_only(exports):
 def test_bfloat16_export_loads_in_the_tf1_loader(exports, tmp_path):
   """A fresh process without dis_tf runs every signature through the TF2
   loader and the TF1 `Session` loader; both give the same labelmaps."""
-  out = str(tmp_path / "results.npz")
-  script = tmp_path / "load.py"
-  script.write_text(_SUBPROCESS)
-  subprocess.run([sys.executable, str(script), exports["mixed_bfloat16"],
-                  exports["inputs"], out], check=True, env=_quiet_env(),
-                 cwd=str(tmp_path), capture_output=True, timeout=300)
-  results = np.load(out, allow_pickle=True)
+  results = _load_in_fresh_process(exports["mixed_bfloat16"],
+                                   exports["inputs"], tmp_path)
   for name in ("serving_default", "serving_steps", "predict_images",
                "predict_images_float"):
     np.testing.assert_array_equal(results[f"v1/{name}/class_ids"],

@@ -127,17 +127,6 @@ def test_config_field_round_trips_and_refuses_a_bad_value():
     config_lib.ModelConfig(precision="half")
 
 
-def test_global_mixed_policy_is_refused_naming_the_flag(tiny_model):
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("mixed_bfloat16")
-  try:
-    with pytest.raises(ValueError, match=r"global policy.*--model\."
-                       r"precision"):
-      tiny_model()
-  finally:
-    keras.config.set_dtype_policy(previous)
-
-
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_a_training_step_under_mixed_precision(precision, tiny_model):
   """The optimizer of `training.make_optimizer` (loss-scaled under

@@ -208,8 +208,9 @@ def test_mixed_precision_is_refused_with_a_clear_message(tiny_config):
   previous = keras.config.dtype_policy()
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
+    # The message names the setting to use instead (--model.precision).
     with pytest.raises(ValueError, match=r"float32 dtype policy.*"
-                       r"mixed_float16.*latent"):
+                       r"mixed_float16.*latent.*--model\.precision"):
       build_dis_model(tiny_config(t_train=STEPS))
   finally:
     keras.mixed_precision.set_global_policy(previous)

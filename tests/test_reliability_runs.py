@@ -109,6 +109,8 @@ def test_unicode_and_space_model_dir_holds_a_loadable_run(finished_run):
 
 def test_every_config_field_is_fingerprinted_or_named_as_not():
   config = config_lib.synthetic()
+  # model.precision is fingerprinted only when it is not float32.
+  config.model.precision = "mixed_bfloat16"
   fingerprinted = set()
   for phase in ("a", "b", "c", "semi"):
     fingerprinted |= set(model_dir_lib.training_fields(config, phase))
@@ -118,11 +120,20 @@ def test_every_config_field_is_fingerprinted_or_named_as_not():
                                       config_lib.fields()}
   # Evaluation-only fields do not change any phase's fingerprint.
   other = config_lib.synthetic()
+  other.model.precision = "mixed_bfloat16"
   other.latent.t_test, other.data.eval_split = 3, "val[:5]"
   for phase in ("a", "b", "c", "semi"):
     assert model_dir_lib.fingerprint(model_dir_lib.training_fields(
         config, phase)) == model_dir_lib.fingerprint(
             model_dir_lib.training_fields(other, phase))
+  # float32 adds no key (fingerprints from before the field are unchanged);
+  # another precision is another training, named as such.
+  plain = config_lib.synthetic()
+  assert "model.precision" not in model_dir_lib.training_fields(plain, "a")
+  assert model_dir_lib.field_differences(
+      model_dir_lib.training_fields(plain, "a"),
+      model_dir_lib.training_fields(config, "a")) == [
+          ("model.precision", "float32", "mixed_bfloat16")]
 
 
 def test_other_training_config_is_an_error_naming_the_fields(
