@@ -169,6 +169,35 @@ MUTANTS = (
         ("tests/test_serving_check_order.py::test_each_bound_refuses_image_"
          "tensors",)),
     Mutant(
+        "no_image_pixels_bound", "--serving.max_image_pixels (one encoded "
+        "image, from its header)",
+        "dis_tf/serving/inputs.py",
+        "size[0] * size[1] <= bounds.max_image_pixels)",
+        "size[0] * size[1] >= 0)",
+        ("tests/test_serving_check_order.py::test_each_bound_refuses_encoded_"
+         "images",)),
+    Mutant(
+        "no_tensor_pixels_bound", "--serving.max_image_pixels (an image "
+        "tensor)",
+        "dis_tf/serving/inputs.py",
+        "shape[1] * shape[2] <= bounds.max_image_pixels",
+        "shape[1] * shape[2] >= 0",
+        ("tests/test_serving_check_order.py::test_each_bound_refuses_image_"
+         "tensors",)),
+    Mutant(
+        "no_steps_bound", "--serving.max_steps (each steps value)",
+        "dis_tf/serving/inputs.py",
+        "tf.logical_and(steps >= 0, steps <= bounds.max_steps)",
+        "steps >= 0",
+        ("tests/test_serving_check_order.py::test_each_steps_bound_refuses",)),
+    Mutant(
+        "no_batch_steps_bound", "--serving.max_batch_steps (batch x "
+        "max(steps))",
+        "dis_tf/serving/inputs.py",
+        "work <= bounds.max_batch_steps",
+        "work >= 0",
+        ("tests/test_serving_check_order.py::test_each_steps_bound_refuses",)),
+    Mutant(
         "client_error_traceback", "a TF Serving error is one line from "
         "export/client.py, exit status 1",
         "dis_tf/serving/client.py",
