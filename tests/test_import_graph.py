@@ -112,3 +112,33 @@ def test_an_upward_import_is_caught(tmp_path, monkeypatch):
                                   "dis_tf.serving.module"])
 def test_known_modules_have_a_layer(name):
   assert _layer(name) in (1, 2)
+
+
+def _modules_over(limit, root=ROOT):
+  """[(path, lines, docstring)] of the .py files under root longer than
+  `limit` lines."""
+  found = []
+  for folder, _, files in os.walk(root):
+    for name in sorted(files):
+      if not name.endswith(".py"):
+        continue
+      path = os.path.join(folder, name)
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+      lines = text.count("\n")
+      if lines > limit:
+        found.append((path, lines, ast.get_docstring(ast.parse(text)) or ""))
+  return found
+
+
+def test_every_long_module_says_why_in_its_docstring(tmp_path):
+  # Issue 24: no module over about 450 lines without a stated reason, a
+  # "Size: ... because ..." line in its module docstring.
+  missing = [f"{os.path.relpath(path, ROOT)} ({lines} lines)"
+             for path, lines, doc in _modules_over(460)
+             if not ("Size:" in doc and "because" in doc)]
+  assert not missing, missing
+  # The check sees a long module without the line.
+  (tmp_path / "long.py").write_text('"""No reason."""\n' + "x = 1\n" * 500)
+  assert [lines for _, lines, doc in _modules_over(460, str(tmp_path))
+          if "Size:" not in doc] == [501]
