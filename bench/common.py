@@ -144,10 +144,16 @@ def emit(name, title, command, body):
   return text
 
 
-def run_probe(args):
-  """Runs `python <args>` and returns its last stdout line."""
+def run_probe(args, env=None):
+  """Runs `python <args>` and returns its last stdout line.
+
+  Args:
+    args: the script and its arguments.
+    env: extra environment variables of the child (added to this process's).
+  """
   out = subprocess.run([sys.executable] + list(args), check=True,
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, **(env or {})))
   return out.stdout.strip().splitlines()[-1]
 
 

@@ -1,6 +1,9 @@
 """float32 vs mixed_bfloat16 side by side (issue 29): ResNet101, one run.
 
   python bench/precision.py [--size=353] [--train_size=225] [--repeats=3]
+      [--serve_size=513] [--cap_isa=AVX512_CORE]
+      [--eval_model_dir=DIR --eval_dir=OUT [--eval_split=val[100:]]
+       [--eval_t_test=0,10,30]]
 
 One dilated-ResNet101 DISModel (random weights, the voc12 preset) is timed
 under both values of `model.precision` (`DISModel.set_precision`: the same
@@ -12,6 +15,12 @@ round (`common.interleaved`), so each ratio is taken side by side:
 * the backbone forward (`DISModel.features`), batch 1 at --size;
 * `model.infer` end to end at t = 0 and t = 30 (gram; the Gram kernels
   built per call, as `bench/latent.py` times it), batch 1 at --size;
+* the served latency: the model exported twice with
+  `dis_tf.serving.export_lib.export_saved_model` (t_test 0, canvas
+  --serve_size, default the preset's 513; `precision` float32 and
+  mixed_bfloat16, read back from the `metadata` signature), each loaded
+  with `tf.saved_model.load`, `serving_default` on one --size x --size
+  JPEG (`dis_tf.data.synthetic.generate_image`);
 * a stage-1 phase-(c) and a stage-2 training step (t_train = 10, the
   preset's) at --train_size, batch 2 (one labelled, one weak image), as
   `bench/train_step.py` builds them.
@@ -20,10 +29,33 @@ Before the training steps change the weights, the same image's features
 and t = 30 labelmaps of both precisions are compared. The CPU's bf16 flags
 (amx_bf16, avx512_bf16 in /proc/cpuinfo) are printed: without them
 bfloat16 is emulated and slower.
+
+**A CPU without bf16 units, emulated.** With --cap_isa (default
+AVX512_CORE; empty to skip) the backbone and t = 0 rows are timed again in
+a child process run with `ONEDNN_MAX_CPU_ISA=<cap>`, which keeps oneDNN
+below avx512_core_bf16 (its bf16 kernels then convert to float32 and
+back). Whether the cap took effect is checked in two more children with
+`ONEDNN_VERBOSE=1`, one bf16 convolution each, uncapped and capped: the
+ISA oneDNN reports and the implementation it picks for that convolution
+are printed in the section. The same cap can be put on the whole script
+(`ONEDNN_MAX_CPU_ISA=AVX512_CORE python bench/precision.py --cap_isa=`).
+
+**mIoU under bf16 inference** (optional, after all timings): with
+--eval_model_dir, the trained model is copied to OUT/<precision>/model
+(`tools/evaluate.py` writes TensorBoard summaries into its model dir) and
+evaluated there by `tools/evaluate.py --model.precision=<precision>` at
+--eval_t_test on --eval_split, one child process after the other; the
+per-t mIoU of both and their difference are tabulated with the commands.
 """
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 
 import common  # Puts the checkout on sys.path.
 import train_step
@@ -34,6 +66,8 @@ import tensorflow as tf
 
 from dis_tf import training
 from dis_tf.data import pipeline
+from dis_tf.data import synthetic
+from dis_tf.serving import export_lib
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -53,7 +87,7 @@ def cpu_flags():
   return {flag: flag in flags for flag in BF16_FLAGS}
 
 
-def _inference_fns(model, image):
+def _inference_fns(model, image, steps=(0, 30)):
   """{(what, precision): fn} traced under each precision."""
   fns = {}
   for precision in PRECISIONS:
@@ -61,13 +95,14 @@ def _inference_fns(model, image):
     features = tf.function(lambda x: model.features(x)[0])
     infer = tf.function(lambda x, s: model.infer(x, steps=s)["probabilities"])
     features(image)
-    for t in (0, 30):
+    for t in steps:
       infer(image, tf.constant(t))
     fns[("backbone forward", precision)] = (
         lambda f=features: f(image).numpy())
-    for t in (0, 30):
+    for t in steps:
       fns[(f"end to end t={t}", precision)] = (
           lambda f=infer, t=t: f(image, tf.constant(t)).numpy())
+  model.set_precision("float32")
   return fns
 
 
@@ -105,16 +140,210 @@ def _train_fns(model, config, size):
   return fns
 
 
+def _jpeg(size):
+  """One generated size x size image (synthetic.generate_image), as JPEG."""
+  image, _ = synthetic.generate_image(np.random.default_rng(0), size, size)
+  return tf.io.encode_jpeg(image).numpy()
+
+
+SERVED = "served t=0 (SavedModel `serving_default`)"
+
+
+def _served_fns(model, jpeg, serve_size, tmp):
+  """The model exported under each precision, loaded, and timed.
+
+  Args:
+    model: the DISModel (its precision is float32 again afterwards).
+    jpeg: the encoded request image.
+    serve_size: the export's canvas side.
+    tmp: a directory for the two exports.
+
+  Returns:
+    ({(SERVED, precision): fn}, {precision: export seconds},
+    {precision: the `metadata` signature's precision}, the fraction of
+    `class_ids` pixels on which the two exports agree, the loaded objects
+    (kept alive while the fns are used)).
+  """
+  fns, seconds, recorded, class_ids, loaded = {}, {}, {}, {}, []
+  request = tf.constant([jpeg])
+  for precision in PRECISIONS:
+    start = time.perf_counter()
+    path = export_lib.export_saved_model(
+        model, os.path.join(tmp, precision), t_test=0,
+        input_size=serve_size, precision=precision, warmup=False)
+    seconds[precision] = time.perf_counter() - start
+    saved = tf.saved_model.load(path)
+    loaded.append(saved)
+    recorded[precision] = (
+        saved.signatures["metadata"]()["precision"].numpy().decode())
+    serve = saved.signatures["serving_default"]
+    class_ids[precision] = serve(image_bytes=request)["class_ids"].numpy()
+    fns[(SERVED, precision)] = (
+        lambda f=serve: f(image_bytes=request)["class_ids"].numpy())
+  model.set_precision("float32")
+  agree = float(np.mean(class_ids["float32"] == class_ids["mixed_bfloat16"]))
+  return fns, seconds, recorded, agree, loaded
+
+
+def isa_probe(argv):
+  """Child of --cap_isa: backbone and t = 0 times of both precisions (JSON).
+
+  Runs under the environment the parent sets (ONEDNN_MAX_CPU_ISA).
+  """
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--size", type=int, default=353)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args(argv)
+  keras.utils.set_random_seed(0)
+  model, _ = common.resnet_model(t_train=10)
+  image = tf.constant(np.random.RandomState(0).randn(
+      1, args.size, args.size, 3).astype(np.float32))
+  times = common.interleaved(_inference_fns(model, image, steps=(0,)),
+                             repeats=args.repeats, warmup=1)
+  print(json.dumps([[what, precision, seconds]
+                    for (what, precision), seconds in times.items()]))
+
+
+def isa_check():
+  """Child run with ONEDNN_VERBOSE=1: one bf16 and one float32 convolution.
+
+  The parent reads oneDNN's verbose lines (the ISA it detected, the
+  implementation of each convolution) from this process's stdout.
+  """
+  x = tf.random.normal([1, 32, 32, 64])
+  w = tf.random.normal([3, 3, 64, 64])
+  for dtype in (tf.float32, tf.bfloat16):
+    tf.nn.conv2d(tf.cast(x, dtype), tf.cast(w, dtype), 1, "SAME").numpy()
+
+
+def onednn_report(isa):
+  """(ISA oneDNN reports, {src dtype: convolution implementation}).
+
+  Args:
+    isa: the ONEDNN_MAX_CPU_ISA value of the child (None: unset).
+  """
+  env = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("ONEDNN_MAX_CPU_ISA", None)
+  if isa:
+    env["ONEDNN_MAX_CPU_ISA"] = isa
+  out = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), "--isa_check"],
+      check=True, capture_output=True, text=True, cwd=common.ROOT, env=env)
+  reported, impls = "no oneDNN verbose output", {}
+  for line in out.stdout.splitlines():
+    fields = line.split(",")
+    if ",info,cpu,isa:" in line:
+      reported = line.split("isa:", 1)[1].strip()
+    elif len(fields) > 7 and fields[3] == "exec" and fields[5] == "convolution":
+      impls[fields[8].split(":")[1]] = fields[6]
+  return reported, impls
+
+
+def _capped_times(isa, args):
+  """{(what, precision): s} from `isa_probe` under ONEDNN_MAX_CPU_ISA=isa."""
+  line = common.run_probe(
+      [os.path.abspath(__file__), "--isa_probe", f"--size={args.size}",
+       f"--repeats={args.repeats}"],
+      env={"ONEDNN_MAX_CPU_ISA": isa, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  return {(what, precision): seconds
+          for what, precision, seconds in json.loads(line)}
+
+
+def _ratio_rows(times, inputs):
+  """Table rows [what, input, batch, float32 s, bf16 s, ratio] of `times`."""
+  whats = []
+  for what, _ in times:
+    if what not in whats:
+      whats.append(what)
+  rows = []
+  for what in whats:
+    f32, b16 = times[(what, "float32")], times[(what, "mixed_bfloat16")]
+    rows.append([what, *inputs[what], f32, b16, f32 / b16])
+  return rows
+
+
+def _evaluate(args):
+  """mIoU per t_test of --eval_model_dir under both precisions.
+
+  Returns:
+    ({precision: {t: mIoU in points}}, [the commands run]).
+  """
+  mious, commands = {}, []
+  for precision in PRECISIONS:
+    root = os.path.join(os.path.abspath(args.eval_dir), precision)
+    model_dir = os.path.join(root, "model")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(args.eval_model_dir, model_dir,
+                    ignore=shutil.ignore_patterns("eval_*", "logs"))
+    output_dir = os.path.join(root, "eval")
+    command = ["tools/evaluate.py", f"--model_dir={model_dir}",
+               f"--split={args.eval_split}", f"--t_test={args.eval_t_test}",
+               f"--model.precision={precision}",
+               f"--output_dir={output_dir}"] + args.eval_flag
+    commands.append(" ".join(["python"] + command))
+    print("running", commands[-1], flush=True)
+    subprocess.run([sys.executable] + command, check=True, cwd=common.ROOT,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(output_dir, "results.json")) as f:
+      results = json.load(f)
+    mious[precision] = {row["t_test"]: 100 * row["mean_iou"]
+                        for row in results["settings"]}
+  return mious, commands
+
+
+def _miou_lines(args, mious, commands):
+  """The mIoU table, its commands and its target line."""
+  rows, worst = [], 0.0
+  for t in mious["float32"]:
+    f32, b16 = mious["float32"][t], mious["mixed_bfloat16"][t]
+    worst = max(worst, abs(b16 - f32))
+    rows.append([t, f"{f32:.2f}", f"{b16:.2f}", f"{b16 - f32:+.2f}"])
+  return [
+      f"**mIoU under bf16 inference** of a float32-trained model "
+      f"(`{args.eval_model_dir}`), split `{args.eval_split}`, one model "
+      "(one seed), evaluated under both precisions (the same weights):",
+      "", common.table(["t_test", "float32 mIoU", "mixed_bfloat16 mIoU",
+                        "bf16 - float32"], rows), "",
+      "Commands (run by this script, one after the other, after the "
+      "timings; each on a copy of the model dir):", "",
+      *[f"    {c}" for c in commands], "",
+      common.target("mIoU, largest |bf16 - float32| over t_test (points), "
+                    "this model", worst, 0.3)]
+
+
 def main(argv):
+  if argv and argv[0] == "--isa_probe":
+    isa_probe(argv[1:])
+    return
+  if argv and argv[0] == "--isa_check":
+    isa_check()
+    return
   parser = argparse.ArgumentParser()
   parser.add_argument("--size", type=int, default=353)
   parser.add_argument("--train_size", type=int, default=225)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--serve_size", type=int, default=None,
+                      help="canvas of the exports (default: the preset's "
+                      "eval_crop_size, 513)")
+  parser.add_argument("--cap_isa", default="AVX512_CORE",
+                      help="ONEDNN_MAX_CPU_ISA of the emulated CPU without "
+                      "bf16 units ('' skips it)")
+  parser.add_argument("--eval_model_dir", default=None)
+  parser.add_argument("--eval_dir", default=None)
+  parser.add_argument("--eval_split", default="val[100:]")
+  parser.add_argument("--eval_t_test", default="0,10,30")
+  parser.add_argument("--eval_flag", action="append", default=[],
+                      help="extra flag of tools/evaluate.py (repeatable)")
   args = parser.parse_args(argv)
+  if args.eval_model_dir and not args.eval_dir:
+    parser.error("--eval_model_dir needs --eval_dir")
+  start = time.perf_counter()
   flags = cpu_flags()
   print("CPU bf16 flags:", flags, flush=True)
   keras.utils.set_random_seed(0)
   model, config = common.resnet_model(t_train=10)
+  serve_size = args.serve_size or model.eval_crop_size
   image = tf.constant(np.random.RandomState(0).randn(
       1, args.size, args.size, 3).astype(np.float32))
   rel, agree = _agreement(model, image)
@@ -123,25 +352,36 @@ def main(argv):
   times = common.interleaved(_inference_fns(model, image),
                              repeats=args.repeats, warmup=1)
   print("inference timed", flush=True)
+  jpeg = _jpeg(args.size)
+  with tempfile.TemporaryDirectory() as tmp:
+    fns, export_s, recorded, served_agree, loaded = _served_fns(
+        model, jpeg, serve_size, tmp)
+    times.update(common.interleaved(fns, repeats=args.repeats, warmup=1))
+    del fns, loaded
+  print("serving timed", flush=True)
   times.update(common.interleaved(_train_fns(model, config, args.train_size),
                                   repeats=args.repeats, warmup=1))
-  whats = []
+  inputs = {what: (f"{args.size}x{args.size}", 1)
+            for what in ("backbone forward", "end to end t=0",
+                         "end to end t=30")}
+  inputs[SERVED] = (f"{args.size}x{args.size} JPEG, canvas {serve_size}", 1)
   for what, _ in times:
-    if what not in whats:
-      whats.append(what)
-  rows = []
-  for what in whats:
-    f32, b16 = times[(what, "float32")], times[(what, "mixed_bfloat16")]
-    size = args.train_size if "step" in what else args.size
-    batch = 2 if "step" in what else 1
-    rows.append([what, f"{size}x{size}", batch, f32, b16, f32 / b16])
+    if "step" in what:
+      inputs[what] = (f"{args.train_size}x{args.train_size}", 2)
+  rows = _ratio_rows(times, inputs)
   ratio = {row[0]: row[5] for row in rows}
   t_ratio = {p: times[("end to end t=30", p)] / times[("end to end t=0", p)]
              for p in PRECISIONS}
+  capped = None
+  if args.cap_isa:
+    capped = _capped_times(args.cap_isa, args)
+    checks = {isa: onednn_report(isa) for isa in (None, args.cap_isa)}
   flag_text = ", ".join(f"{k}: {'yes' if v else 'no'}"
                         for k, v in flags.items())
+  own_isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
   body = [
-      f"CPU bf16 flags (/proc/cpuinfo): {flag_text}. Dilated ResNet101 "
+      f"CPU bf16 flags (/proc/cpuinfo): {flag_text}; ONEDNN_MAX_CPU_ISA "
+      f"{own_isa or 'unset'} in this process. Dilated ResNet101 "
       "(random weights), latent method gram; median of "
       f"{args.repeats} interleaved runs after one warm-up. The same "
       "weights under both precisions (`DISModel.set_precision`); the "
@@ -152,20 +392,53 @@ def main(argv):
       f"relative L2 difference of u1 (bf16 vs float32) {rel:.3g}; t=30 "
       f"labelmaps (feature resolution) equal on {100 * agree:.2f}% of the "
       "positions.", "",
+      f"Served row: `export_lib.export_saved_model(model, ..., t_test=0, "
+      f"input_size={serve_size}, precision=...)` (export took "
+      + ", ".join(f"{export_s[p]:.0f} s under {p}" for p in PRECISIONS)
+      + "), loaded with `tf.saved_model.load`; the `metadata` signature "
+      "records precision "
+      + " and ".join(f"`{recorded[p]}`" for p in PRECISIONS)
+      + f". The two exports' `class_ids` (at the JPEG's size) agree on "
+      f"{100 * served_agree:.2f}% of the pixels (random weights).", ""]
+  if capped is not None:
+    crows = _ratio_rows(capped, inputs)
+    body += [
+        f"**Emulated CPU without bf16 units** (`ONEDNN_MAX_CPU_ISA="
+        f"{args.cap_isa}`, a child process, the same model and image; "
+        "interleaved as above):", "",
+        common.table(["what", "input", "batch", "float32 s", "bf16 s",
+                      "float32 / bf16"], crows), "",
+        "Check of the cap (`ONEDNN_VERBOSE=1`, one 3x3 64->64 convolution "
+        "per dtype in a child process):", ""]
+    for isa, (reported, impls) in checks.items():
+      body.append(
+          f"- ONEDNN_MAX_CPU_ISA {isa or 'unset'}: oneDNN reports ISA "
+          f"'{reported}'; convolution implementation "
+          + ", ".join(f"{dtype}: `{impl}`" for dtype, impl in impls.items()))
+    body.append("")
+  body += [
       "Targets (same run):",
       common.target(f"ResNet101 at {args.size}, t=0 end to end, float32 / "
                     "bf16", ratio["end to end t=0"], 1.8,
                     higher_is_better=True),
+      common.target(f"served latency through the SavedModel (t=0, canvas "
+                    f"{serve_size}), float32 / bf16", ratio[SERVED], 1.6,
+                    higher_is_better=True),
       common.target("end to end t=30 / t=0 under float32",
                     t_ratio["float32"], 1.05),
       common.target("end to end t=30 / t=0 under mixed_bfloat16",
-                    t_ratio["mixed_bfloat16"], 1.05),
-      "- (not measured here: the served latency through the SavedModel, "
-      "target >= 1.6x, and mIoU under bf16)",
-  ]
+                    t_ratio["mixed_bfloat16"], 1.05)]
+  if args.eval_model_dir:
+    mious, commands = _evaluate(args)
+    body += [""] + _miou_lines(args, mious, commands)
+  else:
+    body += ["- (mIoU under bf16 not measured in this run: "
+             "--eval_model_dir)"]
+  body += ["", f"Whole script: {(time.perf_counter() - start) / 60:.1f} "
+           "min."]
+  command = " ".join(["python bench/precision.py"] + argv)
   common.emit("precision", "Precision: float32 vs mixed_bfloat16 "
-              "(bench/precision.py)", "python bench/precision.py",
-              "\n".join(body))
+              "(bench/precision.py)", command, "\n".join(body))
 
 
 if __name__ == "__main__":
