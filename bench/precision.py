@@ -40,7 +40,7 @@ ISA oneDNN reports and the implementation it picks for that convolution
 are printed in the section. The same cap can be put on the whole script
 (`ONEDNN_MAX_CPU_ISA=AVX512_CORE python bench/precision.py --cap_isa=`).
 
-**mIoU under bf16 inference** (optional, after all timings): with
+**mIoU under bf16 inference** (optional, before the timings): with
 --eval_model_dir, the trained model is copied to OUT/<precision>/model
 (`tools/evaluate.py` writes TensorBoard summaries into its model dir) and
 evaluated there by `tools/evaluate.py --model.precision=<precision>` at
@@ -283,9 +283,14 @@ def _evaluate(args):
                f"--output_dir={output_dir}"] + args.eval_flag
     commands.append(" ".join(["python"] + command))
     print("running", commands[-1], flush=True)
-    subprocess.run([sys.executable] + command, check=True, cwd=common.ROOT,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(root, "evaluate.log"), "w") as log:
+      done = subprocess.run(
+          [sys.executable] + command, cwd=common.ROOT, stdout=log,
+          stderr=subprocess.STDOUT,
+          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if done.returncode:
+      raise RuntimeError(f"{commands[-1]} failed (rc {done.returncode}); "
+                         f"see {log.name}")
     with open(os.path.join(output_dir, "results.json")) as f:
       results = json.load(f)
     mious[precision] = {row["name"]: 100 * row["mean_iou"]
@@ -307,7 +312,7 @@ def _miou_lines(args, mious, commands):
       "target names), evaluated under both precisions (the same weights):",
       "", common.table(["setting", "float32 mIoU", "mixed_bfloat16 mIoU",
                         "bf16 - float32"], rows), "",
-      "Commands (run by this script, one after the other, after the "
+      "Commands (run by this script, one after the other, before the "
       "timings; each on a copy of the model dir):", "",
       *[f"    {c}" for c in commands], "",
       common.target("mIoU, largest |bf16 - float32| over t_test (points), "
@@ -343,6 +348,10 @@ def main(argv):
   start = time.perf_counter()
   flags = cpu_flags()
   print("CPU bf16 flags:", flags, flush=True)
+  if args.eval_model_dir:
+    # First, so that a failing evaluation stops the script early.
+    mious, commands = _evaluate(args)
+    print("evaluated:", mious, flush=True)
   keras.utils.set_random_seed(0)
   model, config = common.resnet_model(t_train=10)
   serve_size = args.serve_size or model.eval_crop_size
@@ -431,7 +440,6 @@ def main(argv):
       common.target("end to end t=30 / t=0 under mixed_bfloat16",
                     t_ratio["mixed_bfloat16"], 1.05)]
   if args.eval_model_dir:
-    mious, commands = _evaluate(args)
     body += [""] + _miou_lines(args, mious, commands)
   else:
     body += ["- (mIoU under bf16 not measured in this run: "
