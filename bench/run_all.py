@@ -130,8 +130,16 @@ backbone's layers under a Keras dtype policy; the latent loop stays float32.
 The script times one ResNet101 model under float32 and mixed_bfloat16 with
 the same weights, interleaved, and prints the CPU's bf16 flags: bfloat16
 gains only where the CPU has bf16 units (AVX512-BF16 or AMX-BF16; without
-them oneDNN emulates it). The served latency through the SavedModel and the
-mIoU under bf16 are not measured yet.
+them oneDNN emulates it). The served row exports the same model twice
+(`export_lib`, t_test 0) and times `serving_default` of each SavedModel on
+one JPEG. A CPU without bf16 units is emulated on this one by a child
+process under `ONEDNN_MAX_CPU_ISA=AVX512_CORE` (oneDNN's ISA cap), and
+`ONEDNN_VERBOSE=1` shows the ISA and the bf16 convolution kernel oneDNN
+picks with and without the cap. The mIoU table (`--eval_model_dir`) is one
+float32-trained model evaluated by `tools/evaluate.py` under both
+precisions; `run_all.py` runs the script without it, so a full re-run
+drops that table unless the script is re-run with the flags its section
+names.
 
 **Exactness vs. step size.** tests/test_gram.py checks direct == gram
 with identical labelmaps after 30 steps: in float32 to 1e-3 relative (tiny
