@@ -37,6 +37,10 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # The model.* fields that evaluation and export may change on a trained run
 # (they do not change the weights; dis_tf.model_dir.load_config).
 RUNTIME_MODEL_FIELDS = ("precision",)
+# The phases each `tools/train.py --stage` runs (dis_tf.training.train):
+# stage 1 is phases a, b, c (section 3.2), stage 2 the semi phase.
+STAGES = {"full": ("a", "b", "c"), "semi": ("semi",),
+          "all": ("a", "b", "c", "semi")}
 
 
 def _choice(default, choices):

@@ -13,6 +13,12 @@
 
 Evaluation, tag cleaning, visualisation and export need only `--model_dir`
 (`load`, with optional config overrides).
+
+Keras and the model are imported by the functions that build or load a
+model, not by this module: reading config.json and the fingerprints stays
+free of TensorFlow, so a tool refuses a bad flag or a mismatched run in
+well under a second instead of after TensorFlow's import (about 4 s of CPU
+per command; `tests/test_tools_import_light.py`).
 """
 
 import copy
@@ -22,15 +28,12 @@ import os
 import zipfile
 
 from absl import logging
-import keras
 
 from dis_tf import atomic
 from dis_tf import classes
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf.config import ExperimentConfig
-# Also registers the dis_tf Keras classes that model.keras files name.
-from dis_tf.modeling import dis_model
 
 MODEL_FILENAME = "model.keras"
 
@@ -311,6 +314,8 @@ def _zip_problem(path):
 
 def _model_from_phase_weights(model_dir, path, config):
   """The network of config.json with the weights of `path` (a phase file)."""
+  # Imported here, not above: see the module docstring.
+  from dis_tf.modeling import dis_model
   build_config = copy.deepcopy(config or ExperimentConfig.load(model_dir))
   # The weights come from `path`: do not fetch pretrained backbone weights.
   build_config.model.weights = None
@@ -341,6 +346,10 @@ def load_trained_model(model_dir, config=None):
     FileNotFoundError: naming the missing file.
     OSError: model.keras is corrupt and no phase weights can replace it.
   """
+  # Imported here, not above: see the module docstring.
+  import keras
+  # Also registers the dis_tf Keras classes that model.keras files name.
+  from dis_tf.modeling import dis_model
   path = model_path(model_dir)
   if not os.path.exists(path):
     raise errors.MissingFileError(

@@ -46,6 +46,8 @@ from dis_tf import errors
 from dis_tf.classes import IGNORE_LABEL, voc_palette
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# What a file run does with a bad input (dis_tf.segmenter.predict_files).
+ON_ERROR = ("skip", "stop")
 PREDICTIONS_FILENAME = "predictions.jsonl"
 LABELMAP_SUFFIX = "_labelmap.png"
 OVERLAY_SUFFIX = "_overlay.png"

@@ -35,7 +35,7 @@ from dis_tf import prediction_io
 from dis_tf.config import LatentConfig
 from dis_tf.serving import module as module_lib
 
-ON_ERROR = ("skip", "stop")
+ON_ERROR = prediction_io.ON_ERROR
 
 
 @dataclasses.dataclass

@@ -39,9 +39,6 @@ from dis_tf import model_dir as model_dir_lib
 from dis_tf.data import pipeline
 from dis_tf.modeling.dis_model import build_dis_model
 
-STAGES = {"full": ("a", "b", "c"), "semi": ("semi",),
-          "all": ("a", "b", "c", "semi")}
-
 
 def make_strategy(name):
   """Returns the tf.distribute strategy called `name`.
@@ -223,12 +220,12 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
     ConfigMismatchError: model_dir holds state of another configuration.
     LockHeldError: another run holds model_dir's lock.
   """
-  if stage not in STAGES:
+  if stage not in config_lib.STAGES:
     raise errors.UserError(
-        f"--stage={stage!r}: expected one of {sorted(STAGES)}.")
+        f"--stage={stage!r}: expected one of {sorted(config_lib.STAGES)}.")
   if not config.model_dir:
     raise errors.UserError("--model_dir is required.")
-  _check_steps(config.train, STAGES[stage])
+  _check_steps(config.train, config_lib.STAGES[stage])
   # First: MultiWorkerMirroredStrategy must configure the TF context before
   # anything initialises it.
   strategy = make_strategy(config.train.strategy)
@@ -468,7 +465,7 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
   # Non-chief workers of a multi-worker job write only their own directory.
   write_dir = _write_dir(model_dir, strategy)
   is_chief = write_dir == model_dir
-  phases = STAGES[stage]
+  phases = config_lib.STAGES[stage]
   # The phases read before training (stage 2 starts from phase c).
   chain = (("c",) if stage == "semi" else ()) + phases
   num_fixed = len(chain) - len(phases)

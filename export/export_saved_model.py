@@ -27,7 +27,6 @@ from absl import flags
 
 from dis_tf import errors
 from dis_tf import flags as dis_flags
-from dis_tf.serving import export_lib
 
 FLAGS = flags.FLAGS
 
@@ -49,6 +48,9 @@ flags.DEFINE_string("model_name", "dis",
 def main(argv):
   if dis_flags.run_config(argv) is None:
     return
+  # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
+  # their flags are known to be good).
+  from dis_tf.serving import export_lib
   path = export_lib.export_from_model_dir(
       FLAGS.model_dir, FLAGS.export_dir,
       overrides=dis_flags.config_overrides(),

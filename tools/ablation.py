@@ -43,12 +43,9 @@ import sys
 
 from absl import flags
 
-from dis_tf.research import ablation
-from dis_tf.research import results_page
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import flags as dis_flags
-from dis_tf.data import pipeline
 from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -119,6 +116,9 @@ def main(argv):
     if not os.path.isfile(FLAGS.from_json):
       raise errors.MissingFileError(
           f"--from_json={FLAGS.from_json}: no such file.")
+    # After the flags: see dis_tf/flags.py (tools import TensorFlow only
+    # once their flags are known to be good).
+    from dis_tf.research import results_page
     results, plan, command, generator_params, config = (
         results_page.load_results(FLAGS.from_json))
     compare = None
@@ -136,6 +136,9 @@ def main(argv):
   if FLAGS.compare_json:
     raise errors.UserError("--compare_json needs --from_json (it compares "
                            "two finished runs).")
+  from dis_tf.data import pipeline
+  from dis_tf.research import ablation
+  from dis_tf.research import results_page
   quick = FLAGS.quick
   plan = ablation.AblationPlan(
       seeds=_ints(FLAGS.seeds or (["0"] if quick else

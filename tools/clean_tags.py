@@ -35,8 +35,6 @@ from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import reports
-from dis_tf import tag_cleaning
-from dis_tf.data import pipeline
 from dis_tf.data import web_tags
 
 FLAGS = flags.FLAGS
@@ -66,6 +64,10 @@ def main(argv):
                            "data.weak_dir).")
   if not os.path.isdir(weak_dir):
     raise errors.MissingFileError(f"--weak_dir={weak_dir}: no such directory.")
+  # After the flags and the run's config: see dis_tf/flags.py (tools import
+  # TensorFlow only once their flags are known to be good).
+  from dis_tf import tag_cleaning
+  from dis_tf.data import pipeline
   model = model_dir_lib.load_trained_model(FLAGS.model_dir, config)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "clean_tags")
 

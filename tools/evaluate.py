@@ -39,11 +39,8 @@ from absl import logging
 from dis_tf import classes
 from dis_tf import config as config_lib
 from dis_tf import errors
-from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import reports
-from dis_tf import selection
-from dis_tf.data import pipeline
 
 FLAGS = flags.FLAGS
 
@@ -78,6 +75,7 @@ def _refinements(names):
   """--refinements as `tag_refinement` values (None: the model's own)."""
   if not names:
     return None
+  from dis_tf import evaluation  # After the flags: see dis_tf/flags.py.
   try:
     return [evaluation.parse_refinement(name) for name in names]
   except ValueError as e:
@@ -88,6 +86,11 @@ def main(argv):
   run = dis_flags.load_run(argv)
   if run is None:
     return
+  # After the flags and the run's config: see dis_tf/flags.py (tools import
+  # TensorFlow only once their flags are known to be good).
+  from dis_tf import evaluation
+  from dis_tf import selection
+  from dis_tf.data import pipeline
   config, model, split, t_tests = run
   if FLAGS.select_t_test:
     select_split = config.data.select_split

@@ -32,7 +32,7 @@ from absl import flags
 from dis_tf import errors
 from dis_tf import flags as dis_flags
 from dis_tf import model_dir as model_dir_lib
-from dis_tf import segmenter as segmenter_lib
+from dis_tf import prediction_io
 
 FLAGS = flags.FLAGS
 
@@ -49,7 +49,7 @@ flags.DEFINE_string("output_dir", None,
                     "predictions.jsonl.")
 flags.DEFINE_integer("batch_size", 4, "Images per model call.",
                      lower_bound=1)
-flags.DEFINE_enum("on_error", "skip", list(segmenter_lib.ON_ERROR),
+flags.DEFINE_enum("on_error", "skip", list(prediction_io.ON_ERROR),
                   "A bad input: skip it (named in the log) or stop.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
 
@@ -74,6 +74,9 @@ def main(argv):
   if FLAGS.model_dir and dis_flags.print_config_and_exit(
       model_dir_lib.load_config(FLAGS.model_dir, overrides)):
     return
+  # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
+  # their flags are known to be good).
+  from dis_tf import segmenter as segmenter_lib
   segmenter = segmenter_lib.load_segmenter(
       FLAGS.model_dir or FLAGS.saved_model, overrides=overrides,
       tag_threshold=tag_threshold)

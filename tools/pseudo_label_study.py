@@ -22,7 +22,6 @@ import sys
 from absl import flags
 
 from dis_tf import errors
-from dis_tf.research import pseudo_label_study
 from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -62,16 +61,20 @@ def main(argv):
   if not FLAGS.output:
     raise errors.UserError("--output is required.")
   command = "python " + " ".join(sys.argv)
+  if not FLAGS.from_json:
+    if not FLAGS.workdirs:
+      raise errors.UserError("--workdirs is required (or --from_json).")
+    seeds = _seeds(FLAGS.workdirs[0])
+  # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
+  # their flags are known to be good).
+  from dis_tf.research import pseudo_label_study
   if FLAGS.from_json:
     study, command = pseudo_label_study.load(FLAGS.from_json)
   else:
-    if not FLAGS.workdirs:
-      raise errors.UserError("--workdirs is required (or --from_json).")
     data = (synthetic.config_overrides(FLAGS.data_root)
             if FLAGS.data_root else None)
     study = pseudo_label_study.run_study(
-        FLAGS.workdirs, _seeds(FLAGS.workdirs[0]), FLAGS.t_train,
-        FLAGS.weak_limit, data)
+        FLAGS.workdirs, seeds, FLAGS.t_train, FLAGS.weak_limit, data)
   print(pseudo_label_study.write(study, FLAGS.output, command))
 
 

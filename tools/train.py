@@ -30,7 +30,6 @@ from absl import flags
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import flags as dis_flags
-from dis_tf import training
 
 FLAGS = flags.FLAGS
 
@@ -51,7 +50,7 @@ _SHORT_FLAGS = (
 
 flags.DEFINE_enum("preset", "synthetic", list(config_lib.PRESETS),
                   "Base configuration; the config flags override it.")
-flags.DEFINE_enum("stage", "all", list(training.STAGES),
+flags.DEFINE_enum("stage", "all", list(config_lib.STAGES),
                   "full: stage-1 phases a, b, c; semi: stage 2 from the "
                   "phase-c weights in model_dir; all: both.")
 flags.DEFINE_boolean("overwrite", False,
@@ -70,6 +69,9 @@ def main(argv):
                                      dis_flags.config_overrides())
   if dis_flags.print_config_and_exit(config):
     return
+  # After the flags and the config: see dis_tf/flags.py (tools import
+  # TensorFlow only once their flags are known to be good).
+  from dis_tf import training
   training.train(config, FLAGS.stage, overwrite=FLAGS.overwrite)
   print(f"Trained model written to {config.model_dir}/model.keras")
 

@@ -22,10 +22,7 @@ from absl import flags
 
 from dis_tf import classes
 from dis_tf import errors
-from dis_tf import evaluation
 from dis_tf import flags as dis_flags
-from dis_tf import visualization
-from dis_tf.data import pipeline
 
 FLAGS = flags.FLAGS
 
@@ -69,6 +66,7 @@ def select_examples(dataset, file_names=None, num_images=4):
         break
       examples.append(example)
     return examples
+  from dis_tf import evaluation  # After the flags: see dis_tf/flags.py.
   wanted = {_key(n): n for n in file_names}
   found = {}
   for index, example in enumerate(dataset):
@@ -87,6 +85,10 @@ def main(argv):
   run = dis_flags.load_run(argv)
   if run is None:
     return
+  # After the flags and the run's config: see dis_tf/flags.py (tools import
+  # TensorFlow only once their flags are known to be good).
+  from dis_tf import visualization
+  from dis_tf.data import pipeline
   config, model, split, t_tests = run
   output = FLAGS.output or os.path.join(
       FLAGS.model_dir, "figures", f"{dis_flags.split_file_name(split)}.png")
