@@ -368,6 +368,58 @@ MUTANTS = (
         "    response = stub.Predict(request, timeout=connection.timeout)",
         "    response = stub.Predict(request)",
         ("tests/test_client.py::test_grpc_timeout_and_response_size_limit",)),
+    Mutant(
+        "ca_file_with_http_allowed", "--ca_file with an http:// server is "
+        "an error (it would not be used)",
+        "dis_tf/serving/client.py",
+        "  if connection.ca_file and parts.scheme != \"https\":",
+        "  if False:",
+        ("tests/test_client.py::test_rest_tls_with_ca_file",)),
+    Mutant(
+        "insecure_with_tls_allowed", "--insecure together with TLS flags "
+        "is an error",
+        "dis_tf/serving/client.py",
+        "  if connection.insecure and tls_flags:",
+        "  if False:",
+        ("tests/test_client.py::test_grpc_channel_is_tls_unless_local_or_"
+         "insecure",)),
+    Mutant(
+        "grpc_client_cert_dropped", "mutual TLS: the gRPC client presents "
+        "--ssl_client_cert",
+        "dis_tf/serving/client.py",
+        "        certificate_chain=(_read(connection.ssl_client_cert,",
+        "        certificate_chain=(None and _read(connection.ssl_client_cert,",
+        ("tests/test_client.py::test_grpc_tls_and_mutual_tls",)),
+    Mutant(
+        "http_error_status_dropped", "an HTTP error names its status and "
+        "the body (or its \"error\")",
+        "dis_tf/serving/client.py",
+        "  if status >= 400:\n",
+        "  if False:\n",
+        ("tests/test_client.py::test_rest_http_error_shows_status_and_body",)),
+    Mutant(
+        "empty_predictions_passed", "an empty 'predictions' list is a "
+        "clear error",
+        "dis_tf/serving/client.py",
+        "    if not isinstance(rows, list) or not rows:",
+        "    if False:",
+        ("tests/test_client.py::test_rest_empty_or_odd_predictions_are_clear_"
+         "errors",)),
+    Mutant(
+        "empty_outputs_passed", "an empty columnar 'outputs' object is a "
+        "clear error",
+        "dis_tf/serving/client.py",
+        "    if not columns:\n",
+        "    if False:\n",
+        ("tests/test_client.py::test_rest_empty_or_odd_predictions_are_clear_"
+         "errors",)),
+    Mutant(
+        "grpc_empty_outputs_passed", "a gRPC response without outputs is a "
+        "clear error",
+        "dis_tf/serving/client.py",
+        "  if not outputs or not len(outputs.get(\"class_ids\", [])):",
+        "  if False:",
+        ("tests/test_client.py::test_grpc_empty_outputs_are_a_clear_error",)),
     # --------------------------------------------------------- 6. security
     Mutant(
         "dotdot_path_allowed", "dataset paths with '..' are refused",
@@ -419,6 +471,16 @@ MUTANTS = (
         "  return None\n",
         ("tests/test_reliability_runs.py::test_retraining_a_phase_invalidates_"
          "the_phases_after_it",)),
+    Mutant(
+        "t_test_fingerprinted", "evaluation-only fields (latent.t_test) "
+        "are not fingerprinted: changing them resumes",
+        "dis_tf/model_dir.py",
+        "  keys = _COMMON_FIELDS + [f\"train.{key}_steps\", "
+        "f\"train.{key}_lr\"]",
+        "  keys = _COMMON_FIELDS + [\"latent.t_test\", "
+        "f\"train.{key}_steps\", f\"train.{key}_lr\"]",
+        ("tests/test_reliability_runs.py::test_evaluation_only_changes_"
+         "resume_without_retraining",)),
     Mutant(
         "overwrite_keeps_reports", "--overwrite removes the old run's "
         "eval reports, figures and selection record",
@@ -476,6 +538,14 @@ MUTANTS = (
         ("tests/test_reliability_runs.py::test_concurrent_prepare_of_one_"
          "data_dir_is_refused",)),
     Mutant(
+        "prepared_data_dir_locked", "a prepared data_dir needs no prepare "
+        "lock (runs may share it)",
+        "dis_tf/data/pipeline.py",
+        "    return builders  # Nothing to write: no lock needed.",
+        "    pass",
+        ("tests/test_reliability_runs.py::test_concurrent_prepare_of_one_"
+         "data_dir_is_refused",)),
+    Mutant(
         "prepare_does_not_wait", "the pipelines wait for a live prepare of "
         "the same data_dir",
         "dis_tf/data/pipeline.py",
@@ -508,6 +578,30 @@ MUTANTS = (
         "dis_tf/model_dir.py",
         "  problem = _zip_problem(path)\n",
         "  problem = None\n",
+        ("tests/test_reliability_runs.py::test_corrupt_model_keras_falls_"
+         "back_to_the_phase_weights",)),
+    Mutant(
+        "other_network_set_aside", "a complete weights file of another "
+        "network is an error, not set aside as corrupt",
+        "dis_tf/training.py",
+        "      if _h5_problem(path) is None:\n        # A complete file",
+        "      if False:\n        # A complete file",
+        ("tests/test_reliability_runs.py::test_complete_weights_of_another_"
+         "network_are_not_set_aside",)),
+    Mutant(
+        "stage1_corrupt_set_aside", "a corrupt stage-1 file under "
+        "--stage=semi is an error naming the rebuild, left in place",
+        "dis_tf/training.py",
+        "      if index < num_fixed:\n",
+        "      if False:\n",
+        ("tests/test_reliability_runs.py::test_corrupt_stage1_weights_for_"
+         "stage2_name_the_recovery",)),
+    Mutant(
+        "corrupt_model_keras_unexplained", "a corrupt model.keras with no "
+        "phase weights is an error naming the rerun",
+        "dis_tf/model_dir.py",
+        "    if model is None:\n      raise errors.CorruptFileError(",
+        "    if False:\n      raise errors.CorruptFileError(",
         ("tests/test_reliability_runs.py::test_corrupt_model_keras_falls_"
          "back_to_the_phase_weights",)),
     Mutant(
