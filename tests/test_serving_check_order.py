@@ -251,8 +251,12 @@ def _bmp(height, width, top_down=False, claim=None):
      ("element", "1", "is not a JPEG, PNG, GIF or BMP image")),
     (lambda: [np.random.RandomState(0).bytes(64)],
      ("element", "0", "is not a JPEG, PNG, GIF or BMP image")),
+    # The batch size is checked before the header pass looks at any
+    # element (here, none of them is an image).
+    (lambda: [b""] * 33,
+     ("has", "33", "images; the limit", "--serving.max_batch_size", "32")),
 ], ids=["animated_gif", "gif_frame_outside_screen", "gif_100_extensions",
-        "bmp_bomb_20000", "zero_bytes", "random_bytes"])
+        "bmp_bomb_20000", "zero_bytes", "random_bytes", "batch_size_first"])
 def test_the_header_pass_refuses_each_bad_element(images, tokens):
   """Each refusal of the header pass, at the default bounds, by its own
   message (the same inputs as tests/test_reliability_serving.py, run

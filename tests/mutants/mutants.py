@@ -252,6 +252,14 @@ MUTANTS = (
         ("tests/test_serving_check_order.py::test_each_bound_refuses_image_"
          "tensors",)),
     Mutant(
+        "batch_size_after_header_pass", "the batch size of image_bytes is "
+        "checked before the header pass reads any element",
+        "dis_tf/serving/inputs.py",
+        "      tf.cast(batch, tf.int64) <= bounds.max_batch_size, [",
+        "      tf.cast(batch, tf.int64) >= 0, [",
+        ("tests/test_serving_check_order.py::test_the_header_pass_refuses_"
+         "each_bad_element",)),
+    Mutant(
         "unknown_format_passed", "an element that is not a JPEG, PNG, GIF "
         "or BMP is refused by its signature, naming its index",
         "dis_tf/serving/inputs.py",
@@ -307,6 +315,15 @@ MUTANTS = (
          "one_line",
          "tests/test_client.py::test_grpc_errors_and_timeouts_become_one_"
          "line")),
+    Mutant(
+        "bmp_top_down_misread", "a top-down BMP's negative height is read "
+        "as its size (not as a 4-Gpixel image)",
+        "dis_tf/serving/inputs.py",
+        "    return tf.where(value >= 2**31, 2**32 - value, value)  # BMP "
+        "top-down",
+        "    return value  # BMP top-down",
+        ("tests/test_serving_check_order.py::test_gifs_and_bmps_within_the_"
+         "rules_decode",)),
     Mutant(
         "plain_http_allowed", "plain http:// to another host is refused "
         "without --insecure",
@@ -385,10 +402,14 @@ MUTANTS = (
          "insecure",)),
     Mutant(
         "grpc_client_cert_dropped", "mutual TLS: the gRPC client presents "
-        "--ssl_client_cert",
+        "--ssl_client_cert / --ssl_client_key",
         "dis_tf/serving/client.py",
-        "        certificate_chain=(_read(connection.ssl_client_cert,",
-        "        certificate_chain=(None and _read(connection.ssl_client_cert,",
+        "                     if connection.ssl_client_key else None),\n"
+        "        certificate_chain=(_read(connection.ssl_client_cert,\n"
+        "                                 \"--ssl_client_cert\")\n"
+        "                           if connection.ssl_client_cert else None))",
+        "                     if False else None),\n"
+        "        certificate_chain=None)",
         ("tests/test_client.py::test_grpc_tls_and_mutual_tls",)),
     Mutant(
         "http_error_status_dropped", "an HTTP error names its status and "
