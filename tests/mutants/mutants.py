@@ -44,6 +44,43 @@ MUTANTS = (
         ("tests/test_reliability_training.py::test_previous_backup_used_when_"
          "current_is_unreadable",)),
     Mutant(
+        "state_committed_before_weights", "a backup's state.json is "
+        "replaced only after the weights it names are committed",
+        "dis_tf/callbacks.py",
+        "    save_weights_atomically(self.model, os.path.join(self.write_dir, "
+        "name))\n    old = self.read_state(self.write_dir)\n"
+        "    previous = None\n"
+        "    if old is not None and old[\"weights\"] != name:\n"
+        "      previous = {\"epoch\": old[\"epoch\"], \"weights\": "
+        "old[\"weights\"]}\n"
+        "    atomic.write_json(\n"
+        "        os.path.join(self.write_dir, self.STATE_FILE),\n"
+        "        {\"epoch\": epoch, \"weights\": name, \"previous\": "
+        "previous})\n",
+        "    old = self.read_state(self.write_dir)\n"
+        "    previous = None\n"
+        "    if old is not None and old[\"weights\"] != name:\n"
+        "      previous = {\"epoch\": old[\"epoch\"], \"weights\": "
+        "old[\"weights\"]}\n"
+        "    atomic.write_json(\n"
+        "        os.path.join(self.write_dir, self.STATE_FILE),\n"
+        "        {\"epoch\": epoch, \"weights\": name, \"previous\": "
+        "previous})\n"
+        "    save_weights_atomically(self.model, os.path.join(self.write_dir, "
+        "name))\n",
+        ("tests/test_reliability_training.py::test_kill_inside_a_backup_write_"
+         "resumes_mid_phase",
+         "tests/test_reliability_training.py::test_sigkill_at_seeded_points_"
+         "resumes_to_identical_weights")),
+    Mutant(
+        "resume_restarts_phase", "a rerun resumes a phase after the epoch "
+        "its committed state names (not from its start)",
+        "dis_tf/callbacks.py",
+        "      return int(candidate[\"epoch\"])\n",
+        "      return 0\n",
+        ("tests/test_reliability_training.py::test_sigkill_at_seeded_points_"
+         "resumes_to_identical_weights",)),
+    Mutant(
         "no_free_space_check", "free disk space checked before an HDF5 "
         "write (which crashes on a full disk)",
         "dis_tf/callbacks.py",
