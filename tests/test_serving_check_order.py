@@ -225,6 +225,34 @@ def _gif_blocks(frame_w, frame_h, screen=(2, 2), extensions=0):
           + b"\0\x3b")
 
 
+def _sub_blocks(data, block):
+  """GIF data sub-blocks of `block` bytes, with the 0 terminator."""
+  return b"".join(bytes([len(data[i:i + block])]) + data[i:i + block]
+                  for i in range(0, len(data), block)) + b"\0"
+
+
+def _gif_rechunked(gif, block):
+  """`gif` (PIL) with its data re-cut into `block`-byte sub-blocks: the
+  same image, with sub-block chains the walk must follow to their end."""
+  pos = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+  out = [gif[:pos]]
+  while gif[pos] != 0x3B:
+    if gif[pos] == 0x2C:
+      flags = gif[pos + 9]
+      head = 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    else:
+      head = 2
+    out.append(gif[pos:pos + head])
+    pos += head
+    data = b""
+    while gif[pos]:
+      data += gif[pos + 1:pos + 1 + gif[pos]]
+      pos += gif[pos] + 1
+    pos += 1
+    out.append(_sub_blocks(data, block))
+  return b"".join(out) + b"\x3b"
+
+
 def _bmp(height, width, top_down=False, claim=None):
   """A 24-bit BMP (PIL); `top_down` negates the height, `claim` (side)
   rewrites the header's size without adding pixels."""
@@ -241,6 +269,10 @@ def _bmp(height, width, top_down=False, claim=None):
 @pytest.mark.parametrize("images,tokens", [
     (lambda: [_png(1, 1), _gif(frames=3)],
      ("element", "1", "is an animated GIF")),
+    # Its second frame is found only by following each data chain of
+    # one-byte sub-blocks to its end.
+    (lambda: [_gif_rechunked(_gif(frames=3, h=60, w=70), 1)],
+     ("element", "0", "is an animated GIF")),
     (lambda: [_gif_blocks(5000, 5000)],
      ("element", "0", "is a GIF with a frame outside its logical screen")),
     (lambda: [_gif_blocks(2, 2, extensions=100)],
@@ -255,7 +287,8 @@ def _bmp(height, width, top_down=False, claim=None):
     # element (here, none of them is an image).
     (lambda: [b""] * 33,
      ("has", "33", "images; the limit", "--serving.max_batch_size", "32")),
-], ids=["animated_gif", "gif_frame_outside_screen", "gif_100_extensions",
+], ids=["animated_gif", "animated_gif_one_byte_sub_blocks",
+        "gif_frame_outside_screen", "gif_100_extensions",
         "bmp_bomb_20000", "zero_bytes", "random_bytes", "batch_size_first"])
 def test_the_header_pass_refuses_each_bad_element(images, tokens):
   """Each refusal of the header pass, at the default bounds, by its own
@@ -265,7 +298,9 @@ def test_the_header_pass_refuses_each_bad_element(images, tokens):
 
 
 def test_gifs_and_bmps_within_the_rules_decode():
-  images = [_gif(), _gif_blocks(2, 2, extensions=10), _bmp(30, 40),
+  images = [_gif(), _gif_blocks(2, 2, extensions=10),
+            _gif_rechunked(_gif(h=60, w=70), 1), _bmp(30, 40),
             _bmp(30, 40, top_down=True)]
   _, sizes, _ = inputs.decode_images(tf.constant(images), 32)
-  assert sizes.numpy().tolist() == [[30, 40], [2, 2], [30, 40], [30, 40]]
+  assert sizes.numpy().tolist() == [[30, 40], [2, 2], [60, 70], [30, 40],
+                                    [30, 40]]

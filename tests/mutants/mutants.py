@@ -333,6 +333,16 @@ MUTANTS = (
         ("tests/test_serving_check_order.py::test_the_header_pass_refuses_"
          "each_bad_element",)),
     Mutant(
+        "gif_chain_not_followed", "the GIF walk follows each data sub-block "
+        "chain to its terminator (pointer doubling)",
+        "dis_tf/serving/inputs.py",
+        "maximum_iterations=32)",
+        "maximum_iterations=0)",
+        ("tests/test_serving_check_order.py::test_the_header_pass_refuses_"
+         "each_bad_element",
+         "tests/test_serving_check_order.py::test_gifs_and_bmps_within_the_"
+         "rules_decode")),
+    Mutant(
         "bmp_size_not_read", "a BMP's size is read from its header for "
         "--serving.max_image_pixels",
         "dis_tf/serving/inputs.py",
@@ -539,6 +549,16 @@ MUTANTS = (
         "f\"train.{key}_steps\", f\"train.{key}_lr\"]",
         ("tests/test_reliability_runs.py::test_evaluation_only_changes_"
          "resume_without_retraining",)),
+    Mutant(
+        "field_not_fingerprinted", "every config field is fingerprinted or "
+        "named in NOT_FINGERPRINTED (here train.seed is in neither)",
+        "dis_tf/model_dir.py",
+        "                              \"poly_power\", \"weight_decay\", "
+        "\"steps_per_epoch\",\n                              \"seed\")])",
+        "                              \"poly_power\", \"weight_decay\", "
+        "\"steps_per_epoch\")])",
+        ("tests/test_reliability_runs.py::test_every_config_field_is_"
+         "fingerprinted_or_named_as_not",)),
     Mutant(
         "overwrite_keeps_reports", "--overwrite removes the old run's "
         "eval reports, figures and selection record",
