@@ -244,7 +244,9 @@ def test_rest_timeout_covers_the_whole_request(rest_server):
 def test_rest_response_size_limit(rest_server):
   url = rest_server(_ok)
   size = len(_row_body())
-  with pytest.raises(RuntimeError, match=r"over --max_response_bytes=100"):
+  # Refused from its Content-Length, before the body is read.
+  with pytest.raises(RuntimeError, match=rf"the response is {size} bytes, "
+                     r"over --max_response_bytes=100\."):
     client_lib.rest_predict(
         url, "dis", IMAGES,
         connection=client_lib.Connection(max_response_bytes=100))

@@ -73,7 +73,7 @@ def _gif_problem(data, height, width):
   # terminator[p]: the 0 byte ending the sub-block chain that starts at p
   # (n if it runs off the end).
   terminator, _ = tf.while_loop(lambda _, changed: changed, double,
-                                [link, tf.constant(True)],
+                                (link, tf.constant(True)),
                                 maximum_iterations=32)
   offsets = tf.range(10)
 
@@ -111,7 +111,7 @@ def _gif_problem(data, height, width):
   _, _, frames, outside, done = tf.while_loop(
       lambda i, *state: tf.logical_and(i < _GIF_MAX_BLOCKS,
                                        tf.logical_not(state[-1])),
-      body, [0, start, 0, tf.constant(False), tf.constant(False)])
+      body, (0, start, 0, tf.constant(False), tf.constant(False)))
   return tf.case([
       (frames >= 2, lambda: tf.constant(_GIF_ANIMATED, tf.int64)),
       (outside, lambda: tf.constant(_GIF_FRAME_OUTSIDE, tf.int64)),
