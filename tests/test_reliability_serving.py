@@ -55,6 +55,8 @@ from dis_tf import image_ops
 from dis_tf.serving import export_lib
 from dis_tf.serving import inputs
 
+import gif_bytes  # tests/gif_bytes.py
+
 SIZE = 64
 T_TEST = 2
 MIB = 1 << 20
@@ -89,55 +91,6 @@ def _bomb_png(side):
   data += compressor.flush()
   return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
           + chunk(b"IDAT", data) + chunk(b"IEND", b""))
-
-
-def _gif(frames=1, h=30, w=40):
-  """A GIF of `frames` frames (PIL; each frame a different grey)."""
-  images = [Image.fromarray(np.full((h, w, 3), 40 * i % 256, np.uint8))
-            for i in range(frames)]
-  buffer = io.BytesIO()
-  images[0].save(buffer, format="GIF", save_all=frames > 1,
-                 append_images=images[1:])
-  return buffer.getvalue()
-
-
-def _sub_blocks(data, block):
-  """GIF data sub-blocks of `block` bytes, with the 0 terminator."""
-  return b"".join(bytes([len(data[i:i + block])]) + data[i:i + block]
-                  for i in range(0, len(data), block)) + b"\0"
-
-
-def _gif_blocks(frame_w, frame_h, screen=(2, 2), extensions=0):
-  """A hand-made one-frame GIF: a `screen` (w, h) logical screen, then
-  `extensions` comment extensions, then a frame_w x frame_h frame."""
-  return (b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0)
-          + b"\0\0\0\xff\xff\xff"  # 2-colour global table
-          + b"\x21\xfe\x01c\x00" * extensions
-          + b"\x2c" + struct.pack("<HHHHB", 0, 0, frame_w, frame_h, 0)
-          + b"\x02" + _sub_blocks(bytes([0x04, 0x01, 0x00]) * 100, 255)
-          + b"\x3b")
-
-
-def _gif_rechunked(gif, block):
-  """`gif` (one frame, PIL) with its data re-cut into `block`-byte
-  sub-blocks: the same image, many more blocks for the header walk."""
-  pos = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
-  out = [gif[:pos]]
-  while gif[pos] != 0x3B:
-    if gif[pos] == 0x2C:
-      flags = gif[pos + 9]
-      head = 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    else:
-      head = 2
-    out.append(gif[pos:pos + head])
-    pos += head
-    data = b""
-    while gif[pos]:
-      data += gif[pos + 1:pos + 1 + gif[pos]]
-      pos += gif[pos] + 1
-    pos += 1
-    out.append(_sub_blocks(data, block))
-  return b"".join(out) + b"\x3b"
 
 
 def _bmp(array, top_down=False, claim=None):
@@ -207,15 +160,15 @@ def _requests():
                            r"\[x\] \[6000\] \[=\] \[1152000000\].*"
                            r"\[--serving.max_batch_pixels\] \[of this export "
                            r"is\] \[80000000\]"),
-      "gif": ([_gif()], "ok"),
-      "animated_gif": ([good, _gif(frames=3)],
+      "gif": ([gif_bytes.gif()], "ok"),
+      "animated_gif": ([good, gif_bytes.gif(frames=3)],
                        r"element\] \[1\] \[is an animated GIF"),
-      "gif_frame_outside_screen": ([_gif_blocks(5000, 5000)],
+      "gif_frame_outside_screen": ([gif_bytes.gif_blocks(5000, 5000)],
                                    r"element\] \[0\] \[is a GIF with a "
                                    r"frame outside its logical screen"),
-      "gif_one_byte_sub_blocks": ([_gif_rechunked(_gif(h=60, w=70), 1)],
-                                  "ok"),
-      "gif_100_extensions": ([_gif_blocks(2, 2, extensions=100)],
+      "gif_one_byte_sub_blocks": (
+          [gif_bytes.gif_rechunked(gif_bytes.gif(h=60, w=70), 1)], "ok"),
+      "gif_100_extensions": ([gif_bytes.gif_blocks(2, 2, extensions=100)],
                              r"element\] \[0\] \[is a GIF with more than "
                              r"64 blocks"),
       "bmp": ([_bmp(_gradient(30, 40))], "ok"),

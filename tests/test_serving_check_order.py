@@ -19,6 +19,8 @@ import tensorflow as tf
 from dis_tf import config as config_lib
 from dis_tf.serving import inputs
 
+import gif_bytes  # tests/gif_bytes.py
+
 DECODES = {"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeGif",
            "DecodeBmp", "DecodeAndCropJpeg"}
 
@@ -202,57 +204,6 @@ def test_each_steps_bound_refuses(steps, tokens):
 
 
 # ------------------------------- the header pass: GIF walk, BMP, signatures
-def _gif(frames=1, h=30, w=40):
-  """A GIF of `frames` frames (PIL; each frame a different grey)."""
-  images = [Image.fromarray(np.full((h, w, 3), 40 * i % 256, np.uint8))
-            for i in range(frames)]
-  buffer = io.BytesIO()
-  images[0].save(buffer, format="GIF", save_all=frames > 1,
-                 append_images=images[1:])
-  return buffer.getvalue()
-
-
-def _gif_blocks(frame_w, frame_h, screen=(2, 2), extensions=0):
-  """A hand-made one-frame GIF: a `screen` (w, h) logical screen, then
-  `extensions` comment extensions, then a frame_w x frame_h frame."""
-  data = bytes([0x04, 0x01, 0x00]) * 100
-  return (b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0)
-          + b"\0\0\0\xff\xff\xff"  # 2-colour global table
-          + b"\x21\xfe\x01c\x00" * extensions
-          + b"\x2c" + struct.pack("<HHHHB", 0, 0, frame_w, frame_h, 0)
-          + b"\x02" + bytes([len(data) // 2]) + data[:len(data) // 2]
-          + bytes([len(data) - len(data) // 2]) + data[len(data) // 2:]
-          + b"\0\x3b")
-
-
-def _sub_blocks(data, block):
-  """GIF data sub-blocks of `block` bytes, with the 0 terminator."""
-  return b"".join(bytes([len(data[i:i + block])]) + data[i:i + block]
-                  for i in range(0, len(data), block)) + b"\0"
-
-
-def _gif_rechunked(gif, block):
-  """`gif` (PIL) with its data re-cut into `block`-byte sub-blocks: the
-  same image, with sub-block chains the walk must follow to their end."""
-  pos = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
-  out = [gif[:pos]]
-  while gif[pos] != 0x3B:
-    if gif[pos] == 0x2C:
-      flags = gif[pos + 9]
-      head = 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    else:
-      head = 2
-    out.append(gif[pos:pos + head])
-    pos += head
-    data = b""
-    while gif[pos]:
-      data += gif[pos + 1:pos + 1 + gif[pos]]
-      pos += gif[pos] + 1
-    pos += 1
-    out.append(_sub_blocks(data, block))
-  return b"".join(out) + b"\x3b"
-
-
 def _bmp(height, width, top_down=False, claim=None):
   """A 24-bit BMP (PIL); `top_down` negates the height, `claim` (side)
   rewrites the header's size without adding pixels."""
@@ -267,15 +218,15 @@ def _bmp(height, width, top_down=False, claim=None):
 
 
 @pytest.mark.parametrize("images,tokens", [
-    (lambda: [_png(1, 1), _gif(frames=3)],
+    (lambda: [_png(1, 1), gif_bytes.gif(frames=3)],
      ("element", "1", "is an animated GIF")),
     # Its second frame is found only by following each data chain of
     # one-byte sub-blocks to its end.
-    (lambda: [_gif_rechunked(_gif(frames=3, h=60, w=70), 1)],
+    (lambda: [gif_bytes.gif_rechunked(gif_bytes.gif(frames=3, h=60, w=70), 1)],
      ("element", "0", "is an animated GIF")),
-    (lambda: [_gif_blocks(5000, 5000)],
+    (lambda: [gif_bytes.gif_blocks(5000, 5000)],
      ("element", "0", "is a GIF with a frame outside its logical screen")),
-    (lambda: [_gif_blocks(2, 2, extensions=100)],
+    (lambda: [gif_bytes.gif_blocks(2, 2, extensions=100)],
      ("element", "0", "is a GIF with more than 64 blocks")),
     (lambda: [_bmp(2, 2, claim=20000)],
      ("element", "0", "20000", "x", "20000", "--serving.max_image_pixels")),
@@ -298,8 +249,8 @@ def test_the_header_pass_refuses_each_bad_element(images, tokens):
 
 
 def test_gifs_and_bmps_within_the_rules_decode():
-  images = [_gif(), _gif_blocks(2, 2, extensions=10),
-            _gif_rechunked(_gif(h=60, w=70), 1), _bmp(30, 40),
+  images = [gif_bytes.gif(), gif_bytes.gif_blocks(2, 2, extensions=10),
+            gif_bytes.gif_rechunked(gif_bytes.gif(h=60, w=70), 1), _bmp(30, 40),
             _bmp(30, 40, top_down=True)]
   _, sizes, _ = inputs.decode_images(tf.constant(images), 32)
   assert sizes.numpy().tolist() == [[30, 40], [2, 2], [60, 70], [30, 40],
