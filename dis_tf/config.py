@@ -201,7 +201,9 @@ class DataConfig:
     min_scale: smallest random scale factor.
     max_scale: largest random scale factor.
     weak_fraction: fraction of each stage-2 batch that is tag-only images.
-    deterministic: fixed-seed, order-preserving pipelines (tests).
+    deterministic: fixed-seed, order-preserving pipelines and TensorFlow's
+      op determinism (dis_tf/training.py): a rerun gives the same weights
+      (the tests; tools/demo.py).
     shuffle_buffer: shuffle buffer size.
     skip_bad_files: skip unreadable / inconsistent files when building the
       datasets (counted and logged) instead of stopping at the first.

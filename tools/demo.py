@@ -26,6 +26,11 @@ Steps (each prints progress; a killed demo resumes where it stopped):
      (export/export_saved_model.py, dis_tf.serving); write one served
      labelmap.
 
+The training is deterministic (`data.deterministic`: seeded, ordered
+pipelines and op determinism): the same command on the same machine prints
+the same numbers. Two --quick runs side by side printed identical output
+(2026-12-05); bench/determinism.py measures the cost on the full setting.
+
 Outputs under --workdir (default runs/demo): model/ (config.json,
 model.keras, checkpoints, TensorBoard logs), model/eval_val/ (table3.md,
 table3.csv, summary.md, results.json), model/figures/val.png, export/1/ (the
@@ -109,6 +114,10 @@ def demo_config(data_root, workdir, seed, quick=False):
     config.train.semi_steps = 4
     config.train.steps_per_epoch = 20
     config.train.tensorboard_num_images = 2
+  # The same command on the same machine gives the same numbers (issue 26):
+  # seeded, ordered pipelines and op determinism (bench/determinism.py
+  # measures what it costs).
+  config.data.deterministic = True
   config.data.voc_dir = data_root
   config.data.weak_dir = os.path.join(data_root, "web_tags")
   config.data.data_dir = os.path.join(data_root, "tfds")
