@@ -35,8 +35,6 @@ from dis_tf import prediction_io
 from dis_tf.config import LatentConfig
 from dis_tf.serving import module as module_lib
 
-ON_ERROR = prediction_io.ON_ERROR
-
 
 @dataclasses.dataclass
 class Segmentation:
@@ -290,9 +288,9 @@ def _from_saved_model(path, overrides, tag_threshold):
 
 # ------------------------------------------------------------ file runs
 def _check_on_error(on_error):
-  if on_error not in ON_ERROR:
+  if on_error not in prediction_io.ON_ERROR:
     raise errors.UserError(f"--on_error={on_error}: expected one of "
-                           f"{', '.join(ON_ERROR)}.")
+                           f"{', '.join(prediction_io.ON_ERROR)}.")
 
 
 def predict_files(segmenter, images, output_dir, t_test=None, batch_size=8,
