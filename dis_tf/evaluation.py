@@ -49,32 +49,39 @@ from dis_tf.modeling.subnets import refinement_name
 # Prediction
 # ---------------------------------------------------------------------------
 
-# One compiled latent loop per model: the loop is many small ops, which graph
-# mode runs several times faster than eager. The backbone stays eager (its
-# convolutions gain little from tracing, and a fresh trace per image size
-# would cost more than it saves).
+# One compiled latent loop per model (and update): the loop is many small
+# ops, which graph mode runs several times faster than eager. The backbone
+# stays eager (its convolutions gain little from tracing, and a fresh trace
+# per image size would cost more than it saves).
 _LATENT_FNS = weakref.WeakKeyDictionary()
 
 
 def _latent_fn(model):
-  """`model.latent` in a `tf.function`: one trace per model and mode.
+  """`model.latent` in a `tf.function`: one trace per model, mode and update.
 
   Every call is normalised to the same signature (tensors u1, v1, target,
   steps; the tags or None; the features always returned), so the first
   call (through `model.infer`) and the continuations from one t_test to the
   next share one trace, and images of every size share it too (they are
   fitted into one canvas). Test mode and training mode (tags) trace once
-  each.
+  each. The model's `latent_update` and `latent_train_update` are read
+  when the function is made and are part of the cache key: a model whose
+  update is changed (`dis_tf.selection` scores each one) gets a function
+  for the new one instead of the stale trace of the old.
   """
-  if model not in _LATENT_FNS:
+  updates = (model.latent_update, model.latent_train_update)
+  per_model = _LATENT_FNS.setdefault(model, {})
+  if updates not in per_model:
     # A weak reference: a closure over the model itself would keep the
     # cache key alive and the model would never be freed (ablation tools
     # load many models in one process).
     model_ref = weakref.ref(model)
+    test_update, train_update = updates
 
     def run(u1, v1, image_target, tags, steps):
-      return model_ref().latent(u1, v1, image_target, tags=tags,
-                                steps=steps, return_features=True)
+      return model_ref().latent(
+          u1, v1, image_target, tags=tags, steps=steps, return_features=True,
+          update=test_update if tags is None else train_update)
     compiled = tf.function(run, reduce_retracing=True)
 
     def call(u1, v1, image_target, tags=None, steps=0, return_features=True,
@@ -87,8 +94,8 @@ def _latent_fn(model):
       return compiled(u1, v1, image_target, tags,
                       tf.convert_to_tensor(steps, tf.int32))
     call.compiled = compiled
-    _LATENT_FNS[model] = call
-  return _LATENT_FNS[model]
+    per_model[updates] = call
+  return per_model[updates]
 
 
 def _as_batch(x, rank, name):

@@ -1,22 +1,32 @@
 """Choosing the served setting on a held-out split, with a margin.
 
-What a model serves is a pair: the latent steps `t_test` and the final
-prediction `tag_refinement` (off: softmax(u3); the paper's tag refinement;
-or a calibrated one, sigmoid(v3 + b)). Test-time steps and the refinement can
-help or hurt a given model (RESULTS.md "The served labelmap"), so the pair
-is chosen on a split held out from the one reported
+What a model serves is the latent steps `t_test`, the final prediction
+`tag_refinement` (off: softmax(u3); the paper's tag refinement; or a
+calibrated one, sigmoid(v3 + b)) and, for t_test > 0, which latent blocks
+the steps move (`latent.update`: "u1" with v1 frozen, "both" the paper's
+step, or "per_pixel"; `dis_tf.modeling.latent.block_scales`). Test-time
+steps, their update and the refinement can help or hurt a given model
+(RESULTS.md "The served labelmap" and its diagnosis), so the setting is
+chosen on a split held out from the one reported
 (`DataConfig.select_split`, e.g. "val[:100]" of the synthetic benchmark,
 reported on "val[100:]") by one rule:
 
 1. The default is t_test = 0 with no refinement: the network's own plain
    prediction, and the simplest setting.
-2. Every candidate (each t_test with each refinement) is scored on the
-   selection split; the best one (ties go to fewer steps, then to the
-   simpler refinement) is a non-default candidate.
+2. Every candidate (each t_test with each refinement and, for t_test > 0,
+   each update) is scored on the selection split; the best one (ties go to
+   fewer steps, then to the simpler update, u1 before both before
+   per_pixel, then to the simpler refinement) is a non-default candidate.
 3. It serves only when its paired gain over the default clears a margin:
    the lower end of a 90% paired bootstrap interval of the mIoU difference
    (images resampled with replacement, both settings on the same resample)
    must be above 0. Otherwise the default serves.
+4. The recorded update is the best candidate's when it has steps; when
+   the best candidate is t = 0 (where the update does nothing), it is the
+   update of the best candidate with steps, by the same order. It is what
+   `serving_steps` requests with steps > 0 get. No margin applies to it:
+   every update is a departure from t = 0 alike, and rule 3 decides
+   whether steps serve at all.
 
 Why a bootstrap margin: on 100 selection images the candidates' gains are
 about as large as the difference between two 100-image splits (on the
@@ -25,8 +35,9 @@ the reported split), and mIoU is a split-level ratio, so the paired
 per-image resampling is what measures that noise for the pair compared.
 
 The choice goes to the model_dir's `config.json` (`latent.t_test`,
-`latent.tag_refinement`), where the export and the demo read their default;
-the scores and the interval behind it go to `t_test_selection.json`.
+`latent.tag_refinement`, `latent.update`), where the export and the demo
+read their default; the scores and the interval behind it go to
+`t_test_selection.json`.
 """
 
 import os
@@ -42,12 +53,17 @@ SELECTION_FILENAME = "t_test_selection.json"
 # calibrated biases on v3 (sigmoid(v3 + b): b = 2 and 4 shrink the
 # refinement of a classifier whose recall is low).
 REFINEMENTS = (None, 0.0, 2.0, 4.0)
+# The candidate test-time updates, simplest first (the tie order): v1
+# frozen, the paper's step, and the per-pixel v1 step (a departure).
+UPDATES = ("u1", "both", "per_pixel")
 CONFIDENCE = 0.90
 NUM_RESAMPLES = 2000
 RULE = ("default t_test = 0 without refinement; the best-scoring candidate "
         f"serves only if the lower end of the {CONFIDENCE:.0%} paired "
         "bootstrap interval of its mIoU gain over the default "
-        f"({NUM_RESAMPLES} resamples of the images) is above 0")
+        f"({NUM_RESAMPLES} resamples of the images) is above 0; the update "
+        "is the best-scoring candidate's with steps (ties: fewer steps, u1, "
+        "both, per_pixel)")
 
 
 def choose_t_test(scores):
@@ -113,80 +129,144 @@ def bootstrap_gain(matrices_a, matrices_b, num_resamples=NUM_RESAMPLES,
           "num_images": n}
 
 
+def _key(key):
+  """(t_test, refinement, update) of a candidate key; a 2-tuple key is a
+  candidate of the model's own update (None)."""
+  t, refinement, *update = key
+  return int(t), refinement, (update[0] if update else None)
+
+
 def _candidate_order(key):
-  """Tie order: fewer steps first, then off, then the smaller bias."""
-  t, refinement = key
-  return (t, -1.0 if refinement is None else refinement)
+  """Tie order: fewer steps first, then the simpler update (`UPDATES`
+  order; None, the model's own, first), then off, then the smaller bias."""
+  t, refinement, update = _key(key)
+  rank = -1 if update is None else (
+      UPDATES.index(update) if update in UPDATES else len(UPDATES))
+  return (t, rank, -1.0 if refinement is None else refinement)
+
+
+def _row_name(refinement, update, with_updates):
+  name = evaluation.refinement_name(refinement)
+  return f"{name}, {update}" if with_updates else name
+
+
+def _score_table(scores):
+  """{row: {t: mIoU}}: a row per refinement, or per "refinement, update"
+  when candidates name updates (t = 0, which takes no step, in every row of
+  its refinement)."""
+  updates = sorted({k[2] for k in scores if k[2] is not None},
+                   key=lambda u: _candidate_order((1, None, u)))
+  refinements = sorted({k[1] for k in scores},
+                       key=lambda r: _candidate_order((0, r, None)))
+  t_tests = sorted({k[0] for k in scores})
+  table = {}
+  for refinement in refinements:
+    for update in updates or [None]:
+      row = {}
+      for t in t_tests:
+        key = (t, refinement, None if t == 0 else update)
+        if key not in scores and t == 0:
+          key = (t, refinement, update)
+        if key in scores:
+          row[str(t)] = scores[key]
+      table[_row_name(refinement, update, bool(updates))] = row
+  return table
 
 
 def choose_setting(image_matrices, default=(0, None), **bootstrap_kwargs):
   """The margin rule of the module docstring.
 
   Args:
-    image_matrices: {(t_test, tag_refinement): int [N, C, C]} per-image
-      confusion matrices on the selection split; must hold `default`.
+    image_matrices: {(t_test, tag_refinement) or (t_test, tag_refinement,
+      update): int [N, C, C]} per-image confusion matrices on the selection
+      split; must hold `default`. A t_test = 0 candidate needs no update.
     default: the (t_test, tag_refinement) that serves without evidence.
     **bootstrap_kwargs: passed to `bootstrap_gain`.
 
   Returns:
     {"t_test", "tag_refinement" (the served pair), "refinement" (its
-    name), "default", "best" (the best-scoring candidate, as names),
-    "taken" (whether the best replaced the default), "interval" (the
-    best's `bootstrap_gain` over the default, None if the best is the
-    default), "scores" ({refinement name: {t: mIoU}}), "rule"}.
+    name), "update" (rule 4; None when no candidate names one), "default",
+    "best" (the best-scoring candidate, as names; with its "update" when
+    it names one), "taken" (whether the
+    best replaced the default), "interval" (the best's `bootstrap_gain`
+    over the default, None if the best is the default), "scores" ({row:
+    {t: mIoU}}, a row per refinement, or per "refinement, update" when
+    updates are compared; t = 0 is repeated in each update's row), "rule"}.
   """
-  if default not in image_matrices:
-    raise ValueError(f"choose_setting: the default {default} has no scores.")
+  matrices = {_key(k): m for k, m in image_matrices.items()}
+  default = _key(default)
+  if default not in matrices:
+    raise ValueError(f"choose_setting: the default {default[:2]} has no "
+                     "scores.")
   scores = {k: float(mean_iou_of(np.asarray(m).sum(0)))
-            for k, m in image_matrices.items()}
+            for k, m in matrices.items()}
   top = max(scores.values())
   best = min((k for k, v in scores.items() if v == top), key=_candidate_order)
   interval = None
   chosen = default
   if best != default:
-    interval = bootstrap_gain(image_matrices[best], image_matrices[default],
+    interval = bootstrap_gain(matrices[best], matrices[default],
                               **bootstrap_kwargs)
     if interval["low"] > 0:
       chosen = best
+  stepped = [k for k in scores if k[0] > 0 and k[2] is not None]
+  update = best[2] if best[2] is not None else (
+      min(stepped, key=lambda k: (-scores[k], _candidate_order(k)))[2]
+      if stepped else None)
+  table = _score_table(scores)
   name = evaluation.refinement_name
-  table = {}
-  for (t, refinement), value in sorted(scores.items(),
-                                       key=lambda kv: _candidate_order(kv[0])):
-    table.setdefault(name(refinement), {})[str(t)] = value
   return {"t_test": int(chosen[0]), "tag_refinement": chosen[1],
-          "refinement": name(chosen[1]),
+          "refinement": name(chosen[1]), "update": update,
           "default": {"t_test": default[0], "refinement": name(default[1])},
-          "best": {"t_test": int(best[0]), "refinement": name(best[1])},
+          "best": dict({"t_test": int(best[0]), "refinement": name(best[1])},
+                       **({"update": best[2]} if best[2] else {})),
           "taken": chosen != default, "interval": interval, "scores": table,
           "rule": RULE}
 
 
 def select_setting(model, dataset, t_tests, num_classes=21,
-                   refinements=REFINEMENTS):
-  """Scores every (t_test, refinement) on `dataset` and chooses one.
+                   refinements=REFINEMENTS, updates=UPDATES):
+  """Scores every (t_test, refinement, update) on `dataset`; chooses one.
 
   Args:
-    model: a `DISModel`.
+    model: a `DISModel` (its `latent_update` is restored afterwards).
     dataset: the held-out split (batch-1 evaluation dicts with masks).
     t_tests: candidate step counts (0 is added: it is the default).
     num_classes: classes.
     refinements: candidate `tag_refinement` values (None, the default,
       is added).
+    updates: candidate test-time updates (`UPDATES`); empty: the model's
+      own only. Each one re-runs the split (the backbone included).
 
   Returns:
     (the `choose_setting` decision, number of images).
   """
   t_tests = sorted(set(int(t) for t in t_tests) | {0})
   refinements = [None] + [r for r in refinements if r is not None]
-  results = evaluation.evaluate_model(model, dataset, t_tests,
-                                      num_classes=num_classes, log_every=0,
-                                      refinements=refinements, per_image=True)
-  if not results["num_images"]:
-    raise errors.UserError("select_setting: the selection split has no "
-                           "images.")
-  matrices = {(s["t_test"], evaluation.parse_refinement(s["refinement"])):
-              s["image_matrices"] for s in results["settings"]}
-  return choose_setting(matrices), results["num_images"]
+  own = model.latent_update
+  matrices, num_images = {}, 0
+  try:
+    for i, update in enumerate(list(updates) or [own]):
+      model.latent_update = update
+      # t = 0 takes no step, so it is scored once.
+      scored = t_tests if i == 0 else [t for t in t_tests if t > 0]
+      if not scored:
+        break
+      results = evaluation.evaluate_model(
+          model, dataset, scored, num_classes=num_classes, log_every=0,
+          refinements=refinements, per_image=True)
+      if not results["num_images"]:
+        raise errors.UserError("select_setting: the selection split has "
+                               "no images.")
+      num_images = results["num_images"]
+      for s in results["settings"]:
+        t = s["t_test"]
+        matrices[(t, evaluation.parse_refinement(s["refinement"]),
+                  update if t > 0 and updates else None)] = (
+                      s["image_matrices"])
+  finally:
+    model.latent_update = own
+  return choose_setting(matrices), num_images
 
 
 def record_selection(config, decision, split, num_images):
@@ -203,6 +283,8 @@ def record_selection(config, decision, split, num_images):
   """
   config.latent.t_test = int(decision["t_test"])
   config.latent.tag_refinement = decision["tag_refinement"]
+  if decision.get("update") is not None:
+    config.latent.update = decision["update"]
   config.save(config.model_dir)
   path = os.path.join(config.model_dir, SELECTION_FILENAME)
   atomic.write_json(path, dict(decision, split=split,
@@ -210,21 +292,35 @@ def record_selection(config, decision, split, num_images):
   return path
 
 
+def apply(model, decision):
+  """Sets the chosen final prediction and update on `model` (the t_test is
+  passed to evaluation and export as a count)."""
+  model.tag_refinement = decision["tag_refinement"]
+  if decision.get("update") is not None:
+    model.latent_update = decision["update"]
+
+
 def describe(decision, split, num_images):
   """Lines saying which setting was chosen, from which scores, and why."""
-  refinements = list(decision["scores"])
-  t_tests = list(decision["scores"][refinements[0]])
+  rows = list(decision["scores"])
+  t_tests = sorted({t for row in decision["scores"].values() for t in row},
+                   key=int)
+  update = decision.get("update")
+  header = "refinement, update" if update is not None else "refinement"
   lines = [f"Served setting chosen on {split} ({num_images} images held out "
-           "from the reported split); mIoU per final prediction and t_test:",
+           "from the reported split); mIoU per final prediction"
+           + (", update" if update is not None else "") + " and t_test:",
            "",
-           "| refinement | " + " | ".join(f"t={t}" for t in t_tests) + " |",
+           f"| {header} | " + " | ".join(f"t={t}" for t in t_tests) + " |",
            "|---|" + "---:|" * len(t_tests)]
-  for refinement in refinements:
-    row = decision["scores"][refinement]
-    lines.append(f"| {refinement} | " + " | ".join(
+  for name in rows:
+    row = decision["scores"][name]
+    lines.append(f"| {name} | " + " | ".join(
         f"{100 * row[t]:.1f}" if t in row else "-" for t in t_tests) + " |")
   best, default = decision["best"], decision["default"]
   best_text = f"t={best['t_test']}, refinement {best['refinement']}"
+  if best.get("update") is not None:
+    best_text += f", update {best['update']}"
   lines.append("")
   if decision["interval"] is None:
     lines.append(f"The default (t={default['t_test']}, refinement "
@@ -240,6 +336,10 @@ def describe(decision, split, num_images):
         f"{i['confidence']:.0%} paired bootstrap interval "
         f"[{100 * i['low']:+.1f}, {100 * i['high']:+.1f}]: its lower end is "
         f"{verdict}.")
-  lines.append(f"Served: t_test = {decision['t_test']}, refinement "
-               f"{decision['refinement']}.")
+  served = (f"Served: t_test = {decision['t_test']}, refinement "
+            f"{decision['refinement']}")
+  if update is not None:
+    served += (f"; latent update {update}" + (
+        "" if decision["t_test"] else " (for requests with steps)"))
+  lines.append(served + ".")
   return "\n".join(lines)

@@ -39,15 +39,20 @@ def test_quick_demo_writes_every_output_and_serves_its_choice(tmp_path,
   assert (workdir / "export" / "1" / "saved_model.pb").is_file()
 
   # The printed choice is the one stored, and the one the export serves.
-  served = re.search(r"^Served: t_test = (\d+), refinement (\S+)\.$", out,
-                     re.M)
+  served = re.search(r"^Served: t_test = (\d+), refinement (\S+); latent "
+                     r"update (\w+)", out, re.M)
   assert served, out
   record = json.loads((model_dir / selection.SELECTION_FILENAME).read_text())
   assert record["split"] == "val[:20]" and record["num_images"] == 20
-  assert (str(record["t_test"]), str(record["refinement"])) == served.groups()
+  assert (str(record["t_test"]), str(record["refinement"]),
+          record["update"]) == served.groups()
   config = json.loads((model_dir / "config.json").read_text())
   assert config["latent"]["t_test"] == record["t_test"]
-  # The quick demo's t_test candidates, each scored at every refinement.
+  assert config["latent"]["update"] == record["update"]
+  # The quick demo's t_test candidates, each scored at every refinement
+  # and update.
+  assert len(record["scores"]) == (len(selection.REFINEMENTS)
+                                   * len(selection.UPDATES))
   assert all(set(row) == {"0", "2"} for row in record["scores"].values())
   results = json.loads((model_dir / "eval_val" / "results.json").read_text())
   assert results["num_images"] == 20  # val[20:] of 40 images.

@@ -154,6 +154,8 @@ def test_layout_signatures_and_outputs(exported):
   assert meta["resize_rule"].numpy().decode() == image_ops.RESIZE_RULE
   assert meta["tag_refinement"].numpy() == b"off"
   assert meta["precision"].numpy() == b"float32"
+  assert (meta["latent_update"].numpy().decode()
+          == exported["model"].latent_update)
   assert meta["class_names"].numpy()[0] == b"background"
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dis_tf import config as config_lib
+from dis_tf import evaluation
 from dis_tf import selection
 from dis_tf.metrics import ConfusionMatrix
 
@@ -135,3 +136,89 @@ def test_record_selection_writes_config_and_evidence(tmp_path):
   text = selection.describe(decision, "val[:100]", 100)
   assert "Served: t_test = 10, refinement bias=2." in text
   assert "lower end is above 0, so it serves" in text
+
+
+def _update_grid(scores_by_key, num_images=60):
+  """Per-image matrices whose split mIoU orders as `scores_by_key`."""
+  return {k: _matrices(num_images, v, seed=7) for k, v in
+          scores_by_key.items()}
+
+
+def test_the_update_is_chosen_with_the_steps():
+  grid = _update_grid({(0, None): 0.4, (10, None, "u1"): 0.8,
+                       (10, None, "both"): 0.6, (10, None, "per_pixel"): 0.7})
+  decision = selection.choose_setting(grid)
+  assert decision["taken"]
+  assert (decision["t_test"], decision["update"]) == (10, "u1")
+  assert decision["best"] == {"t_test": 10, "refinement": "off",
+                              "update": "u1"}
+  # One row per (refinement, update); t = 0 (no step) repeated in each.
+  assert list(decision["scores"]) == ["off, u1", "off, both",
+                                      "off, per_pixel"]
+  t0 = selection.mean_iou_of(grid[(0, None)].sum(0))
+  for update in selection.UPDATES:
+    row = decision["scores"][f"off, {update}"]
+    assert row["0"] == pytest.approx(t0)
+    assert row["10"] == pytest.approx(
+        selection.mean_iou_of(grid[(10, None, update)].sum(0)))
+  text = selection.describe(decision, "val[:100]", 60)
+  assert "| refinement, update | t=0 | t=10 |" in text
+  assert "Served: t_test = 10, refinement off; latent update u1." in text
+
+
+def test_an_update_tie_goes_to_the_simpler_update():
+  same = _matrices(60, 0.7, seed=4)
+  grid = {(0, None): _matrices(60, 0.3, seed=4), (10, None, "per_pixel"): same,
+          (10, None, "both"): same, (10, None, "u1"): same}
+  assert selection.choose_setting(grid)["update"] == "u1"
+  del grid[(10, None, "u1")]
+  assert selection.choose_setting(grid)["update"] == "both"
+
+
+def test_with_t0_served_the_update_is_the_best_with_steps():
+  # t = 0 scores best, so it serves; the steps' update (for serving_steps
+  # requests) is still the best-scoring one among the candidates with steps.
+  grid = _update_grid({(0, None): 0.9, (10, None, "u1"): 0.5,
+                       (30, None, "u1"): 0.55, (10, None, "per_pixel"): 0.7,
+                       (10, 0.0, "both"): 0.6})
+  decision = selection.choose_setting(grid)
+  assert decision["t_test"] == 0 and decision["interval"] is None
+  assert decision["update"] == "per_pixel"
+  assert "latent update per_pixel (for requests with steps)" in (
+      selection.describe(decision, "val[:100]", 60))
+
+
+def test_record_selection_stores_the_update(tmp_path):
+  config = config_lib.synthetic()
+  config.model_dir = str(tmp_path)
+  assert config.latent.update != "u1"
+  decision = selection.choose_setting(_update_grid(
+      {(0, None): 0.4, (10, None, "u1"): 0.8, (10, None, "both"): 0.5}))
+  selection.record_selection(config, decision, "val[:100]", 60)
+  stored = config_lib.ExperimentConfig.load(str(tmp_path))
+  assert (stored.latent.t_test, stored.latent.update) == (10, "u1")
+
+
+def test_select_setting_scores_each_update_as_evaluation_does(
+    tiny_model, eval_examples):
+  # Each update's scores equal an evaluation of the model set to that
+  # update (so the compiled latent loop is not a stale trace of another
+  # update), and the model's own update is restored.
+  model = tiny_model(seed=5, step_size=1.0)
+  examples = eval_examples(sizes=((64, 64), (48, 64)), seed=3)
+  own = model.latent_update
+  decision, count = selection.select_setting(
+      model, examples, [3], num_classes=21, refinements=[None],
+      updates=("u1", "both"))
+  assert count == 2 and model.latent_update == own
+  for update in ("u1", "both"):
+    model.latent_update = update
+    reference = evaluation.evaluate_model(model, examples, [0, 3],
+                                          log_every=0)
+    got = decision["scores"][f"off, {update}"]
+    for setting in reference["settings"]:
+      assert got[str(setting["t_test"])] == pytest.approx(
+          setting["mean_iou"], abs=1e-9)
+  # The two updates move different blocks: their step results differ.
+  assert decision["scores"]["off, u1"]["3"] != decision["scores"][
+      "off, both"]["3"]

@@ -99,8 +99,11 @@ def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir, run_tool):
   record = json.load(open(os.path.join(run_dir["model_dir"],
                                        "t_test_selection.json")))
   assert record["split"] == "val[:2]" and record["num_images"] == 2
-  # Every candidate scored: t 0 and 2 under each final prediction.
-  assert set(record["scores"]) == {"off", "paper", "bias=2", "bias=4"}
+  # Every candidate scored: t 0 and 2 under each final prediction and
+  # latent update.
+  assert set(record["scores"]) == {
+      f"{r}, {u}" for r in ("off", "paper", "bias=2", "bias=4")
+      for u in ("u1", "both", "per_pixel")}
   assert all(set(row) == {"0", "2"} for row in record["scores"].values())
   # Two images cannot clear the bootstrap margin unless every resample
   # agrees; whatever was chosen is what config.json stores.
@@ -110,8 +113,10 @@ def test_evaluate_cli_selects_t_test_on_a_held_out_split(run_dir, run_tool):
       saved.latent.tag_refinement) == record["refinement"]
   # The stored config keeps its own data_dir (the flag is not baked in).
   assert saved.data.data_dir == str(run_dir["root"] / "unused")
+  assert saved.latent.update == record["update"]
   assert (f"Served: t_test = {record['t_test']}, refinement "
-          f"{record['refinement']}.") in proc.stdout
+          f"{record['refinement']}; latent update {record['update']}") in (
+              proc.stdout)
   results = json.load(open(os.path.join(out, "results.json")))
   assert results["num_images"] == run_dir["num_val"] - 2
   proc = run_tool("tools/evaluate.py", f"--model_dir={run_dir['model_dir']}",

@@ -9,8 +9,9 @@ Steps (each prints progress; a killed demo resumes where it stopped):
   2. prepare the two tfds datasets into --data_root/tfds;
   3. train stage 1 (phases a, b, c) and stage 2 with the `synthetic` preset
      into --workdir/model (tools/train.py does the same);
-  4. choose the served setting, t_test among 0, 10, 30 and the tag
-     refinement (off, the paper's, or a calibrated bias), on the held-out
+  4. choose the served setting, t_test among 0, 10, 30, the tag
+     refinement (off, the paper's, or a calibrated bias) and the latent
+     update of the steps (u1, both, per_pixel), on the held-out
      selection split (val[:100]) by the margin rule of dis_tf/selection.py
      (the plain t = 0 prediction serves unless a candidate's 90% paired
      bootstrap interval over it is above 0), print the scores, the interval
@@ -165,7 +166,7 @@ def main(argv):
       model, pipeline.eval_dataset(config, select_split), t_tests,
       config.model.num_classes)
   selection.record_selection(config, decision, select_split, count)
-  model.tag_refinement = decision["tag_refinement"]
+  selection.apply(model, decision)
   print(selection.describe(decision, select_split, count))
   results = evaluation.evaluate_model(
       model, pipeline.eval_dataset(config, eval_split), t_tests,

@@ -10,11 +10,12 @@ The backbone runs once per image (per flip / scale variant) and every count
 of --t_test is scored in that pass (the latent loop continues from one count
 to the next). Images are fitted into the data.eval_crop_size canvas as the
 export serves them (dis_tf.image_ops.fit_to_canvas). With --select_t_test,
-the setting served by default (t_test and the tag refinement) is first
-chosen on the held-out --select_split (default config.data.select_split:
-val[:100] of the synthetic preset) by the margin rule of
-dis_tf/selection.py, and stored in MODEL_DIR/config.json (latent.t_test,
-latent.tag_refinement; the export reads them) with the scores and the
+the setting served by default (t_test, the tag refinement and the latent
+update of the steps) is first chosen on the held-out --select_split
+(default config.data.select_split: val[:100] of the synthetic preset) by
+the margin rule of dis_tf/selection.py, and stored in MODEL_DIR/config.json
+(latent.t_test, latent.tag_refinement, latent.update; the export reads
+them) with the scores and the
 bootstrap interval behind it in MODEL_DIR/t_test_selection.json.
 --refinements=off,paper scores several final predictions side by side.
 Writes to --output_dir
@@ -60,7 +61,8 @@ flags.DEFINE_integer("limit", None, "Evaluate only the first N images.",
                      lower_bound=1)
 flags.DEFINE_boolean("select_t_test", False,
                      "Choose the served setting (t_test among --t_test and 0, "
-                     "and the tag refinement: off, paper, bias=2, bias=4) on "
+                     "the tag refinement: off, paper, bias=2, bias=4, and "
+                     "the latent update: u1, both, per_pixel) on "
                      "--select_split by the margin rule of "
                      "dis_tf/selection.py, and store it in "
                      "MODEL_DIR/config.json before evaluating.")
@@ -106,7 +108,7 @@ def main(argv):
     stored = config_lib.ExperimentConfig.load(FLAGS.model_dir)
     stored.model_dir = FLAGS.model_dir
     selection.record_selection(stored, decision, select_split, count)
-    model.tag_refinement = decision["tag_refinement"]
+    selection.apply(model, decision)
     print(selection.describe(decision, select_split, count))
   # "val[100:]" -> eval_val_100__ (no brackets or colons in folder names).
   output_dir = FLAGS.output_dir or os.path.join(

@@ -40,7 +40,9 @@ Outputs of `metadata`: class_names string [C], class_colors uint8 [C, 3]
 input_size int32 [2], resize_rule string [] (`image_ops.RESIZE_RULE`),
 tag_refinement string [] ("off", "paper" or "bias=b": the final
 prediction, chosen on the selection split like t_test),
-latent_step_size float32 [], precision string [] (the backbone's
+latent_step_size float32 [], latent_update string [] (which latent
+blocks the steps move: "u1", "both", "per_pixel" or "v1", chosen on the
+selection split like t_test), precision string [] (the backbone's
 dtype policy in the graph: "float32", "mixed_bfloat16" or
 "mixed_float16"; `--model.precision`), and the request bounds
 of the export (`dis_tf.config.ServingConfig`, flags `--serving.*`):
@@ -317,6 +319,7 @@ class DISServingModule(tf.Module):
               subnets.refinement_name(model.tag_refinement)),
           "latent_step_size": tf.constant(self._latent_step_size,
                                           tf.float32),
+          "latent_update": tf.constant(model.latent_update),
           "precision": tf.constant(precision),
           **{name: tf.constant(getattr(bounds, name), tf.int64)
              for name in BOUNDS},
