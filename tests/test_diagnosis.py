@@ -57,6 +57,26 @@ def test_v1_share_equals_the_direct_gradient_split(model):
                              sv / (su + sv), rtol=1e-3)
 
 
+def test_step_shift_ratio_equals_the_direct_steps(model):
+  # The first step's move of u3 through each block, by autodiff on (u1,
+  # v1) and the heads (linear in (u1, v1), so a difference is the move).
+  image = tf.constant(np.random.RandomState(2).randn(2, 40, 40, 3),
+                      tf.float32)
+  u1, v1 = model.backbone(image)
+  target = image_ops.image_target(image, tf.shape(u1)[1:3])
+  with tf.GradientTape() as tape:
+    tape.watch([u1, v1])
+    total = tf.reduce_sum(latent_lib.latent_objective(model, u1, v1, target))
+  gu1, gv1 = tape.gradient(total, [u1, v1])
+  u3 = model.subnet1(u1, v1)
+  by_v1 = model.subnet1(u1, v1 - gv1) - u3
+  by_u1 = model.subnet1(u1 - gu1, v1) - u3
+  norm = lambda x: np.linalg.norm(x.numpy(), axis=-1).mean(axis=(1, 2))
+  np.testing.assert_allclose(
+      diagnosis.step_shift_ratio(model, u1, v1, target),
+      norm(by_v1) / norm(by_u1), rtol=2e-3)
+
+
 def test_truth_logits_decode_to_the_class_fractions():
   mask = np.zeros((16, 16), np.int32)
   mask[:8, :8] = 3            # Cell (0, 0): all class 3.
@@ -75,6 +95,8 @@ def test_diagnose_reports_every_measure(model):
                               sweep=((0.1, 3), (0.3, 1)))
   assert report["num_images"] == 2
   assert 0.0 <= report["v1_share"]["median"] <= 1.0
+  assert report["step_shift_ratio"]["median"] > 0
+  assert report["step_shift_ratio"]["cells"] == 16 * 16
   assert set(report["miou"]) == {"t0"} | set(latent_lib.UPDATES)
   for value in report["reconstruction"].values():
     assert np.isfinite(value) and value >= 0

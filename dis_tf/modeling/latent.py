@@ -62,12 +62,20 @@ def block_scales(update, height, width, dtype=tf.float32):
     A departure from the paper: up(v1) adds v1 to every one of the h * w
     positions of u2, so that path's gradient is a sum of h * w per-position
     terms and, with one step size for both blocks, a v1 step shifts every
-    pixel's class scores by about h * w times what a u1 step moves one
-    pixel (v1 carries ~90% of the squared step norm of trained models, and
-    steps of 0.3 already raise the objective; RESULTS.md, diagnosis).
+    pixel's class scores by far more than a u1 step moves one pixel.
+    Measured (`dis_tf.research.diagnosis.step_shift_ratio`, the first
+    test-mode step, mean per-pixel L2 over the class scores) on the demo's
+    trained model, 50 images of val[:100], h * w = 256: the v1 part moves a
+    pixel 97 times as far as the u1 part (median; 10%-90%: 51 to 151), so
+    about 0.4 h * w, not h * w; per_pixel brings that to about 0.4. (v1
+    also carries ~90% of the squared step norm of trained models, and
+    steps of 0.3 already raise the objective; RESULTS.md, diagnosis.)
     Dividing by h * w makes v1 move by the per-pixel mean of what the
     pixels ask for; the tag path (one term per image) keeps its scale. In
     test mode (no tags) this is a diagonal preconditioner of the step.
+    Plain "u1" scores as well or better on the selection split of the
+    ablation (RESULTS.md diagnosis); `dis_tf.selection` chooses among the
+    three per run.
 
   Args:
     update: one of `UPDATES`.

@@ -6,6 +6,9 @@ latent steps (paper Sec. 2.1, "Inference in Test") help or hurt:
 * `v1_share`: the share of the squared step norm ||A^T g||^2 that goes
   through v1 (the image-level vector added to every position of u2) rather
   than u1, at the start point;
+* `step_shift_ratio`: how far the first step moves a pixel's class scores
+  through v1, against through u1 (the measured form of the argument for
+  the per-pixel step);
 * `miou_by_update`: mIoU after `t_test` steps when both blocks move (the
   paper), when only u1 or only v1 moves, and with the per-pixel v1 step
   (`dis_tf.modeling.latent.block_scales`);
@@ -100,6 +103,40 @@ def v1_share(model, u1, v1, target, tags=None):
   return (through_v1 / tf.maximum(whole, 1e-30)).numpy()
 
 
+def step_shift_ratio(model, u1, v1, target):
+  """How far one test-mode step moves a pixel's scores through v1 vs u1.
+
+  Splits the first step on u3, A A^T g (`dis_tf.modeling.gram`), into the
+  part through v1 (`gram_lib.apply_v1_part`, the same D-vector added at
+  every position) and the part through u1, and compares their mean
+  per-pixel L2 norms over the C class scores: the measured form of the
+  "a v1 step moves every pixel by about h * w times a u1 step" argument
+  behind "per_pixel" (`dis_tf.modeling.latent.block_scales`).
+
+  Args:
+    model: a `DISModel`.
+    u1, v1: backbone features [B, h, w, D], [B, D].
+    target: image target at feature size.
+
+  Returns:
+    [B] float array: mean_p ||dU3_v1(p)|| / mean_p ||dU3_u1(p)||, with
+    the paper's step (both blocks at one step size).
+  """
+  u3, v3 = model.subnet1(u1, v1), model.subnet3(u1, v1)
+  with tf.GradientTape() as tape:
+    tape.watch([u3, v3])
+    total = tf.reduce_sum(latent_lib.objective_from_logits(
+        model, u3, v3, target, None, model.image_weight, model.tag_weight))
+  gu, gv = tape.gradient(total, [u3, v3],
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  full_u, _ = gram_lib.GramOperator.from_heads(model).apply(gu, gv)
+  part_u, _ = gram_lib.apply_v1_part(
+      model.subnet1.conv.kernel, model.subnet3.dense.kernel, gu, gv)
+  pixel_norm = lambda x: tf.reduce_mean(tf.norm(x, axis=-1), [1, 2])
+  return (pixel_norm(part_u)
+          / tf.maximum(pixel_norm(full_u - part_u), 1e-30)).numpy()
+
+
 def _reconstruction_error(model, logits, target):
   z3 = model.subnet2(logits)
   return float(tf.reduce_sum(tf.math.squared_difference(z3, target)))
@@ -173,7 +210,8 @@ def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
     num_classes: C.
 
   Returns:
-    A JSON-able dict: "v1_share" (median, mean), "miou" ({"t0", update:
+    A JSON-able dict: "v1_share" (median, mean), "step_shift_ratio"
+    (median, mean, and "cells", h * w of the canvas's u1), "miou" ({"t0", update:
     mIoU at t_test}), "reconstruction" (mean errors and the fraction of
     images where the truth reconstructs better than the t=0 argmax),
     "flips" ({relation: {outcome: fraction of flipped pixels}}, "flipped":
@@ -182,7 +220,7 @@ def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
   """
   run = _Runner(model)
   relations = relation_matrix(num_classes)
-  shares = []
+  shares, shifts = [], []
   matrices = {key: dis_metrics.ConfusionMatrix(num_classes)
               for key in ("t0",) + tuple(updates)}
   sweep_matrices = [dis_metrics.ConfusionMatrix(num_classes) for _ in sweep]
@@ -212,6 +250,7 @@ def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
     size = tf.shape(u1)[1:3]
     target = image_ops.image_target(image, size)
     shares.append(float(v1_share(model, u1, v1, target)[0]))
+    shifts.append(float(step_shift_ratio(model, u1, v1, target)[0]))
 
     start = run(u1, v1, target, 0)
     pred0 = labels_at(start, mask.shape)
@@ -267,6 +306,9 @@ def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
       "t_test": int(t_test),
       "v1_share": {"median": float(np.median(shares)),
                    "mean": float(np.mean(shares))},
+      "step_shift_ratio": {"median": float(np.median(shifts)),
+                           "mean": float(np.mean(shifts)),
+                           "cells": int(size[0] * size[1])},
       "miou": {key: m.mean_iou() for key, m in matrices.items()},
       "reconstruction": dict(
           {key: float(np.mean(v)) for key, v in errors.items()},
