@@ -211,8 +211,8 @@ def diagnose(model, examples, t_test=30, updates=latent_lib.UPDATES,
 
   Returns:
     A JSON-able dict: "v1_share" (median, mean), "step_shift_ratio"
-    (median, mean, and "cells", h * w of the canvas's u1), "miou" ({"t0", update:
-    mIoU at t_test}), "reconstruction" (mean errors and the fraction of
+    (median, mean, and "cells", h * w of the canvas's u1), "miou" ({"t0",
+    update: mIoU at t_test}), "reconstruction" (mean errors and the fraction of
     images where the truth reconstructs better than the t=0 argmax),
     "flips" ({relation: {outcome: fraction of flipped pixels}}, "flipped":
     fraction of labelled pixels), "sweep" (list of {"step_size", "steps",
