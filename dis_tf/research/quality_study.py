@@ -1,0 +1,387 @@
+"""Which labelmaps to trust: per-image quality signals, measured (issue 28).
+
+DIS reconstructs the image from its own labelmap (subnet-2, paper Sec. 2),
+so how well it does is a candidate signal of a labelmap's quality that a
+plain segmentation model does not have. This study measures, per image,
+before anything is served:
+
+* `reconstruction`: mean squared error ||z3 - I||^2 over the feature cells
+  of the fitted image, z3 = subnet-2(softmax(u3)), at t = 0;
+* `reconstruction_drop`: that error at t = 0 minus at `t_steps` latent
+  steps (how much the steps could improve the fit);
+* `entropy`: mean pixel entropy of the final class probabilities;
+* `max_probability`: mean pixel max-softmax probability;
+* `tag_agreement`: 1 - mean over foreground classes of |[class in the
+  labelmap (>= 1% of pixels)] - sigmoid(v3)|, the labelmap's classes
+  against the tag prediction;
+
+and two baselines: the mean max-softmax probability of the DIS model and
+the mean entropy of a plain segmentation model (phase a: the labelmap
+alone, `checkpoints/phase_a.weights.h5`).
+
+A combined score in [0, 1] is a logistic regression of the standardised
+parts on "this image's IoU is above the selection split's median", fitted
+on the selection split and scored on the reported one (no image is scored
+by a fit that saw it). Each part is oriented (higher = more trustworthy) by
+its AUROC on the selection split. The per-image IoU is the mIoU of the
+image's own confusion matrix (`dis_tf.selection.mean_iou_of`).
+
+Measured on the reported split: AUROC for flagging images below its median
+IoU, and the selective-prediction curve (split mIoU of the most-trusted
+50%, 80% and 100% of images). The library never imports this module.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from dis_tf import atomic
+from dis_tf import errors
+from dis_tf import evaluation
+from dis_tf import selection
+from dis_tf.classes import IGNORE_LABEL
+from dis_tf.research import diagnosis
+from dis_tf.research import reading
+from dis_tf.research import tables
+
+PARTS = ("reconstruction", "reconstruction_drop", "entropy",
+         "max_probability", "tag_agreement")
+BASELINES = ("max_probability", "plain_entropy")
+COVERAGES = (0.5, 0.8, 1.0)
+PRESENT_FRACTION = 0.01
+
+
+def _entropy(probabilities):
+  p = np.maximum(probabilities, 1e-12)
+  return float(np.mean(-np.sum(probabilities * np.log(p), -1)))
+
+
+def image_parts(model, example, t_steps, num_classes):
+  """The parts of one image, and its confusion matrix at t = 0.
+
+  Args:
+    model: a `DISModel`.
+    example: batch-1 dict with "image" (normalised) and "mask".
+    t_steps: latent steps of `reconstruction_drop`.
+    num_classes: C.
+
+  Returns:
+    ({part: float}, int64 [C, C] confusion matrix of the t = 0 labelmap).
+  """
+  out = evaluation.predict(model, example["image"], [0, t_steps],
+                           with_reconstruction=True)
+  errors = {t: float(np.mean((out[t]["reconstruction"]
+                              - out[t]["image_target"]) ** 2))
+            for t in (0, t_steps)}
+  probabilities = out[0]["probabilities"]
+  labels = probabilities.argmax(-1)
+  counts = np.bincount(labels.ravel(), minlength=num_classes) / labels.size
+  present = (counts[1:] >= PRESENT_FRACTION).astype(np.float64)
+  tags = np.asarray(out[0]["tag_probabilities"][1:], np.float64)
+  parts = {
+      "reconstruction": errors[0],
+      "reconstruction_drop": errors[0] - errors[t_steps],
+      "entropy": _entropy(probabilities),
+      "max_probability": float(np.mean(probabilities.max(-1))),
+      "tag_agreement": 1.0 - float(np.mean(np.abs(present - tags))),
+  }
+  return parts, confusion(np.asarray(example["mask"])[0], labels,
+                          num_classes)
+
+
+def confusion(mask, labels, num_classes):
+  """int64 [C, C] confusion matrix (rows: truth), the ignore label left out.
+  """
+  valid = mask != IGNORE_LABEL
+  return np.bincount(num_classes * mask[valid].astype(np.int64)
+                     + labels[valid], minlength=num_classes ** 2).reshape(
+                         num_classes, num_classes)
+
+
+def split_parts(model, examples, t_steps, num_classes, plain_model=None):
+  """Parts [N, len(PARTS)], baselines [N, 2] and matrices [N, C, C]."""
+  parts, baselines, matrices = [], [], []
+  for example in examples:
+    p, m = image_parts(model, example, t_steps, num_classes)
+    plain = np.nan
+    if plain_model is not None:
+      probs = evaluation.predict(plain_model, example["image"], [0])[0][
+          "probabilities"]
+      plain = -_entropy(probs)  # Oriented: higher = more trustworthy.
+    parts.append([p[k] for k in PARTS])
+    baselines.append([p["max_probability"], plain])
+    matrices.append(m)
+  return (np.asarray(parts), np.asarray(baselines),
+          np.asarray(matrices, np.int64))
+
+
+def auroc(scores, positives):
+  """P(score of a positive > score of a negative), ties counted half."""
+  scores = np.asarray(scores, np.float64)
+  positives = np.asarray(positives, bool)
+  pos, neg = scores[positives], scores[~positives]
+  if not len(pos) or not len(neg):
+    return float("nan")
+  greater = (pos[:, None] > neg[None]).mean()
+  ties = (pos[:, None] == neg[None]).mean()
+  return float(greater + 0.5 * ties)
+
+
+def fit_logistic(x, y, l2=1e-2, iterations=50):
+  """Logistic regression by Newton's method (IRLS) with a small L2 penalty
+  on the weights (not the bias): a few features, a few hundred images, so
+  the exact Newton step is cheap and needs no new dependency.
+
+  Returns:
+    weights [F + 1], the last one the bias.
+  """
+  x = np.c_[np.asarray(x, np.float64), np.ones(len(x))]
+  y = np.asarray(y, np.float64)
+  w = np.zeros(x.shape[1])
+  penalty = l2 * np.r_[np.ones(x.shape[1] - 1), 0.0]
+  for _ in range(iterations):
+    p = 1.0 / (1.0 + np.exp(-(x @ w)))
+    gradient = x.T @ (p - y) + penalty * w
+    hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+    step = np.linalg.solve(hessian, gradient)
+    w -= step
+    if np.max(np.abs(step)) < 1e-10:
+      break
+  return w
+
+
+def image_iou(matrices):
+  """Per-image mIoU of [N, C, C] matrices."""
+  return selection.mean_iou_of(matrices)
+
+
+def selective_miou(scores, matrices, coverages=COVERAGES):
+  """{"0.5": split mIoU of the most-trusted half of the images, ...} (keys
+  as JSON keeps them)."""
+  order = np.argsort(-np.asarray(scores), kind="stable")
+  out = {}
+  for c in coverages:
+    keep = order[:max(1, int(round(c * len(order))))]
+    out[f"{c:g}"] = float(selection.mean_iou_of(matrices[keep].sum(0)))
+  return out
+
+
+def study(select, report):
+  """The measurements of one model.
+
+  Args:
+    select: (parts, baselines, matrices) of the selection split.
+    report: the same of the reported split.
+
+  Returns:
+    JSON-able dict: "auroc" ({"score", each part, each baseline}), "signs"
+    (each part's orientation, from the selection split), "selective"
+    ({"score": {coverage: mIoU}, "max_probability": ...}), "weights" (of
+    the standardised parts, then the bias), "num_images" (select, report).
+  """
+  s_parts, _, s_matrices = select
+  r_parts, r_baselines, r_matrices = report
+  s_y = image_iou(s_matrices) > np.median(image_iou(s_matrices))
+  r_y = image_iou(r_matrices) > np.median(image_iou(r_matrices))
+  signs = np.asarray([1.0 if auroc(s_parts[:, i], s_y) >= 0.5 else -1.0
+                      for i in range(len(PARTS))])
+  mean, scale = s_parts.mean(0), s_parts.std(0) + 1e-12
+  weights = fit_logistic((s_parts - mean) / scale, s_y)
+  z = np.c_[(r_parts - mean) / scale, np.ones(len(r_parts))] @ weights
+  score = 1.0 / (1.0 + np.exp(-z))
+  result = {"auroc": {"score": auroc(score, r_y)}, "signs": {},
+            "selective": {"score": selective_miou(score, r_matrices)},
+            "weights": weights.tolist(),
+            "num_images": [int(len(s_parts)), int(len(r_parts))]}
+  for i, name in enumerate(PARTS):
+    result["signs"][name] = float(signs[i])
+    result["auroc"][name] = auroc(signs[i] * r_parts[:, i], r_y)
+  for i, name in enumerate(BASELINES):
+    result["auroc"][name] = (auroc(r_baselines[:, i], r_y)
+                             if not np.isnan(r_baselines[:, i]).any()
+                             else float("nan"))
+  result["selective"]["max_probability"] = selective_miou(r_baselines[:, 0],
+                                                          r_matrices)
+  return result
+
+
+def error_relations(matrices, num_classes):
+  """{relation: share of the wrongly labelled pixels} over a split, with the
+  generator's class relations (`diagnosis.relation_matrix`): a labelmap
+  that swaps two classes of one hue reconstructs about as well as the truth
+  (subnet-2 decodes classes into colours), which bounds what the
+  reconstruction can see."""
+  relations = diagnosis.relation_matrix(num_classes)
+  total = np.asarray(matrices).sum(0).astype(np.float64)
+  np.fill_diagonal(total, 0.0)
+  wrong = max(total.sum(), 1.0)
+  return {name: float(total[relations == i].sum() / wrong)
+          for i, name in enumerate(diagnosis.RELATIONS)}
+
+
+def run_model(model_dir, t_steps, data_overrides=None):
+  """The study of one trained run on its selection and reported splits."""
+  from dis_tf import config as config_lib
+  from dis_tf import model_dir as model_dir_lib
+  from dis_tf.data import pipeline
+  from dis_tf.modeling import dis_model
+  config, model = model_dir_lib.load(model_dir, data_overrides)
+  plain_config = config_lib.ExperimentConfig.from_dict(config.to_dict())
+  plain_config.model.weights = None
+  plain = dis_model.build_dis_model(plain_config)
+  plain.load_weights(model_dir_lib.phase_weights_path(model_dir, "a"))
+  c = config.model.num_classes
+  split = lambda name: split_parts(model, pipeline.eval_dataset(config, name),
+                                   t_steps, c, plain)
+  select, report = split(config.data.select_split), split(
+      config.data.eval_split)
+  result = study(select, report)
+  result["error_relations"] = error_relations(report[2], c)
+  result["splits"] = [config.data.select_split, config.data.eval_split]
+  result["latent_update"] = model.latent_update
+  return result
+
+
+# ------------------------------------------------------------------- page
+TARGET_AUROC = 80.0      # Hundredths of AUROC (issue 28).
+TARGET_TOP_HALF = 10.0   # mIoU points of the most-trusted half over all.
+
+
+def _per_seed(runs, *keys):
+  """[value of runs[i][keys...]] as a float array."""
+  out = []
+  for r in runs:
+    for key in keys:
+      r = r[key]
+    out.append(r)
+  return np.asarray(out, np.float64)
+
+
+def format_page(result, command):
+  """The Markdown page: per-seed table, paired differences, targets, and a
+  reading whose every sentence is chosen by the numbers."""
+  seeds, runs = result["seeds"], result["runs"]
+  n = len(seeds)
+  au = lambda key: _per_seed(runs, "auroc", key)
+  sel = lambda key, c: _per_seed(runs, "selective", key, f"{c:g}")
+  rows = []
+  for seed, r in zip(seeds, runs):
+    a = r["auroc"]
+    rows.append([seed] + [f"{a[k]:.3f}" for k in ("score",) + PARTS
+                          + BASELINES]
+                + [f"{100 * r['selective']['score'][f'{c:g}']:.1f}"
+                   for c in COVERAGES])
+  header = (["seed", "score"] + list(PARTS) + list(BASELINES)
+            + [f"mIoU top {int(100 * c)}%" for c in COVERAGES])
+  zero = np.zeros(n)
+  score = tables.paired_stats(au("score"), zero)
+  vs = {b: tables.paired_stats(au("score"), au(b)) for b in BASELINES}
+  top = tables.paired_stats(sel("score", 0.5), sel("score", 1.0))
+  parts = {p: tables.paired_stats(au(p), zero + 0.5) for p in PARTS}
+  above_all = all(
+      (au("score") > au(b)).all() for b in BASELINES
+      if not np.isnan(au(b)).any())
+  v_auroc = tables.verdict(score, TARGET_AUROC)
+  v_top = tables.verdict(top, TARGET_TOP_HALF)
+  strongest = max(PARTS, key=lambda p: parts[p]["mean"])
+  recon = parts["reconstruction"]
+  relations = {k: float(np.mean([r["error_relations"][k] for r in runs]))
+               for k in runs[0]["error_relations"]}
+  lines = [
+      "# Which labelmaps to trust: the quality signals, measured",
+      "",
+      "Per image, on the reported split, each signal's AUROC for telling "
+      "images above the split's median IoU from those below (0.5 is "
+      "chance), and the split mIoU of the most-trusted images by the "
+      "combined score (a logistic regression of the parts fitted on the "
+      "selection split; `dis_tf/research/quality_study.py` says how each "
+      f"part is computed). Splits: {runs[0]['splits'][0]} (fit) and "
+      f"{runs[0]['splits'][1]} (reported); test-time update "
+      f"{runs[0]['latent_update']}; reconstruction drop over "
+      f"{result['t_steps']} steps.",
+      "",
+      f"Produced by `{command}`.",
+      "",
+      _table(header, rows),
+      "",
+      "Paired per seed (hundredths of AUROC, mIoU points; "
+      + tables.STD_NOTE + ")",
+      "",
+      f"- Combined score AUROC: {tables.paired_text(score)}.",
+  ]
+  for b in BASELINES:
+    lines.append(f"- Score minus {b}: {tables.paired_text(vs[b])}.")
+  for p in PARTS:
+    lines.append(f"- {p} minus chance (50): {tables.paired_text(parts[p])}.")
+  lines += [
+      f"- Most-trusted 50% minus the whole split (mIoU): "
+      f"{tables.paired_text(top)}.",
+      "",
+      "## Targets",
+      "",
+      tables.TARGET_RULE,
+      "",
+      f"- The score's AUROC >= 0.80: **{v_auroc}**.",
+      f"- Above both baselines in every seed: **"
+      f"{'met' if above_all else 'missed'}**.",
+      f"- The most-trusted 50% >= the whole split + {TARGET_TOP_HALF:.0f} "
+      f"mIoU: **{v_top}**.",
+      "",
+      "## Reading",
+      "",
+      f"- The strongest single part is {strongest} "
+      f"({tables.paired_text(parts[strongest])} over chance).",
+      "- The reconstruction error at t = 0 " + reading.by_interval(
+          recon, "ranks the labelmaps on held-out images: images it "
+          + ("reconstructs better" if np.mean(_per_seed(
+              runs, "signs", "reconstruction")) < 0 else
+             "reconstructs worse") + " have better labelmaps.",
+          "does not keep, on the reported split, the direction it had on "
+          "the selection split (its oriented AUROC is below 0.5).",
+          "carries no resolved signal about the labelmap (its oriented "
+          "AUROC's interval contains 0.5).")
+      + f" Of the wrongly labelled pixels, {100 * relations['same_hue']:.0f}"
+      "% are confusions between two classes of one hue and "
+      f"{100 * relations['background']:.0f}% involve background "
+      "(mean over seeds); a same-hue swap decodes to about the same colours, "
+      "so the reconstruction cannot see it.",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def _table(header, rows):
+  out = ["| " + " | ".join(map(str, header)) + " |",
+         "|" + "---|" * len(header)]
+  out += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+  return "\n".join(out)
+
+
+def run_study(model_dirs, seeds, t_steps, data_overrides=None):
+  """{"seeds", "t_steps", "runs": [run_model of each model_dir]}."""
+  return {"seeds": list(seeds), "t_steps": int(t_steps),
+          "runs": [run_model(d, t_steps, data_overrides) for d in model_dirs]}
+
+
+def write(result, output, command):
+  """Writes the page and, next to it, its JSON (same name, .json)."""
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  atomic.write_text(os.path.splitext(output)[0] + ".json",
+                    json.dumps(dict(result, command=command)))
+  page = format_page(result, command)
+  atomic.write_text(output, page)
+  return page
+
+
+def load(path):
+  """(result, command) of a JSON written by `write`."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    command = saved.pop("command")
+    for key in ("seeds", "t_steps", "runs"):
+      saved[key]  # pylint: disable=pointless-statement
+  except (OSError, ValueError, KeyError) as e:
+    raise errors.UserError(f"{path}: not a JSON of "
+                           f"tools/quality_study.py ({e!r}).") from e
+  return saved, command

@@ -1,0 +1,157 @@
+"""dis_tf.research.quality_study: AUROC, the logistic fit, the selective
+curve and the page, against NumPy references and hand counts."""
+
+import os
+
+import numpy as np
+import pytest
+
+from dis_tf import selection
+from dis_tf.research import diagnosis
+from dis_tf.research import quality_study as qs
+
+
+def test_auroc_equals_the_pair_count():
+  rng = np.random.default_rng(0)
+  scores = rng.integers(0, 5, 40).astype(float)   # Many ties.
+  positives = rng.random(40) < 0.4
+  pairs = [(1.0 if a > b else 0.5 if a == b else 0.0)
+           for a in scores[positives] for b in scores[~positives]]
+  assert qs.auroc(scores, positives) == pytest.approx(np.mean(pairs))
+  assert qs.auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
+  assert qs.auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
+  assert np.isnan(qs.auroc([1, 2], [1, 1]))
+
+
+def test_fit_logistic_is_the_penalised_optimum():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(300, 2))
+  y = (rng.random(300) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + 0.5))))
+  w = qs.fit_logistic(x, y, l2=1e-2)
+  # The gradient of the penalised log-loss is zero at the optimum.
+  xb = np.c_[x, np.ones(300)]
+  p = 1 / (1 + np.exp(-xb @ w))
+  gradient = xb.T @ (p - y) + 1e-2 * np.r_[w[:2], 0.0]
+  np.testing.assert_allclose(gradient, 0.0, atol=1e-6)
+  assert w[0] > 1.0 and w[1] < -0.4   # The generating signs, recovered.
+
+
+def _matrices(ious, pixels=100):
+  """2-class per-image matrices with the given fraction right."""
+  out = []
+  for iou in ious:
+    right = int(round(iou * pixels))
+    out.append([[right, pixels - right], [0, 0]])
+  return np.asarray(out, np.int64)
+
+
+def test_selective_miou_keeps_the_most_trusted_images():
+  matrices = _matrices([0.9, 0.2, 0.8, 0.1])
+  scores = [0.7, 0.1, 0.9, 0.3]          # Order: 2, 0, 3, 1.
+  got = qs.selective_miou(scores, matrices, coverages=(0.5, 1.0))
+  assert got["0.5"] == pytest.approx(
+      selection.mean_iou_of(matrices[[2, 0]].sum(0)))
+  assert got["1"] == pytest.approx(selection.mean_iou_of(matrices.sum(0)))
+
+
+def test_error_relations_share_the_wrong_pixels_by_relation():
+  matrix = np.zeros((21, 21), np.int64)
+  matrix[1, 11] = 30     # Same hue (classes 1 and 11).
+  matrix[1, 2] = 10      # Neighbouring hues.
+  matrix[0, 5] = 60      # Background.
+  matrix[3, 3] = 1000    # Right: not counted.
+  got = qs.error_relations(matrix[None], 21)
+  assert set(got) == set(diagnosis.RELATIONS)
+  assert got["same_hue"] == pytest.approx(0.3)
+  assert got["neighbour_hue"] == pytest.approx(0.1)
+  assert got["background"] == pytest.approx(0.6)
+  assert got["other"] == 0.0
+
+
+def _split(rng, n, informative):
+  """Parts of which `informative` tracks the image IoU, the rest noise."""
+  ious = rng.random(n)
+  parts = rng.normal(size=(n, len(qs.PARTS)))
+  parts[:, qs.PARTS.index(informative)] = -3 * ious + 0.3 * rng.normal(
+      size=n)
+  baselines = np.c_[rng.normal(size=n), rng.normal(size=n)]
+  return parts, baselines, _matrices(ious)
+
+
+def test_study_orients_fits_and_ranks_on_held_out_images():
+  rng = np.random.default_rng(2)
+  result = qs.study(_split(rng, 200, "entropy"), _split(rng, 200, "entropy"))
+  # Entropy falls as IoU rises: oriented by its sign, it ranks well, and
+  # so does the score fitted on the other split; the noise parts do not.
+  assert result["signs"]["entropy"] == -1.0
+  assert result["auroc"]["entropy"] > 0.85
+  assert result["auroc"]["score"] > 0.85
+  assert abs(result["auroc"]["tag_agreement"] - 0.5) < 0.12
+  sel = result["selective"]["score"]
+  assert sel["0.5"] > sel["0.8"] > sel["1"]
+  assert result["num_images"] == [200, 200]
+
+
+def _run(rng, informative="max_probability"):
+  r = qs.study(_split(rng, 120, informative), _split(rng, 120, informative))
+  r["error_relations"] = {"background": 0.5, "same_hue": 0.3,
+                          "neighbour_hue": 0.1, "other": 0.1}
+  r["splits"] = ["val[:100]", "val[100:]"]
+  r["latent_update"] = "u1"
+  return r
+
+
+@pytest.mark.parametrize("aurocs, sign, expected", [
+    ((0.48, 0.53, 0.50), -1.0, "carries no resolved signal"),
+    ((0.70, 0.72, 0.69), -1.0, "ranks the labelmaps on held-out images: "
+     "images it reconstructs better have better labelmaps"),
+    ((0.70, 0.72, 0.69), 1.0, "ranks the labelmaps on held-out images: "
+     "images it reconstructs worse have better labelmaps"),
+    ((0.30, 0.35, 0.28), -1.0, "does not keep, on the reported split"),
+])
+def test_the_page_reading_follows_the_numbers(aurocs, sign, expected):
+  rng = np.random.default_rng(3)
+  result = {"seeds": [0, 1, 2], "t_steps": 10,
+            "runs": [_run(rng) for _ in range(3)]}
+  for r, value in zip(result["runs"], aurocs):
+    r["auroc"]["reconstruction"] = value
+    r["signs"]["reconstruction"] = sign
+  page = qs.format_page(result, "python tools/quality_study.py")
+  assert "The reconstruction error at t = 0 " + expected in page
+  assert "30% are confusions between two classes of one hue" in page
+  assert "The score's AUROC >= 0.80: **" in page
+  assert page.count("| 0 |") == 1
+
+
+def test_write_and_load_round_trip(tmp_path):
+  rng = np.random.default_rng(4)
+  result = {"seeds": [0, 1], "t_steps": 10, "runs": [_run(rng), _run(rng)]}
+  output = str(tmp_path / "QUALITY.md")
+  page = qs.write(result, output, "cmd")
+  loaded, command = qs.load(str(tmp_path / "QUALITY.json"))
+  assert command == "cmd"
+  assert qs.format_page(loaded, command) == page
+  (tmp_path / "bad.json").write_text("{}")
+  with pytest.raises(Exception, match="not a JSON of"):
+    qs.load(str(tmp_path / "bad.json"))
+
+
+def test_run_model_scores_a_run_and_its_phase_a_baseline(tmp_path, tiny_run,
+                                                         mini_benchmark):
+  from dis_tf import model_dir as model_dir_lib
+  model_dir = str(tmp_path / "run")
+  config, model = tiny_run(model_dir, width=8)
+  config.data.voc_dir = mini_benchmark["voc_dir"]
+  config.data.weak_dir = mini_benchmark["weak_dir"]
+  config.data.data_dir = mini_benchmark["data_dir"]
+  config.data.select_split, config.data.eval_split = "val[:3]", "val[3:]"
+  config.save(model_dir)
+  path = model_dir_lib.phase_weights_path(model_dir, "a")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  model.save_weights(path)
+  result = qs.run_model(model_dir, 2)
+  assert result["num_images"] == [3, mini_benchmark["num_val"] - 3]
+  assert set(result["auroc"]) == {"score", *qs.PARTS, *qs.BASELINES}
+  assert set(result["selective"]["score"]) == {"0.5", "0.8", "1"}
+  assert result["splits"] == ["val[:3]", "val[3:]"]
+  assert sum(result["error_relations"].values()) == pytest.approx(1.0)

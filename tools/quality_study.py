@@ -1,0 +1,68 @@
+r"""Which labelmaps to trust: the per-image quality signals, measured.
+
+For each trained run (a model_dir of tools/train.py or tools/demo.py, with
+its phase-a checkpoint, the plain segmentation baseline), scores on its
+selection split and its reported split the quality signals of
+dis_tf/research/quality_study.py (the reconstruction error and its drop
+over the latent steps, entropy, max-softmax, tag agreement), fits their
+logistic combination on the selection split and reports, paired per seed,
+each signal's AUROC for below-median-IoU images and the mIoU of the
+most-trusted images (issue 28). For the five seed runs of
+bench/demo_spread.py, about 10 minutes on 2 CPU cores:
+
+  python tools/quality_study.py \
+    --model_dirs=runs/demo_spread/seed_0,runs/demo_spread/seed_1 \
+    --seeds=0,1 --output=docs/results/QUALITY.md
+
+The page's numbers go to the same path with .json; --from_json re-renders
+the page from them.
+"""
+
+import sys
+
+from absl import flags
+
+from dis_tf import errors
+from dis_tf.data import synthetic
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("model_dirs", None, "The trained runs, one per seed.")
+flags.DEFINE_list("seeds", None, "The runs' seeds, in the same order "
+                  "(default: 0, 1, ...).")
+flags.DEFINE_integer("t_steps", 10, "Latent steps of the reconstruction "
+                     "drop.", lower_bound=1)
+flags.DEFINE_string("data_root", None, "The synthetic benchmark, if it moved "
+                    "since the runs (default: the runs' config.json paths).")
+flags.DEFINE_string("output", None, "Markdown page to write.")
+flags.DEFINE_string("from_json", None, "Re-render the page from this JSON "
+                    "of an earlier run (no scoring).")
+
+
+def main(argv):
+  del argv
+  if not FLAGS.output:
+    raise errors.UserError("--output is required.")
+  command = "python " + " ".join(sys.argv)
+  if not FLAGS.from_json:
+    if not FLAGS.model_dirs:
+      raise errors.UserError("--model_dirs is required (or --from_json).")
+    seeds = FLAGS.seeds or [str(i) for i in range(len(FLAGS.model_dirs))]
+    if len(seeds) != len(FLAGS.model_dirs):
+      raise errors.UserError(
+          f"--seeds has {len(seeds)} values for {len(FLAGS.model_dirs)} "
+          "--model_dirs.")
+  # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
+  # their flags are known to be good).
+  from dis_tf.research import quality_study
+  if FLAGS.from_json:
+    result, command = quality_study.load(FLAGS.from_json)
+  else:
+    data = (synthetic.config_overrides(FLAGS.data_root)
+            if FLAGS.data_root else None)
+    result = quality_study.run_study(FLAGS.model_dirs, seeds, FLAGS.t_steps,
+                                     data)
+  print(quality_study.write(result, FLAGS.output, command))
+
+
+if __name__ == "__main__":
+  errors.run(main)
