@@ -6,6 +6,7 @@ CPU for its import, for a user and for the suite's many tool runs.
 the check needs no hook in the tools.
 """
 
+import glob
 import os
 import re
 import subprocess
@@ -20,11 +21,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every tool but tools/demo.py, which imports TensorFlow before parsing its
 # flags on purpose: it closes stderr during that import to hide TF's
 # start-up lines (tools/demo.py, QUIET).
-TOOLS = ("tools/train.py", "tools/evaluate.py", "tools/visualize.py",
-         "tools/clean_tags.py", "tools/predict.py", "tools/ablation.py",
-         "tools/pseudo_label_study.py", "tools/make_synthetic.py",
-         "tools/prepare_data.py", "export/export_saved_model.py",
-         "export/client.py")
+# Found, not listed, so that a new tool is held to the rule too.
+TOOLS = tuple(sorted(
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, "tools", "*.py"))
+    + glob.glob(os.path.join(REPO, "export", "*.py"))
+    if os.path.basename(p) != "demo.py"))
 # "import time: self | cumulative | <indent>module" (the indent shows
 # which import pulled it in).
 _MODULE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.M)
