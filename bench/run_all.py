@@ -28,6 +28,7 @@ SCRIPTS = (
     ("precision", ()),
     ("precision_training", ()),
     ("determinism", ()),
+    ("demo_spread", ()),
 )
 
 HEADER = """# Benchmarks
@@ -157,6 +158,12 @@ times of `bench/precision.py` are the speed measure.
 `data.deterministic` (ordered, seeded pipelines and TensorFlow's op
 determinism), so that the same command on the same machine gives the same
 numbers; the script times its training with and without it, alternating.
+
+**The demo across seeds** (`bench/demo_spread.py`, issue 26). The demo's
+training and its step 4 (the served setting chosen on `val[:100]`, scored
+on `val[100:]`) for five training seeds on the demo's benchmark; seed 0 is
+the demo's own run and reproduces its printed numbers. The spread says how
+large a change of the demo's number must be before it means anything.
 
 **Exactness vs. step size.** tests/test_gram.py checks direct == gram
 with identical labelmaps after 30 steps: in float32 to 1e-3 relative (tiny
