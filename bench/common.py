@@ -167,3 +167,51 @@ def resnet_model(num_classes=21, **latent):
   for key, value in latent.items():
     setattr(config.latent, key, value)
   return build_dis_model(config), config
+
+
+def run_python(args, log):
+  """Runs `python args` from the checkout, output to `log`; wall seconds."""
+  start = time.time()
+  with open(log, "w") as f:
+    subprocess.run([sys.executable] + args, check=True, cwd=ROOT,
+                   stdout=f, stderr=subprocess.STDOUT,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                            PYTHONPATH=ROOT))
+  return time.time() - start
+
+
+def synthetic_paths(data_root):
+  """The --voc_dir, --weak_dir and --data_dir flags of a synthetic
+  benchmark's folder."""
+  return [f"--voc_dir={data_root}",
+          f"--weak_dir={os.path.join(data_root, 'web_tags')}",
+          f"--data_dir={os.path.join(data_root, 'tfds')}"]
+
+
+def train_once(data_root, model_dir, seed, *extra):
+  """`tools/train.py` on the `synthetic` preset into `model_dir`, unless a
+  finished run's timing.json is there. Returns its training seconds."""
+  import json
+  timing = os.path.join(model_dir, "timing.json")
+  if not os.path.exists(timing):
+    os.makedirs(model_dir, exist_ok=True)
+    seconds = run_python(
+        ["tools/train.py", "--preset=synthetic", "--stage=all",
+         f"--model_dir={model_dir}", f"--seed={seed}", *extra,
+         *synthetic_paths(data_root)],
+        os.path.join(model_dir, "train.log"))
+    with open(timing, "w") as f:
+      json.dump({"train_seconds": seconds}, f)
+  with open(timing) as f:
+    return json.load(f)["train_seconds"]
+
+
+def prepare_synthetic(data_root):
+  """The demo's benchmark (seed 0) in `data_root`, generated if missing,
+  and its tfds datasets prepared."""
+  from dis_tf import config as config_lib
+  from dis_tf.data import pipeline
+  from dis_tf.data import synthetic
+  synthetic.ensure_synthetic_benchmark(data_root, seed=0)
+  pipeline.prepare_datasets(config_lib.resolve_config(
+      "synthetic", synthetic.config_overrides(data_root)))

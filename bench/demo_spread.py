@@ -23,9 +23,7 @@ A finished run (its `eval_report/results.json`) is kept and reused.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -37,17 +35,6 @@ EVAL_SPLIT = "val[100:]"
 SD_TARGET = 3.0  # Points of mIoU at t = 0 (issue 26).
 
 
-def _run(args, log):
-  """Runs `python args` from the checkout, output to `log`; wall seconds."""
-  start = time.time()
-  with open(log, "w") as f:
-    subprocess.run([sys.executable] + args, check=True, cwd=common.ROOT,
-                   stdout=f, stderr=subprocess.STDOUT,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                            PYTHONPATH=common.ROOT))
-  return time.time() - start
-
-
 def train_and_score(data_root, model_dir, seed, t_tests):
   """Trains (unless finished) and runs the demo's step 4 on one seed.
 
@@ -55,26 +42,16 @@ def train_and_score(data_root, model_dir, seed, t_tests):
     {"train_seconds", "miou": {t: mIoU}, "per_class": {t: [IoU]},
     "served": {"t_test", "refinement", "update", "miou"}}.
   """
-  paths = [f"--voc_dir={data_root}",
-           f"--weak_dir={os.path.join(data_root, 'web_tags')}",
-           f"--data_dir={os.path.join(data_root, 'tfds')}"]
-  timing = os.path.join(model_dir, "timing.json")
-  if not os.path.exists(timing):
-    os.makedirs(model_dir, exist_ok=True)
-    seconds = _run(["tools/train.py", "--preset=synthetic", "--stage=all",
-                    f"--model_dir={model_dir}", f"--seed={seed}",
-                    "--data.deterministic=true", *paths],
-                   os.path.join(model_dir, "train.log"))
-    with open(timing, "w") as f:
-      json.dump({"train_seconds": seconds}, f)
-  with open(timing) as f:
-    seconds = json.load(f)["train_seconds"]
+  paths = common.synthetic_paths(data_root)
+  seconds = common.train_once(data_root, model_dir, seed,
+                              "--data.deterministic=true")
   out = os.path.join(model_dir, "eval_report")
   if not os.path.exists(os.path.join(out, "results.json")):
-    _run(["tools/evaluate.py", f"--model_dir={model_dir}", *paths,
-          "--select_t_test", f"--split={EVAL_SPLIT}",
-          f"--t_test={','.join(map(str, t_tests))}", f"--output_dir={out}"],
-         os.path.join(model_dir, "evaluate.log"))
+    common.run_python(
+        ["tools/evaluate.py", f"--model_dir={model_dir}", *paths,
+         "--select_t_test", f"--split={EVAL_SPLIT}",
+         f"--t_test={','.join(map(str, t_tests))}", f"--output_dir={out}"],
+        os.path.join(model_dir, "evaluate.log"))
   with open(os.path.join(out, "results.json")) as f:
     results = json.load(f)
   with open(os.path.join(model_dir, "t_test_selection.json")) as f:
@@ -103,12 +80,8 @@ def main():
   data_root = os.path.abspath(args.data_root)
 
   from dis_tf import classes
-  from dis_tf import config as config_lib
-  from dis_tf.data import pipeline
   from dis_tf.data import synthetic
-  synthetic.ensure_synthetic_benchmark(data_root, seed=0)
-  pipeline.prepare_datasets(config_lib.resolve_config(
-      "synthetic", synthetic.config_overrides(data_root)))
+  common.prepare_synthetic(data_root)
 
   runs = []
   for seed in seeds:

@@ -24,9 +24,7 @@ retraining.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import common  # Puts the checkout on sys.path.
 
@@ -37,43 +35,22 @@ THRESHOLD = -1.0  # Points of mIoU: bf16 may lose at most 1.0 (issue 29).
 EVAL_SPLIT = "val[100:]"
 
 
-def _run(args, log):
-  """Runs `python args` from the checkout, output to `log`; wall seconds."""
-  start = time.time()
-  with open(log, "w") as f:
-    subprocess.run([sys.executable] + args, check=True, cwd=common.ROOT,
-                   stdout=f, stderr=subprocess.STDOUT,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                            PYTHONPATH=common.ROOT))
-  return time.time() - start
-
-
 def train_and_score(data_root, model_dir, seed, precision, t_tests):
   """Trains (unless finished) and evaluates one run.
 
   Returns:
     {"train_seconds", "miou": {t_test: mIoU in [0, 1]}}.
   """
-  paths = [f"--voc_dir={data_root}",
-           f"--weak_dir={os.path.join(data_root, 'web_tags')}",
-           f"--data_dir={os.path.join(data_root, 'tfds')}"]
-  timing = os.path.join(model_dir, "timing.json")
-  if not os.path.exists(timing):
-    os.makedirs(model_dir, exist_ok=True)
-    seconds = _run(["tools/train.py", "--preset=synthetic", "--stage=all",
-                    f"--model_dir={model_dir}", f"--seed={seed}",
-                    f"--model.precision={precision}", *paths],
-                   os.path.join(model_dir, "train.log"))
-    with open(timing, "w") as f:
-      json.dump({"train_seconds": seconds}, f)
-  with open(timing) as f:
-    seconds = json.load(f)["train_seconds"]
+  paths = common.synthetic_paths(data_root)
+  seconds = common.train_once(data_root, model_dir, seed,
+                              f"--model.precision={precision}")
   out = os.path.join(model_dir, "eval_report")
   if not os.path.exists(os.path.join(out, "results.json")):
-    _run(["tools/evaluate.py", f"--model_dir={model_dir}", *paths,
-          f"--split={EVAL_SPLIT}",
-          f"--t_test={','.join(map(str, t_tests))}", f"--output_dir={out}"],
-         os.path.join(model_dir, "evaluate.log"))
+    common.run_python(
+        ["tools/evaluate.py", f"--model_dir={model_dir}", *paths,
+         f"--split={EVAL_SPLIT}",
+         f"--t_test={','.join(map(str, t_tests))}", f"--output_dir={out}"],
+        os.path.join(model_dir, "evaluate.log"))
   with open(os.path.join(out, "results.json")) as f:
     results = json.load(f)
   miou = {s["t_test"]: s["mean_iou"] for s in results["settings"]}
@@ -91,12 +68,7 @@ def main():
   t_tests = [int(t) for t in args.t_test.split(",")]
   data_root = os.path.abspath(args.data_root)
 
-  from dis_tf import config as config_lib
-  from dis_tf.data import pipeline
-  from dis_tf.data import synthetic
-  synthetic.ensure_synthetic_benchmark(data_root, seed=0)
-  pipeline.prepare_datasets(config_lib.resolve_config(
-      "synthetic", synthetic.config_overrides(data_root)))
+  common.prepare_synthetic(data_root)
 
   runs = {p: [] for p in PRECISIONS}
   for seed in seeds:

@@ -30,6 +30,7 @@ it.
 
 import json
 import re
+import sys
 
 from absl import flags
 import numpy as np
@@ -267,3 +268,22 @@ def define_scales(default, help_text, name="scales"):
   return flags.DEFINE(_ListParser(parse_scales, name, "scales"), name,
                       default, help_text,
                       serializer=flags.CsvListSerializer(","))
+
+
+def define_study_page_flags(tool):
+  """Defines --data_root, --output and --from_json, the flags of the tools
+  that score finished runs into a results page (`tools/pseudo_label_study.py`,
+  `tools/quality_study.py`); `tool` names the tool in their help."""
+  flags.DEFINE_string("data_root", None, "The synthetic benchmark, if it "
+                      "moved since the runs (default: the runs' config.json "
+                      "paths).")
+  flags.DEFINE_string("output", None, "Markdown page to write.")
+  flags.DEFINE_string("from_json", None, "Re-render the page from this JSON "
+                      f"of an earlier {tool} run (no scoring).")
+
+
+def study_page_command():
+  """The command line a study page records; --output must be given."""
+  if not flags.FLAGS.output:
+    raise errors.UserError("--output is required.")
+  return "python " + " ".join(sys.argv)

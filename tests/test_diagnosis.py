@@ -42,15 +42,21 @@ def test_relation_matrix_follows_the_generator_hues(a, b, relation):
   assert diagnosis.RELATIONS[diagnosis.relation_matrix()[a, b]] == relation
 
 
-def test_v1_share_equals_the_direct_gradient_split(model):
-  image = tf.constant(np.random.RandomState(1).randn(2, 40, 40, 3),
+def _start(model, seed):
+  """(u1, v1, target, and the latent objective's gradient on u1 and v1) of
+  two random images."""
+  image = tf.constant(np.random.RandomState(seed).randn(2, 40, 40, 3),
                       tf.float32)
   u1, v1 = model.backbone(image)
   target = image_ops.image_target(image, tf.shape(u1)[1:3])
   with tf.GradientTape() as tape:
     tape.watch([u1, v1])
     total = tf.reduce_sum(latent_lib.latent_objective(model, u1, v1, target))
-  gu1, gv1 = tape.gradient(total, [u1, v1])
+  return (u1, v1, target) + tuple(tape.gradient(total, [u1, v1]))
+
+
+def test_v1_share_equals_the_direct_gradient_split(model):
+  u1, v1, target, gu1, gv1 = _start(model, 1)
   su = tf.reduce_sum(tf.square(gu1), [1, 2, 3]).numpy()
   sv = tf.reduce_sum(tf.square(gv1), [1]).numpy()
   np.testing.assert_allclose(diagnosis.v1_share(model, u1, v1, target),
@@ -60,14 +66,7 @@ def test_v1_share_equals_the_direct_gradient_split(model):
 def test_step_shift_ratio_equals_the_direct_steps(model):
   # The first step's move of u3 through each block, by autodiff on (u1,
   # v1) and the heads (linear in (u1, v1), so a difference is the move).
-  image = tf.constant(np.random.RandomState(2).randn(2, 40, 40, 3),
-                      tf.float32)
-  u1, v1 = model.backbone(image)
-  target = image_ops.image_target(image, tf.shape(u1)[1:3])
-  with tf.GradientTape() as tape:
-    tape.watch([u1, v1])
-    total = tf.reduce_sum(latent_lib.latent_objective(model, u1, v1, target))
-  gu1, gv1 = tape.gradient(total, [u1, v1])
+  u1, v1, target, gu1, gv1 = _start(model, 2)
   u3 = model.subnet1(u1, v1)
   by_v1 = model.subnet1(u1, v1 - gv1) - u3
   by_u1 = model.subnet1(u1 - gu1, v1) - u3

@@ -66,6 +66,14 @@ def _cases(run_dir, tmp):
           ["tools/pseudo_label_study.py", f"--workdirs={NOWHERE}",
            f"--output={tmp}/page.md"], 1,
           f"error: --workdirs: {NOWHERE} is not a directory."),
+      "quality_study_missing_model_dir": (
+          ["tools/quality_study.py", f"--model_dirs={NOWHERE}",
+           f"--output={tmp}/page.md"], 1,
+          f"error: --model_dirs: {NOWHERE} is not a directory."),
+      "quality_study_seeds_mismatch": (
+          ["tools/quality_study.py", f"--model_dirs={run_dir},{run_dir}",
+           "--seeds=0", f"--output={tmp}/page.md"], 1,
+          "error: --seeds has 1 values for 2 --model_dirs."),
       "demo_bad_t_test": (
           ["tools/demo.py", "--t_test=abc"], 2,
           "error: flag --t_test=abc: --t_test: 'abc' is not an integer."),
@@ -104,8 +112,9 @@ CASES = [
     "train_bad_config_value", "evaluate_missing_model_dir",
     "evaluate_negative_t_test", "visualize_no_model_dir",
     "clean_tags_missing_weak_dir", "ablation_missing_results_json",
-    "pseudo_label_study_missing_workdir",
-    "demo_bad_t_test", "make_synthetic_small_images", "predict_two_sources",
+    "pseudo_label_study_missing_workdir", "quality_study_missing_model_dir",
+    "quality_study_seeds_mismatch", "demo_bad_t_test",
+    "make_synthetic_small_images", "predict_two_sources",
     "predict_missing_image", "export_existing_version",
     "client_missing_image", "prepare_data_missing_class_file"]
 
@@ -140,6 +149,8 @@ def _cases_tool(case):
     return "tools/clean_tags.py"
   if prefix == "pseudo":
     return "tools/pseudo_label_study.py"
+  if prefix == "quality":
+    return "tools/quality_study.py"
   if prefix == "export":
     return "export/export_saved_model.py"
   if prefix == "client":

@@ -17,11 +17,11 @@ the page from them.
 """
 
 import os
-import sys
 
 from absl import flags
 
 from dis_tf import errors
+from dis_tf import flags as dis_flags
 from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -32,11 +32,7 @@ flags.DEFINE_list("seeds", None, "Seeds (default: every seed_<n> folder of "
 flags.DEFINE_integer("t_train", 10, "The runs' DIS t_train (its "
                      "t_train_<n> folder), also the inferences' steps.")
 flags.DEFINE_integer("weak_limit", 150, "Weak images per seed.")
-flags.DEFINE_string("data_root", None, "The synthetic benchmark, if it moved "
-                    "since the runs (default: the runs' config.json paths).")
-flags.DEFINE_string("output", None, "Markdown page to write.")
-flags.DEFINE_string("from_json", None, "Re-render the page from this JSON "
-                    "of an earlier run (no scoring).")
+dis_flags.define_study_page_flags("tools/pseudo_label_study.py")
 
 
 def _seeds(workdir):
@@ -58,9 +54,7 @@ def _seeds(workdir):
 
 def main(argv):
   del argv
-  if not FLAGS.output:
-    raise errors.UserError("--output is required.")
-  command = "python " + " ".join(sys.argv)
+  command = dis_flags.study_page_command()
   if not FLAGS.from_json:
     if not FLAGS.workdirs:
       raise errors.UserError("--workdirs is required (or --from_json).")

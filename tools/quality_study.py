@@ -18,11 +18,13 @@ The page's numbers go to the same path with .json; --from_json re-renders
 the page from them.
 """
 
-import sys
+
+import os
 
 from absl import flags
 
 from dis_tf import errors
+from dis_tf import flags as dis_flags
 from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
@@ -31,22 +33,20 @@ flags.DEFINE_list("seeds", None, "The runs' seeds, in the same order "
                   "(default: 0, 1, ...).")
 flags.DEFINE_integer("t_steps", 10, "Latent steps of the reconstruction "
                      "drop.", lower_bound=1)
-flags.DEFINE_string("data_root", None, "The synthetic benchmark, if it moved "
-                    "since the runs (default: the runs' config.json paths).")
-flags.DEFINE_string("output", None, "Markdown page to write.")
-flags.DEFINE_string("from_json", None, "Re-render the page from this JSON "
-                    "of an earlier run (no scoring).")
+dis_flags.define_study_page_flags("tools/quality_study.py")
 
 
 def main(argv):
   del argv
-  if not FLAGS.output:
-    raise errors.UserError("--output is required.")
-  command = "python " + " ".join(sys.argv)
+  command = dis_flags.study_page_command()
   if not FLAGS.from_json:
     if not FLAGS.model_dirs:
       raise errors.UserError("--model_dirs is required (or --from_json).")
     seeds = FLAGS.seeds or [str(i) for i in range(len(FLAGS.model_dirs))]
+    for model_dir in FLAGS.model_dirs:
+      if not os.path.isdir(model_dir):
+        raise errors.MissingFileError(f"--model_dirs: {model_dir} is not a "
+                                      "directory.")
     if len(seeds) != len(FLAGS.model_dirs):
       raise errors.UserError(
           f"--seeds has {len(seeds)} values for {len(FLAGS.model_dirs)} "

@@ -73,6 +73,18 @@ def relation_matrix(num_classes=21):
   return table
 
 
+def _head_gradients(model, u1, v1, target, tags=None):
+  """(gu, gv): the latent objective's gradient with respect to (u3, v3) at
+  (u1, v1), the g of a step A A^T g (`dis_tf.modeling.gram`)."""
+  u3, v3 = model.subnet1(u1, v1), model.subnet3(u1, v1)
+  with tf.GradientTape() as tape:
+    tape.watch([u3, v3])
+    total = tf.reduce_sum(latent_lib.objective_from_logits(
+        model, u3, v3, target, tags, model.image_weight, model.tag_weight))
+  return tape.gradient(total, [u3, v3],
+                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
 def v1_share(model, u1, v1, target, tags=None):
   """Fraction of ||A^T g||^2 through v1 at (u1, v1), per example.
 
@@ -85,13 +97,7 @@ def v1_share(model, u1, v1, target, tags=None):
   Returns:
     [B] float array in [0, 1].
   """
-  u3, v3 = model.subnet1(u1, v1), model.subnet3(u1, v1)
-  with tf.GradientTape() as tape:
-    tape.watch([u3, v3])
-    total = tf.reduce_sum(latent_lib.objective_from_logits(
-        model, u3, v3, target, tags, model.image_weight, model.tag_weight))
-  gu, gv = tape.gradient(total, [u3, v3],
-                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  gu, gv = _head_gradients(model, u1, v1, target, tags)
   op = gram_lib.GramOperator.from_heads(model)
   full_u, full_v = op.apply(gu, gv)
   part_u, part_v = gram_lib.apply_v1_part(
@@ -122,13 +128,7 @@ def step_shift_ratio(model, u1, v1, target):
     [B] float array: mean_p ||dU3_v1(p)|| / mean_p ||dU3_u1(p)||, with
     the paper's step (both blocks at one step size).
   """
-  u3, v3 = model.subnet1(u1, v1), model.subnet3(u1, v1)
-  with tf.GradientTape() as tape:
-    tape.watch([u3, v3])
-    total = tf.reduce_sum(latent_lib.objective_from_logits(
-        model, u3, v3, target, None, model.image_weight, model.tag_weight))
-  gu, gv = tape.gradient(total, [u3, v3],
-                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  gu, gv = _head_gradients(model, u1, v1, target)
   full_u, _ = gram_lib.GramOperator.from_heads(model).apply(gu, gv)
   part_u, _ = gram_lib.apply_v1_part(
       model.subnet1.conv.kernel, model.subnet3.dense.kernel, gu, gv)

@@ -24,13 +24,11 @@ pseudo_label_study.py` writes the page.
 
 import dataclasses
 import hashlib
-import json
 import os
 
 import numpy as np
 
 from dis_tf.research import tables
-from dis_tf import atomic
 from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
@@ -362,23 +360,10 @@ def run_study(workdirs, seeds, t_train, limit, data_overrides=None):
 
 def write(study, output, command):
   """Writes the page and, next to it, its JSON (same name, .json)."""
-  json_path = os.path.splitext(output)[0] + ".json"
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  atomic.write_text(json_path, json.dumps(dict(study, command=command)))
-  page = format_page(study, command)
-  atomic.write_text(output, page)
-  return page
+  return tables.write_page(study, output, command, format_page)
 
 
 def load(path):
   """(study, command) of a JSON written by `write`."""
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-    command = saved.pop("command")
-    for key in ("seeds", "t_train", "runs", "results"):
-      saved[key]  # pylint: disable=pointless-statement
-  except (OSError, ValueError, KeyError) as e:
-    raise errors.UserError(f"{path}: not a JSON of "
-                           f"tools/pseudo_label_study.py ({e!r}).") from e
-  return saved, command
+  return tables.load_page(path, ("seeds", "t_train", "runs", "results"),
+                          "tools/pseudo_label_study.py")

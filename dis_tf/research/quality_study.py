@@ -31,13 +31,8 @@ IoU, and the selective-prediction curve (split mIoU of the most-trusted
 50%, 80% and 100% of images). The library never imports this module.
 """
 
-import json
-import os
-
 import numpy as np
 
-from dis_tf import atomic
-from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import selection
 from dis_tf.classes import IGNORE_LABEL
@@ -365,23 +360,10 @@ def run_study(model_dirs, seeds, t_steps, data_overrides=None):
 
 def write(result, output, command):
   """Writes the page and, next to it, its JSON (same name, .json)."""
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  atomic.write_text(os.path.splitext(output)[0] + ".json",
-                    json.dumps(dict(result, command=command)))
-  page = format_page(result, command)
-  atomic.write_text(output, page)
-  return page
+  return tables.write_page(result, output, command, format_page)
 
 
 def load(path):
   """(result, command) of a JSON written by `write`."""
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-    command = saved.pop("command")
-    for key in ("seeds", "t_steps", "runs"):
-      saved[key]  # pylint: disable=pointless-statement
-  except (OSError, ValueError, KeyError) as e:
-    raise errors.UserError(f"{path}: not a JSON of "
-                           f"tools/quality_study.py ({e!r}).") from e
-  return saved, command
+  return tables.load_page(path, ("seeds", "t_steps", "runs"),
+                          "tools/quality_study.py")

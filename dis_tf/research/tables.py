@@ -6,8 +6,13 @@ paired mean comes with its 90% Student t interval (`paired_stats`); a target
 on a paired mean is judged by `verdict` (the rule is `TARGET_RULE`).
 """
 
+import json
+import os
+
 import numpy as np
 
+from dis_tf import atomic
+from dis_tf import errors
 from dis_tf import selection
 from dis_tf.research import ablation
 
@@ -146,3 +151,29 @@ def combined(verdicts):
   if "missed" in verdicts:
     return "missed"
   return "met" if all(v == "met" for v in verdicts) else "not resolved"
+
+
+def write_page(result, output, command, format_page):
+  """Writes `format_page(result, command)` to `output` and, next to it, the
+  numbers behind it as JSON (same name, .json), from which `load_page`
+  re-renders the page. Returns the page."""
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  atomic.write_text(os.path.splitext(output)[0] + ".json",
+                    json.dumps(dict(result, command=command)))
+  page = format_page(result, command)
+  atomic.write_text(output, page)
+  return page
+
+
+def load_page(path, keys, tool):
+  """(result, command) of a JSON written by `write_page`; a file that is not
+  one (unreadable, or without `keys`) is a UserError naming `tool`."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    command = saved.pop("command")
+    for key in keys:
+      saved[key]  # pylint: disable=pointless-statement
+  except (OSError, ValueError, KeyError, AttributeError) as e:
+    raise errors.UserError(f"{path}: not a JSON of {tool} ({e!r}).") from e
+  return saved, command
