@@ -267,7 +267,8 @@ def format_page(result, command):
                           + BASELINES]
                 + [f"{100 * r['selective']['score'][f'{c:g}']:.1f}"
                    for c in COVERAGES])
-  header = (["seed", "score"] + list(PARTS) + list(BASELINES)
+  header = (["seed", "score"] + list(PARTS)
+            + [f"baseline: {b}" for b in BASELINES]
             + [f"mIoU top {int(100 * c)}%" for c in COVERAGES])
   zero = np.zeros(n)
   score = tables.paired_stats(au("score"), zero)
