@@ -61,9 +61,10 @@ NUM_RESAMPLES = 2000
 RULE = ("default t_test = 0 without refinement; the best-scoring candidate "
         f"serves only if the lower end of the {CONFIDENCE:.0%} paired "
         "bootstrap interval of its mIoU gain over the default "
-        f"({NUM_RESAMPLES} resamples of the images) is above 0; the update "
-        "is the best-scoring candidate's with steps (ties: fewer steps, u1, "
-        "both, per_pixel)")
+        f"({NUM_RESAMPLES} resamples of the images) is above 0")
+# Added to RULE in a decision that compared latent updates.
+UPDATE_RULE = ("the update is the best-scoring candidate's with steps (ties: "
+               "fewer steps, u1, both, per_pixel)")
 
 
 def choose_t_test(scores):
@@ -221,7 +222,7 @@ def choose_setting(image_matrices, default=(0, None), **bootstrap_kwargs):
           "best": dict({"t_test": int(best[0]), "refinement": name(best[1])},
                        **({"update": best[2]} if best[2] else {})),
           "taken": chosen != default, "interval": interval, "scores": table,
-          "rule": RULE}
+          "rule": RULE if update is None else f"{RULE}; {UPDATE_RULE}"}
 
 
 def select_setting(model, dataset, t_tests, num_classes=21,

@@ -161,6 +161,9 @@ def test_the_update_is_chosen_with_the_steps():
     assert row["0"] == pytest.approx(t0)
     assert row["10"] == pytest.approx(
         selection.mean_iou_of(grid[(10, None, update)].sum(0)))
+  assert decision["rule"] == f"{selection.RULE}; {selection.UPDATE_RULE}"
+  assert selection.choose_setting(
+      {(0, None): grid[(0, None)]})["rule"] == selection.RULE
   text = selection.describe(decision, "val[:100]", 60)
   assert "| refinement, update | t=0 | t=10 |" in text
   assert "Served: t_test = 10, refinement off; latent update u1." in text
