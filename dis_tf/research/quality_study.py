@@ -34,8 +34,8 @@ IoU, and the selective-prediction curve (split mIoU of the most-trusted
 import numpy as np
 
 from dis_tf import evaluation
+from dis_tf import metrics as dis_metrics
 from dis_tf import selection
-from dis_tf.classes import IGNORE_LABEL
 from dis_tf.research import diagnosis
 from dis_tf.research import reading
 from dis_tf.research import tables
@@ -81,17 +81,9 @@ def image_parts(model, example, t_steps, num_classes):
       "max_probability": float(np.mean(probabilities.max(-1))),
       "tag_agreement": 1.0 - float(np.mean(np.abs(present - tags))),
   }
-  return parts, confusion(np.asarray(example["mask"])[0], labels,
-                          num_classes)
-
-
-def confusion(mask, labels, num_classes):
-  """int64 [C, C] confusion matrix (rows: truth), the ignore label left out.
-  """
-  valid = mask != IGNORE_LABEL
-  return np.bincount(num_classes * mask[valid].astype(np.int64)
-                     + labels[valid], minlength=num_classes ** 2).reshape(
-                         num_classes, num_classes)
+  matrix = dis_metrics.ConfusionMatrix(num_classes)
+  matrix.update(np.asarray(example["mask"])[0], labels)
+  return parts, matrix.matrix
 
 
 def split_parts(model, examples, t_steps, num_classes, plain_model=None):
@@ -146,11 +138,6 @@ def fit_logistic(x, y, l2=1e-2, iterations=50):
   return w
 
 
-def image_iou(matrices):
-  """Per-image mIoU of [N, C, C] matrices."""
-  return selection.mean_iou_of(matrices)
-
-
 def selective_miou(scores, matrices, coverages=COVERAGES):
   """{"0.5": split mIoU of the most-trusted half of the images, ...} (keys
   as JSON keeps them)."""
@@ -177,8 +164,9 @@ def study(select, report):
   """
   s_parts, _, s_matrices = select
   r_parts, r_baselines, r_matrices = report
-  s_y = image_iou(s_matrices) > np.median(image_iou(s_matrices))
-  r_y = image_iou(r_matrices) > np.median(image_iou(r_matrices))
+  s_iou = selection.mean_iou_of(s_matrices)
+  r_iou = selection.mean_iou_of(r_matrices)
+  s_y, r_y = s_iou > np.median(s_iou), r_iou > np.median(r_iou)
   signs = np.asarray([1.0 if auroc(s_parts[:, i], s_y) >= 0.5 else -1.0
                       for i in range(len(PARTS))])
   mean, scale = s_parts.mean(0), s_parts.std(0) + 1e-12
