@@ -337,6 +337,11 @@ class ExperimentConfig:
     class_set: the run's classes (`dis_tf.classes.ClassSet.to_json()`:
       names, colours, synonyms), resolved from `data.classes` when the run
       starts (`resolve_classes`); None: the VOC 2012 classes. Not a flag.
+    quality: the served quality score's fit (`dis_tf.quality.QualityFit`
+      as JSON), written with the served setting when it is selected on a
+      held-out split (`tools/evaluate.py --select_t_test`, the demo); None:
+      not fitted (the export serves the mean max-softmax probability).
+      Not a flag.
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -347,6 +352,8 @@ class ExperimentConfig:
   serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
   model_dir: Optional[str] = None
   class_set: Optional[dict] = dataclasses.field(
+      default=None, metadata={"resolved": True})
+  quality: Optional[dict] = dataclasses.field(
       default=None, metadata={"resolved": True})
 
   def to_dict(self):

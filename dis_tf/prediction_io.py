@@ -15,10 +15,12 @@ and one line of `predictions.jsonl` (in input order):
   {"file": "photos/cat.jpg", "labelmap": "cat_labelmap.png",
    "overlay": "cat_overlay.png", "height": 375, "width": 500, "t_test": 30,
    "tags": ["cat"], "tag_probabilities": {"aeroplane": 0.0012, ...},
-   "classes": ["background", "cat"]}
+   "classes": ["background", "cat"], "quality": 0.8312}
 
 `tags` are the classes whose tag probability exceeds the threshold
-(background is never a tag); `classes` are those present in the labelmap.
+(background is never a tag); `classes` are those present in the labelmap;
+`quality` is how far to trust the labelmap, in [0, 1], higher = more
+trustworthy (`dis_tf.quality`; null from an export that predates it).
 Two inputs with the same file stem (a/cat.jpg, b/cat.png) get distinct
 stems (cat, cat_2) in input order. Every file is written atomically
 (`dis_tf.atomic`); `predictions.jsonl` when the writer closes, so a killed
@@ -265,7 +267,7 @@ class PredictionWriter:
     return stem
 
   def write(self, source, rgb, class_ids, tag_probabilities, class_names,
-            t_test):
+            t_test, quality=None):
     """Writes one image's labelmap and overlay, and records its line.
 
     Args:
@@ -275,6 +277,8 @@ class PredictionWriter:
       tag_probabilities: [C] tag probabilities (background first).
       class_names: C class names (str or bytes).
       t_test: the latent steps used (None if unknown).
+      quality: the labelmap's quality score (`dis_tf.quality`), or None
+        (an export that predates it): the "quality" field.
 
     Returns:
       The record (dict) of `predictions.jsonl`.
@@ -303,6 +307,8 @@ class PredictionWriter:
         "tag_probabilities": {names[c]: probs[c]
                               for c in range(1, len(names))},
         "classes": [names[c] for c in present],
+        "quality": (None if quality is None
+                    else round(float(quality), PROBABILITY_DECIMALS)),
     }
     self.records.append(record)
     return record
@@ -323,12 +329,22 @@ class PredictionWriter:
     return False
 
 
+def output_quality(outputs, index):
+  """The `quality` output of one image as a float, or None when the
+  outputs (of an export that predates the score) have none."""
+  if "quality" not in outputs:
+    return None
+  return float(np.asarray(outputs["quality"]).reshape(-1)[index])
+
+
 def describe(record):
   """One printable line of a record: file, tags and labelmap classes."""
   tags = ", ".join(f"{name} ({record['tag_probabilities'][name]:.2f})"
                    for name in record["tags"])
+  quality = record.get("quality")
   return (f"{record['file']}: tags: {tags or '-'}; labelmap: "
-          f"{', '.join(record['classes'])}")
+          f"{', '.join(record['classes'])}"
+          + ("" if quality is None else f"; quality {quality:.2f}"))
 
 
 # ---------------------------------------------------------------- progress

@@ -22,6 +22,7 @@ output files of `dis_tf.prediction_io`.
 import dataclasses
 import io
 import os
+from typing import Optional
 
 from absl import logging
 import numpy as np
@@ -32,6 +33,7 @@ from dis_tf import classes
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import prediction_io
+from dis_tf import quality as quality_lib
 from dis_tf.config import LatentConfig
 from dis_tf.serving import module as module_lib
 
@@ -47,6 +49,8 @@ class Segmentation:
     class_names: the C class names.
     t_test: latent steps run.
     tag_threshold: tag probability above which a class is a tag.
+    quality: how far to trust the labelmap, in [0, 1], higher = more
+      trustworthy (`dis_tf.quality`); None from an export that predates it.
   """
   file: object
   class_ids: np.ndarray
@@ -54,6 +58,7 @@ class Segmentation:
   class_names: tuple
   t_test: int
   tag_threshold: float = 0.5
+  quality: Optional[float] = None
 
   @property
   def tags(self):
@@ -171,7 +176,8 @@ class Segmenter:
         class_ids=outputs["class_ids"][index, :height, :width],
         tag_probabilities=outputs["tag_probabilities"][index],
         class_names=self.class_names, t_test=steps,
-        tag_threshold=self.tag_threshold)
+        tag_threshold=self.tag_threshold,
+        quality=prediction_io.output_quality(outputs, index))
 
 
 def _encode(image, index):
@@ -247,7 +253,8 @@ def _from_model_dir(model_dir, overrides, tag_threshold):
   module = module_lib.build_serving_module(
       model, config.latent.t_test, config.data.eval_size(),
       latent_step_size=config.latent.step_size,
-      class_names=class_set.names, class_colors=class_set.colors)
+      class_names=class_set.names, class_colors=class_set.colors,
+      quality=quality_lib.QualityFit.from_json(config.quality))
   if tag_threshold is None:
     tag_threshold = config.latent.tag_threshold
   return Segmenter(module.serving_steps, module.class_names, module.t_test,
@@ -293,6 +300,38 @@ def _check_on_error(on_error):
                            f"{', '.join(prediction_io.ON_ERROR)}.")
 
 
+def _find(images, on_error, skipped):
+  """The image files of `images`; appends the specs it skips to `skipped`."""
+  paths, found_skipped = prediction_io.find_images(images)
+  if found_skipped and on_error == "stop":
+    raise found_skipped[0]
+  for problem in found_skipped:
+    logging.warning("skipped: %s", errors.message(problem))
+  skipped.extend(found_skipped)
+  if not paths:
+    raise errors.UserError(
+        f"--images={images if isinstance(images, str) else ','.join(images)}"
+        ": no image file to segment.")
+  return paths
+
+
+def _predictions(segmenter, paths, steps, batch_size, on_error, progress,
+                 skipped):
+  """Yields (image, outputs, index) for every readable file, in order;
+  appends the files it skips to `skipped` (see `predict_files`)."""
+  bar = prediction_io.Progress(len(paths)) if progress else None
+  for start in range(0, len(paths), batch_size):
+    batch = []
+    for path in paths[start:start + batch_size]:
+      try:
+        batch.append(prediction_io.read_image(path))
+      except errors.UserError as e:
+        _skip(e, skipped, on_error)
+    yield from _run_batch(segmenter, batch, steps, skipped, on_error)
+    if bar:
+      bar.update(min(start + batch_size, len(paths)), len(skipped))
+
+
 def predict_files(segmenter, images, output_dir, t_test=None, batch_size=8,
                   on_error="skip", progress=True, echo=None):
   """Segments image files into `output_dir` (`dis_tf.prediction_io` files).
@@ -319,45 +358,67 @@ def predict_files(segmenter, images, output_dir, t_test=None, batch_size=8,
       `on_error` or `output_dir`; no input at all.
   """
   _check_on_error(on_error)
-  batch_size = max(1, int(batch_size))
   steps = segmenter.check_t_test(t_test)  # Before any file is read.
-  paths, skipped = prediction_io.find_images(images)
-  if skipped and on_error == "stop":
-    raise skipped[0]
-  for problem in skipped:
-    logging.warning("skipped: %s", errors.message(problem))
-  if not paths:
-    raise errors.UserError(
-        f"--images={images if isinstance(images, str) else ','.join(images)}"
-        ": no image file to segment.")
-  bar = prediction_io.Progress(len(paths)) if progress else None
-  done = 0
+  skipped = []
+  paths = _find(images, on_error, skipped)
   with prediction_io.PredictionWriter(
       output_dir, segmenter.tag_threshold, segmenter.palette) as writer:
-    for start in range(0, len(paths), batch_size):
-      batch = []
-      for path in paths[start:start + batch_size]:
-        try:
-          batch.append(prediction_io.read_image(path))
-        except errors.UserError as e:
-          _skip(e, skipped, on_error)
-      for image, outputs, index in _run_batch(segmenter, batch, steps,
-                                              skipped, on_error):
-        height = int(outputs["height"][index])
-        width = int(outputs["width"][index])
-        record = writer.write(
-            image.path, image.rgb,
-            outputs["class_ids"][index, :height, :width],
-            outputs["tag_probabilities"][index], segmenter.class_names,
-            steps)
-        if echo:
-          echo(prediction_io.describe(record))
-      done = min(start + batch_size, len(paths))
-      if bar:
-        bar.update(done, len(skipped))
+    for image, outputs, index in _predictions(
+        segmenter, paths, steps, max(1, int(batch_size)), on_error,
+        progress, skipped):
+      height = int(outputs["height"][index])
+      width = int(outputs["width"][index])
+      record = writer.write(
+          image.path, image.rgb,
+          outputs["class_ids"][index, :height, :width],
+          outputs["tag_probabilities"][index], segmenter.class_names,
+          steps, quality=prediction_io.output_quality(outputs, index))
+      if echo:
+        echo(prediction_io.describe(record))
   return {"written": len(writer.records), "skipped": skipped,
           "predictions": os.path.join(output_dir,
                                       prediction_io.PREDICTIONS_FILENAME)}
+
+
+def rank_files(segmenter, images, t_test=None, batch_size=8, on_error="skip",
+               progress=True):
+  """Ranks image files for labelling: the least trusted labelmap first.
+
+  The images a model segments worst are the ones whose pixel labels teach
+  it most (uncertainty sampling), so the order is the quality score
+  (`dis_tf.quality`) ascending; ties keep the input order.
+
+  Args:
+    segmenter: a `Segmenter` (`load_segmenter`).
+    images: files, folders and glob patterns, as `predict_files` takes.
+    t_test: latent steps; None takes the segmenter's.
+    batch_size: images per graph call.
+    on_error: "skip" or "stop", as `predict_files`.
+    progress: show a progress bar on stderr.
+
+  Returns:
+    {"ranking": [(path, quality)] ascending by quality, "skipped":
+    [UserError]}.
+
+  Raises:
+    UserError: an export without the `quality` output (it predates the
+      score), and what `predict_files` raises.
+  """
+  _check_on_error(on_error)
+  steps = segmenter.check_t_test(t_test)
+  skipped, scored = [], []
+  paths = _find(images, on_error, skipped)
+  for image, outputs, index in _predictions(
+      segmenter, paths, steps, max(1, int(batch_size)), on_error, progress,
+      skipped):
+    quality = prediction_io.output_quality(outputs, index)
+    if quality is None:
+      raise errors.UserError(
+          "this export has no `quality` output (it predates the quality "
+          "score): export the run again with export/export_saved_model.py.")
+    scored.append((image.path, quality))
+  order = sorted(range(len(scored)), key=lambda i: (scored[i][1], i))
+  return {"ranking": [scored[i] for i in order], "skipped": skipped}
 
 
 def _skip(error, skipped, on_error):

@@ -2,8 +2,9 @@
 
 One row per image; columns (paper Figs. 4 and 5): the input image, the
 downsampled image target I (the supervision of subnet-2), the reconstruction
-z3 after the largest t, the labelmap at t = 0 and at each chosen t, and the
-ground truth when there is one. Labelmaps use the VOC colour palette, with a
+z3 after the largest t, the labelmap at t = 0 and at each chosen t (with its
+quality score, `dis_tf.quality`, under it), and the ground truth when there
+is one. Labelmaps use the VOC colour palette, with a
 legend of the classes that appear. Rendering uses matplotlib's Agg canvas
 directly (no pyplot, no display needed).
 
@@ -23,6 +24,7 @@ from dis_tf import classes
 from dis_tf import evaluation
 from dis_tf import flags as dis_flags
 from dis_tf import image_ops
+from dis_tf import quality as quality_lib
 
 
 def colorize(labelmap, palette=None):
@@ -37,7 +39,8 @@ def to_uint8_image(normalized):
   return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
-def figure_row(model, example, t_tests, compiled=True):
+def figure_row(model, example, t_tests, compiled=True, with_quality=False,
+               quality_fit=None):
   """Computes the panels of one figure row.
 
   Args:
@@ -46,12 +49,17 @@ def figure_row(model, example, t_tests, compiled=True):
       [1, H, W] and "file_name" [1].
     t_tests: step counts shown besides t = 0 (always shown first).
     compiled: run the latent loop in a `tf.function`.
+    with_quality: also compute the served quality score of each labelmap
+      (`dis_tf.quality.score_image`).
+    quality_fit: the model's `dis_tf.quality.QualityFit` (None: the
+      fallback score).
 
   Returns:
     Dict with "file_name", "image" uint8 [H, W, 3], "image_target" and
     "reconstruction" uint8 [h, w, 3] (z3 after the largest t),
     "labelmaps" {t: int [H, W]} (t = 0 first), "ground_truth" int [H, W] or
-    None, and "t_max".
+    None, "t_max", and "quality" ({t: score} with `with_quality`, else
+    None).
   """
   t_tests = dis_flags.parse_t_tests([0] + list(t_tests), "t_tests")
   out = evaluation.predict(model, example["image"], t_tests,
@@ -71,6 +79,9 @@ def figure_row(model, example, t_tests, compiled=True):
       "labelmaps": {t: np.argmax(out[t]["probabilities"], -1) for t in t_tests},
       "ground_truth": truth,
       "t_max": t_max,
+      "quality": ({t: quality_lib.score_image(model, example["image"], t,
+                                              quality_fit)
+                   for t in t_tests} if with_quality else None),
   }
 
 
@@ -199,12 +210,16 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
       else:
         panels.append(colorize(truth, palette))
         present.update(np.unique(truth).tolist())
+    scores = row.get("quality") or {}
     for j, panel in enumerate(panels):
       ax = axes[i, j]
       # Feature-size panels are tiny; nearest keeps their pixels visible.
       ax.imshow(panel, interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
+      t = t_values[j - 3] if 3 <= j < 3 + len(t_values) else None
+      if t in scores:
+        ax.set_xlabel(f"quality {scores[t]:.2f}", fontsize=8)
       if i == 0:
         ax.set_title(headers[j], fontsize=9)
       if j == 0:
@@ -231,7 +246,8 @@ def save_figure_grid(rows, output, class_names=classes.VOC_CLASSES,
   return output
 
 
-def visualize(model, examples, t_tests, output, compiled=True, **kwargs):
+def visualize(model, examples, t_tests, output, compiled=True,
+              with_quality=True, quality_fit=None, **kwargs):
   """`figure_row` for every example, then `save_figure_grid`.
 
   Args:
@@ -240,10 +256,14 @@ def visualize(model, examples, t_tests, output, compiled=True, **kwargs):
     t_tests: step counts besides t = 0.
     output: PNG path.
     compiled: run the latent loop in a `tf.function`.
+    with_quality: write each labelmap's quality score under it.
+    quality_fit: the model's `dis_tf.quality.QualityFit` (None: the
+      fallback score).
     **kwargs: forwarded to `save_figure_grid`.
 
   Returns:
     The path written.
   """
-  rows = [figure_row(model, ex, t_tests, compiled) for ex in examples]
+  rows = [figure_row(model, ex, t_tests, compiled, with_quality, quality_fit)
+          for ex in examples]
   return save_figure_grid(rows, output, **kwargs)

@@ -31,6 +31,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from dis_tf import config as config_lib
 from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
+from dis_tf import quality
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.dis_model import DISModel
 from dis_tf.serving import export_lib
@@ -122,6 +123,8 @@ def _assert_matches(outputs, expected):
                              expected["probabilities"], atol=1e-5)
   np.testing.assert_allclose(outputs["tag_probabilities"],
                              expected["tag_probabilities"], atol=1e-5)
+  np.testing.assert_allclose(outputs["quality"], expected["quality"],
+                             atol=1e-5)
 
 
 def test_layout_signatures_and_outputs(exported):
@@ -147,6 +150,10 @@ def test_layout_signatures_and_outputs(exported):
   assert out["tag_probabilities"].shape == (4, 21)
   assert out["class_names"].shape == (4, 21)
   assert out["class_names"][0, 15] == b"person"
+  # Not fitted (no selection in this run): the mean max-softmax probability
+  # over the cells that cover each image.
+  assert out["quality"].shape == (4,)
+  assert ((out["quality"] > 1 / 21) & (out["quality"] <= 1)).all()
 
   meta = exported["loaded"].signatures["metadata"]()
   assert meta["t_test"].numpy() == T_TEST
@@ -157,6 +164,7 @@ def test_layout_signatures_and_outputs(exported):
   assert (meta["latent_update"].numpy().decode()
           == exported["model"].latent_update)
   assert meta["class_names"].numpy()[0] == b"background"
+  assert meta["quality_score"].numpy().decode() == quality.describe(None)
 
 
 def test_same_path_as_model_infer(exported):

@@ -20,11 +20,12 @@ LAYERS = [
      "dis_tf.metrics", "dis_tf.losses", "dis_tf.data"},
     # 1: the model and its latent loop.
     {"dis_tf.modeling"},
-    # 2: what runs a model: training, evaluation, serving and their files.
+    # 2: what runs a model: training, evaluation, serving, its quality score
+    # and their files.
     {"dis_tf.model_dir", "dis_tf.flags", "dis_tf.callbacks", "dis_tf.training",
      "dis_tf.evaluation", "dis_tf.reports", "dis_tf.selection",
      "dis_tf.tag_cleaning", "dis_tf.visualization", "dis_tf.prediction_io",
-     "dis_tf.serving", "dis_tf.segmenter"},
+     "dis_tf.serving", "dis_tf.segmenter", "dis_tf.quality"},
     # 3: the package's public entry point.
     {"dis_tf"},
     # 4: the research harness, apart from the library.

@@ -6,34 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from dis_tf import quality
 from dis_tf import selection
 from dis_tf.research import diagnosis
 from dis_tf.research import quality_study as qs
-
-
-def test_auroc_equals_the_pair_count():
-  rng = np.random.default_rng(0)
-  scores = rng.integers(0, 5, 40).astype(float)   # Many ties.
-  positives = rng.random(40) < 0.4
-  pairs = [(1.0 if a > b else 0.5 if a == b else 0.0)
-           for a in scores[positives] for b in scores[~positives]]
-  assert qs.auroc(scores, positives) == pytest.approx(np.mean(pairs))
-  assert qs.auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
-  assert qs.auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
-  assert np.isnan(qs.auroc([1, 2], [1, 1]))
-
-
-def test_fit_logistic_is_the_penalised_optimum():
-  rng = np.random.default_rng(1)
-  x = rng.normal(size=(300, 2))
-  y = (rng.random(300) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + 0.5))))
-  w = qs.fit_logistic(x, y, l2=1e-2)
-  # The gradient of the penalised log-loss is zero at the optimum.
-  xb = np.c_[x, np.ones(300)]
-  p = 1 / (1 + np.exp(-xb @ w))
-  gradient = xb.T @ (p - y) + 1e-2 * np.r_[w[:2], 0.0]
-  np.testing.assert_allclose(gradient, 0.0, atol=1e-6)
-  assert w[0] > 1.0 and w[1] < -0.4   # The generating signs, recovered.
 
 
 def _matrices(ious, pixels=100):
@@ -119,8 +95,58 @@ def test_the_page_reading_follows_the_numbers(aurocs, sign, expected):
   page = qs.format_page(result, "python tools/quality_study.py")
   assert "The reconstruction error at t = 0 " + expected in page
   assert "30% are confusions between two classes of one hue" in page
-  assert "The score's AUROC >= 0.80: **" in page
+  assert "The study's combined score's AUROC >= 0.80: **" in page
   assert page.count("| 0 |") == 1
+
+
+def _served_parts(rng, n):
+  """Served parts whose max_probability rises with the per-image IoU, and
+  the matrices of those IoUs."""
+  ious = rng.uniform(0.1, 0.9, n)
+  parts = rng.normal(size=(n, len(quality.PARTS)))
+  parts[:, quality.PARTS.index("max_probability")] = ious + rng.normal(
+      0, 0.05, n)
+  return parts, _matrices(ious)
+
+
+def test_served_study_scores_the_served_fit_and_its_fallback():
+  rng = np.random.default_rng(5)
+  select_parts, select_matrices = _served_parts(rng, 150)
+  fit = quality.fit_parts(select_parts,
+                          selection.mean_iou_of(select_matrices), 0,
+                          "val[:150]")
+  parts, matrices = _served_parts(rng, 150)
+  served = qs.served_study(fit, parts, matrices)
+  assert served["fitted"] and served["t_test"] == 0
+  assert served["auroc"]["score"] > 0.85
+  assert served["auroc"]["max_probability"] > 0.85
+  sel = served["selective"]["score"]
+  assert sel["0.5"] > sel["1"]
+  # Unfitted: the served score is the max-softmax part itself.
+  fallback = qs.served_study(None, parts, matrices)
+  assert not fallback["fitted"]
+  assert fallback["auroc"]["score"] == pytest.approx(
+      fallback["auroc"]["max_probability"])
+
+
+@pytest.mark.parametrize("gap, expected", [(0.05, "met"), (-0.05, "missed")])
+def test_the_page_has_the_served_section_and_its_targets(gap, expected):
+  rng = np.random.default_rng(6)
+  result = {"seeds": [0, 1, 2], "t_steps": 10,
+            "runs": [_run(rng) for _ in range(3)]}
+  for r in result["runs"]:
+    r["served"] = {"auroc": {"score": 0.7 + gap, "max_probability": 0.7},
+                   "selective": {k: {"0.5": 0.6, "0.8": 0.55, "1": 0.5}
+                                 for k in ("score", "max_probability")},
+                   "t_test": 0, "fitted": True}
+  page = qs.format_page(result, "cmd")
+  assert "## The served score" in page
+  assert ("The served score above max_probability in every seed: **"
+          f"{expected}**") in page
+  # A JSON from before the score was served renders without the section.
+  for r in result["runs"]:
+    del r["served"]
+  assert "## The served score" not in qs.format_page(result, "cmd")
 
 
 def test_write_and_load_round_trip(tmp_path):
@@ -155,3 +181,10 @@ def test_run_model_scores_a_run_and_its_phase_a_baseline(tmp_path, tiny_run,
   assert set(result["selective"]["score"]) == {"0.5", "0.8", "1"}
   assert result["splits"] == ["val[:3]", "val[3:]"]
   assert sum(result["error_relations"].values()) == pytest.approx(1.0)
+  served = result["served"]
+  assert served["t_test"] == config.latent.t_test
+  assert set(served["auroc"]) == {"score", "max_probability"}
+  # A random tiny model's IoUs may all tie at the median (AUROC nan).
+  score = served["auroc"]["score"]
+  assert np.isnan(score) or 0.0 <= score <= 1.0
+  assert 0.0 <= served["selective"]["score"]["1"] <= 1.0

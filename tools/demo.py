@@ -82,6 +82,7 @@ from dis_tf import config as config_lib  # noqa: E402
 from dis_tf import errors  # noqa: E402
 from dis_tf import evaluation  # noqa: E402
 from dis_tf import flags as dis_flags  # noqa: E402
+from dis_tf import quality  # noqa: E402
 from dis_tf import reports  # noqa: E402
 from dis_tf import selection  # noqa: E402
 from dis_tf import training  # noqa: E402
@@ -176,6 +177,11 @@ def main(argv):
   selection.record_selection(config, decision, select_split, count)
   selection.apply(model, decision)
   print(selection.describe(decision, select_split, count))
+  quality_fit = quality.fit(
+      model, pipeline.eval_dataset(config, select_split), decision["t_test"],
+      config.model.num_classes, select_split)
+  quality.record(config, quality_fit)
+  print(f"Quality score served: {quality.describe(quality_fit)}.")
   results = evaluation.evaluate_model(
       model, pipeline.eval_dataset(config, eval_split), t_tests,
       tag_threshold=config.latent.tag_threshold,
@@ -198,7 +204,8 @@ def main(argv):
   _step("5/6 figures")
   examples = list(pipeline.eval_dataset(config, "val").take(4))
   figure = os.path.join(config.model_dir, "figures", "val.png")
-  visualization.visualize(model, examples, t_tests, figure)
+  visualization.visualize(model, examples, t_tests, figure,
+                          quality_fit=quality_fit)
   print(f"Figure written to {figure}")
 
   _step("6/6 SavedModel export and one served prediction")

@@ -91,6 +91,7 @@ def main(argv):
   # After the flags and the run's config: see dis_tf/flags.py (tools import
   # TensorFlow only once their flags are known to be good).
   from dis_tf import evaluation
+  from dis_tf import quality
   from dis_tf import selection
   from dis_tf.data import pipeline
   config, model, split, t_tests = run
@@ -110,6 +111,11 @@ def main(argv):
     selection.record_selection(stored, decision, select_split, count)
     selection.apply(model, decision)
     print(selection.describe(decision, select_split, count))
+    quality_fit = quality.fit(
+        model, pipeline.eval_dataset(config, select_split),
+        decision["t_test"], config.model.num_classes, select_split)
+    quality.record(stored, quality_fit)
+    print(f"Quality score served: {quality.describe(quality_fit)}.")
   # "val[100:]" -> eval_val_100__ (no brackets or colons in folder names).
   output_dir = FLAGS.output_dir or os.path.join(
       FLAGS.model_dir, "eval_" + dis_flags.split_file_name(split))

@@ -87,6 +87,7 @@ def main(argv):
     return
   # After the flags and the run's config: see dis_tf/flags.py (tools import
   # TensorFlow only once their flags are known to be good).
+  from dis_tf import quality
   from dis_tf import visualization
   from dis_tf.data import pipeline
   config, model, split, t_tests = run
@@ -102,7 +103,8 @@ def main(argv):
       model, examples, t_tests, output,
       class_names=classes.from_config(config).names,
       palette=classes.from_config(config).palette(),
-      title=FLAGS.title)
+      title=FLAGS.title,
+      quality_fit=quality.QualityFit.from_json(config.quality))
   print(f"wrote {path} ({len(examples)} images, t = 0, "
         f"{', '.join(map(str, t_tests))})")
 

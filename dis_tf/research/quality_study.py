@@ -28,13 +28,17 @@ image's own confusion matrix (`dis_tf.selection.mean_iou_of`).
 
 Measured on the reported split: AUROC for flagging images below its median
 IoU, and the selective-prediction curve (split mIoU of the most-trusted
-50%, 80% and 100% of images). The library never imports this module.
+50%, 80% and 100% of images). The same for the score the library serves
+(`served_study`: `dis_tf.quality`'s four parts of the served prediction,
+fitted by `quality.fit` as `tools/evaluate.py --select_t_test` fits it).
+The library never imports this module.
 """
 
 import numpy as np
 
 from dis_tf import evaluation
 from dis_tf import metrics as dis_metrics
+from dis_tf import quality
 from dis_tf import selection
 from dis_tf.research import diagnosis
 from dis_tf.research import reading
@@ -103,41 +107,6 @@ def split_parts(model, examples, t_steps, num_classes, plain_model=None):
           np.asarray(matrices, np.int64))
 
 
-def auroc(scores, positives):
-  """P(score of a positive > score of a negative), ties counted half."""
-  scores = np.asarray(scores, np.float64)
-  positives = np.asarray(positives, bool)
-  pos, neg = scores[positives], scores[~positives]
-  if not len(pos) or not len(neg):
-    return float("nan")
-  greater = (pos[:, None] > neg[None]).mean()
-  ties = (pos[:, None] == neg[None]).mean()
-  return float(greater + 0.5 * ties)
-
-
-def fit_logistic(x, y, l2=1e-2, iterations=50):
-  """Logistic regression by Newton's method (IRLS) with a small L2 penalty
-  on the weights (not the bias): a few features, a few hundred images, so
-  the exact Newton step is cheap and needs no new dependency.
-
-  Returns:
-    weights [F + 1], the last one the bias.
-  """
-  x = np.c_[np.asarray(x, np.float64), np.ones(len(x))]
-  y = np.asarray(y, np.float64)
-  w = np.zeros(x.shape[1])
-  penalty = l2 * np.r_[np.ones(x.shape[1] - 1), 0.0]
-  for _ in range(iterations):
-    p = 1.0 / (1.0 + np.exp(-(x @ w)))
-    gradient = x.T @ (p - y) + penalty * w
-    hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
-    step = np.linalg.solve(hessian, gradient)
-    w -= step
-    if np.max(np.abs(step)) < 1e-10:
-      break
-  return w
-
-
 def selective_miou(scores, matrices, coverages=COVERAGES):
   """{"0.5": split mIoU of the most-trusted half of the images, ...} (keys
   as JSON keeps them)."""
@@ -167,26 +136,57 @@ def study(select, report):
   s_iou = selection.mean_iou_of(s_matrices)
   r_iou = selection.mean_iou_of(r_matrices)
   s_y, r_y = s_iou > np.median(s_iou), r_iou > np.median(r_iou)
-  signs = np.asarray([1.0 if auroc(s_parts[:, i], s_y) >= 0.5 else -1.0
+  signs = np.asarray([1.0 if quality.auroc(s_parts[:, i], s_y) >= 0.5 else -1.0
                       for i in range(len(PARTS))])
   mean, scale = s_parts.mean(0), s_parts.std(0) + 1e-12
-  weights = fit_logistic((s_parts - mean) / scale, s_y)
+  weights = quality.fit_logistic((s_parts - mean) / scale, s_y)
   z = np.c_[(r_parts - mean) / scale, np.ones(len(r_parts))] @ weights
   score = 1.0 / (1.0 + np.exp(-z))
-  result = {"auroc": {"score": auroc(score, r_y)}, "signs": {},
+  result = {"auroc": {"score": quality.auroc(score, r_y)}, "signs": {},
             "selective": {"score": selective_miou(score, r_matrices)},
             "weights": weights.tolist(),
             "num_images": [int(len(s_parts)), int(len(r_parts))]}
   for i, name in enumerate(PARTS):
     result["signs"][name] = float(signs[i])
-    result["auroc"][name] = auroc(signs[i] * r_parts[:, i], r_y)
+    result["auroc"][name] = quality.auroc(signs[i] * r_parts[:, i], r_y)
   for i, name in enumerate(BASELINES):
-    result["auroc"][name] = (auroc(r_baselines[:, i], r_y)
+    result["auroc"][name] = (quality.auroc(r_baselines[:, i], r_y)
                              if not np.isnan(r_baselines[:, i]).any()
                              else float("nan"))
   result["selective"]["max_probability"] = selective_miou(r_baselines[:, 0],
                                                           r_matrices)
   return result
+
+
+def served_study(quality_fit, parts, matrices):
+  """The served score (`dis_tf.quality`, what the export computes) on the
+  reported split.
+
+  Args:
+    quality_fit: the `QualityFit` fitted on the selection split, or None
+      (the served fallback, the max-softmax probability).
+    parts: [N, len(quality.PARTS)] of the reported split at the served
+      t_test (`quality.split_parts`).
+    matrices: [N, C, C] confusion matrices of the served labelmaps.
+
+  Returns:
+    JSON-able dict: "auroc" ({"score", "max_probability"}: the served
+    labelmaps' below-median flag), "selective" (the same two), "t_test",
+    "fitted" (False: the fallback was served).
+  """
+  ious = selection.mean_iou_of(matrices)
+  labels = ious > np.median(ious)
+  score = np.asarray(quality.score_from_parts(parts, quality_fit))
+  max_probability = parts[:, quality.PARTS.index("max_probability")]
+  return {
+      "auroc": {"score": quality.auroc(score, labels),
+                "max_probability": quality.auroc(max_probability, labels)},
+      "selective": {"score": selective_miou(score, matrices),
+                    "max_probability": selective_miou(max_probability,
+                                                      matrices)},
+      "t_test": None if quality_fit is None else int(quality_fit.t_test),
+      "fitted": quality_fit is not None,
+  }
 
 
 def error_relations(matrices, num_classes):
@@ -220,6 +220,16 @@ def run_model(model_dir, t_steps, data_overrides=None):
   select, report = split(config.data.select_split), split(
       config.data.eval_split)
   result = study(select, report)
+  # The served score through the library's own code (the export computes
+  # the same in its graph, tests/test_quality.py), at the run's t_test.
+  t_test = int(config.latent.t_test)
+  served_fit = quality.fit(
+      model, pipeline.eval_dataset(config, config.data.select_split), t_test,
+      c, config.data.select_split)
+  served_parts, served_matrices = quality.split_parts(
+      model, pipeline.eval_dataset(config, config.data.eval_split), t_test, c)
+  result["served"] = served_study(served_fit, served_parts, served_matrices)
+  result["served"]["t_test"] = t_test
   result["error_relations"] = error_relations(report[2], c)
   result["splits"] = [config.data.select_split, config.data.eval_split]
   result["latent_update"] = model.latent_update
@@ -302,15 +312,19 @@ def format_page(result, command):
       f"- Most-trusted 50% minus the whole split (mIoU): "
       f"{tables.paired_text(top)}.",
       "",
+  ]
+  served = _served_lines(result)
+  lines += served["lines"] + [
       "## Targets",
       "",
       tables.TARGET_RULE,
       "",
-      f"- The score's AUROC >= 0.80: **{v_auroc}**.",
+      f"- The study's combined score's AUROC >= 0.80: **{v_auroc}**.",
       f"- Above both baselines in every seed: **"
       f"{'met' if above_all else 'missed'}**.",
       f"- The most-trusted 50% >= the whole split + {TARGET_TOP_HALF:.0f} "
       f"mIoU: **{v_top}**.",
+  ] + served["targets"] + [
       "",
       "## Reading",
       "",
@@ -332,6 +346,61 @@ def format_page(result, command):
       "so the reconstruction cannot see it.",
   ]
   return "\n".join(lines) + "\n"
+
+
+def _served_lines(result):
+  """The page's section on the served score, and its target lines (none
+  for a JSON written before the score was served)."""
+  runs = [r.get("served") for r in result["runs"]]
+  if not all(runs):
+    return {"lines": [], "targets": []}
+  n = len(runs)
+  au = lambda key: np.asarray([r["auroc"][key] for r in runs])
+  sel = lambda key, c: np.asarray([r["selective"][key][f"{c:g}"]
+                                   for r in runs])
+  rows = [[seed, r["t_test"], "yes" if r["fitted"] else "no (fallback)",
+           f"{r['auroc']['score']:.3f}", f"{r['auroc']['max_probability']:.3f}"]
+          + [f"{100 * r['selective']['score'][f'{c:g}']:.1f}"
+             for c in COVERAGES]
+          for seed, r in zip(result["seeds"], runs)]
+  header = (["seed", "t_test", "fitted", "score", "max_probability"]
+            + [f"mIoU top {int(100 * c)}%" for c in COVERAGES])
+  score = tables.paired_stats(au("score"), np.zeros(n))
+  vs = tables.paired_stats(au("score"), au("max_probability"))
+  top = tables.paired_stats(sel("score", 0.5), sel("score", 1.0))
+  lines = [
+      "## The served score",
+      "",
+      "The score every prediction signature, `Segmentation.quality` and "
+      "`predictions.jsonl` carry (`dis_tf/quality.py`): the parts "
+      + ", ".join(quality.PARTS) + " of the served prediction (fitted "
+      "into the canvas, at the run's selected t_test), in a logistic "
+      "regression fitted on the selection split by `quality.fit`, as "
+      "`tools/evaluate.py --select_t_test` records it. The reconstruction "
+      "drop is not a part: `serving_default` runs no extra steps to "
+      "measure it. AUROC on the reported split against the served "
+      "labelmaps' own median IoU; max_probability is the same labelmaps' "
+      "mean max-softmax probability.",
+      "",
+      _table(header, rows),
+      "",
+      f"- Served score AUROC: {tables.paired_text(score)}.",
+      f"- Served score minus max_probability: {tables.paired_text(vs)}.",
+      f"- Most-trusted 50% minus the whole split (mIoU): "
+      f"{tables.paired_text(top)}.",
+      "",
+  ]
+  above = bool((au("score") > au("max_probability")).all())
+  targets = [
+      f"- The served score's AUROC >= 0.80: "
+      f"**{tables.verdict(score, TARGET_AUROC)}**.",
+      f"- The served score above max_probability in every seed: "
+      f"**{'met' if above else 'missed'}**.",
+      f"- The served score's most-trusted 50% >= the whole split + "
+      f"{TARGET_TOP_HALF:.0f} mIoU: **{tables.verdict(top, TARGET_TOP_HALF)}"
+      "**.",
+  ]
+  return {"lines": lines, "targets": targets}
 
 
 def _table(header, rows):

@@ -446,7 +446,8 @@ def summarize(outputs, tag_threshold=0.5):
 
   Returns:
     A list (one per image) of dicts {"tags": [(name, probability)],
-    "labelmap_classes": [name]}; background is never a tag.
+    "labelmap_classes": [name], "quality": float or None (an export that
+    predates the score)}; background is never a tag.
   """
   summaries = []
   for i, tag_probs in enumerate(outputs["tag_probabilities"]):
@@ -455,7 +456,8 @@ def summarize(outputs, tag_threshold=0.5):
             if c > 0 and p > tag_threshold]
     ids = labelmap(outputs, i)
     present = [names[c] for c in np.unique(ids) if c < len(names)]
-    summaries.append({"tags": tags, "labelmap_classes": present})
+    summaries.append({"tags": tags, "labelmap_classes": present,
+                      "quality": prediction_io.output_quality(outputs, i)})
   return summaries
 
 
@@ -527,7 +529,8 @@ def run(paths, server, protocol="rest", model_name="dis", steps=None,
     for i, image in enumerate(images):
       record = writer.write(
           image.path, image.rgb, labelmap(outputs, i),
-          outputs["tag_probabilities"][i], outputs["class_names"][i], steps)
+          outputs["tag_probabilities"][i], outputs["class_names"][i], steps,
+          quality=prediction_io.output_quality(outputs, i))
       print(prediction_io.describe(record))
       written.append(os.path.join(output_dir, record["labelmap"]))
   return written

@@ -27,6 +27,7 @@ from dis_tf import atomic
 from dis_tf import classes
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
+from dis_tf import quality as quality_lib
 from dis_tf.serving import module as module_lib
 
 WARMUP_FILENAME = "tf_serving_warmup_requests"
@@ -157,7 +158,7 @@ def _version_directory(export_dir, version):
 def export_saved_model(model, export_dir, t_test=30, input_size=None,
                        latent_step_size=None, version=None, class_names=None,
                        bounds=None, model_name="dis", warmup=True,
-                       class_colors=None, precision=None):
+                       class_colors=None, precision=None, quality=None):
   """Writes `model` as version `version` under the base path `export_dir`.
 
   The SavedModel goes to a temporary directory inside `export_dir` (not an
@@ -179,6 +180,8 @@ def export_saved_model(model, export_dir, t_test=30, input_size=None,
     precision: the backbone's dtype policy in the exported graph (one of
       `dis_tf.config.PRECISIONS`, set on `model`); None: the model's
       (`model.precision`). Recorded in the `metadata` signature.
+    quality: the `dis_tf.quality.QualityFit` of the `quality` output (None:
+      the mean max-softmax probability); described in `metadata`.
 
   Returns:
     The path of the written version directory.
@@ -202,7 +205,7 @@ def export_saved_model(model, export_dir, t_test=30, input_size=None,
     model.set_precision(precision)
   module = module_lib.build_serving_module(
       model, t_test, input_size, latent_step_size, class_names, bounds,
-      class_colors)
+      class_colors, quality=quality)
   with _version_directory(export_dir, version) as tmp:
     tf.saved_model.save(module, tmp, signatures=module.signatures())
     if warmup:
@@ -221,7 +224,8 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
     overrides: optional config overrides (`dis_tf.model_dir.load_config`);
       the export takes t_test from `latent.t_test`, the latent step size
       from `latent.step_size`, the graph's precision from
-      `model.precision` and the request bounds from `serving.*`.
+      `model.precision`, the request bounds from `serving.*` and the
+      quality score's fit from `quality`.
     input_size: the canvas side; None takes `data.eval_size()` (the size
       the run was evaluated and its setting selected at).
     version: integer version; None takes the next free one.
@@ -239,4 +243,5 @@ def export_from_model_dir(model_dir, export_dir, overrides=None,
       latent_step_size=config.latent.step_size, version=version,
       bounds=config.serving, model_name=model_name,
       class_names=class_set.names, class_colors=class_set.colors,
-      precision=config.model.precision)
+      precision=config.model.precision,
+      quality=quality_lib.QualityFit.from_json(config.quality))

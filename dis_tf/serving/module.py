@@ -29,6 +29,11 @@ Outputs of the four prediction signatures:
   tag_probabilities  float32 [B, C]: sigmoid(v3), background fixed at 1
   class_names        string [B, C]: the class names (repeated per example so
                      that REST row-format responses stay batch-aligned)
+  quality            float32 [B]: how far to trust each labelmap, in [0, 1]
+                     (higher: more trustworthy; `dis_tf.quality`: the
+                     fitted probability that the image's IoU is above the
+                     selection split's median, or, for a model never
+                     selected, its mean max-softmax probability)
 
 Every image is fitted into an input_size x input_size canvas (long side
 resized, aspect kept, padded with the mean colour:
@@ -40,7 +45,8 @@ Outputs of `metadata`: class_names string [C], class_colors uint8 [C, 3]
 input_size int32 [2], resize_rule string [] (`image_ops.RESIZE_RULE`),
 tag_refinement string [] ("off", "paper" or "bias=b": the final
 prediction, chosen on the selection split like t_test),
-latent_step_size float32 [], latent_update string [] (which latent
+latent_step_size float32 [], quality_score string [] (what `quality`
+is: `dis_tf.quality.describe`), latent_update string [] (which latent
 blocks the steps move: "u1", "both", "per_pixel" or "v1", chosen on the
 selection split like t_test), precision string [] (the backbone's
 dtype policy in the graph: "float32", "mixed_bfloat16" or
@@ -64,6 +70,7 @@ import tensorflow as tf
 from dis_tf import config as config_lib
 from dis_tf import errors
 from dis_tf import image_ops
+from dis_tf import quality as quality_lib
 from dis_tf.classes import IGNORE_LABEL, VOC_CLASSES, voc_palette
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling import subnets
@@ -76,7 +83,7 @@ BOUNDS = tuple(f.name for f in dataclasses.fields(config_lib.ServingConfig))
 SIGNATURES = ("serving_default", "serving_steps", "predict_images",
               "predict_images_float", "metadata")
 PREDICTION_OUTPUTS = ("class_ids", "height", "width", "probabilities",
-                      "tag_probabilities", "class_names")
+                      "tag_probabilities", "class_names", "quality")
 # Rows of the original-size labelmap computed at once (upsample + argmax):
 # bounds that buffer to _ARGMAX_BAND_ROWS x width x C float32.
 _ARGMAX_BAND_ROWS = 64
@@ -99,7 +106,7 @@ def class_names_for(num_classes):
 
 def predict_normalized(model, images, steps, original_sizes, class_names,
                        latent_step_size=None, gram_fields=None,
-                       fitted_sizes=None):
+                       fitted_sizes=None, quality=None):
   """The serving computation on a batch of normalised canvases.
 
   Every signature, and `predict_in_process`, ends here: `model.infer` runs
@@ -120,12 +127,14 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
       `DISServingModule`); None builds them per call.
     fitted_sizes: [B, 2] int32 (height, width) of each image inside its
       canvas; None: the whole canvas.
+    quality: the `dis_tf.quality.QualityFit` of the `quality` output; None:
+      the mean max-softmax probability.
 
   Returns:
     Dict of the outputs listed in the module docstring.
   """
   result = model.infer(images, steps, step_size=latent_step_size,
-                       gram_fields=gram_fields)
+                       gram_fields=gram_fields, return_features=True)
   probabilities = result["probabilities"]
   tag_probabilities = result["tag_probabilities"]
   original_sizes = tf.cast(original_sizes, tf.int32)
@@ -134,15 +143,18 @@ def predict_normalized(model, images, steps, original_sizes, class_names,
   if fitted_sizes is None:
     fitted_sizes = tf.tile(canvas[None], [batch, 1])
   names = tf.constant(list(class_names), tf.string)
+  fitted_sizes = tf.cast(fitted_sizes, tf.int32)
   return {
       "class_ids": _class_ids_at_sizes(
-          probabilities, original_sizes, tf.cast(fitted_sizes, tf.int32),
-          int(images.shape[1])),
+          probabilities, original_sizes, fitted_sizes, int(images.shape[1])),
       "height": original_sizes[:, 0],
       "width": original_sizes[:, 1],
       "probabilities": probabilities,
       "tag_probabilities": tag_probabilities,
       "class_names": tf.tile(names[None, :], [batch, 1]),
+      "quality": quality_lib.served_score(
+          model, result, result["image_target"], fitted_sizes,
+          int(images.shape[1]), quality),
   }
 
 
@@ -237,10 +249,13 @@ class DISServingModule(tf.Module):
       defaults).
     class_colors: C (r, g, b) class colours, in `metadata` (None: the VOC
       palette's first C).
+    quality: the `dis_tf.quality.QualityFit` of the `quality` output (None:
+      the mean max-softmax probability).
   """
 
   def __init__(self, model, t_test, input_size, latent_step_size=None,
-               class_names=None, bounds=None, class_colors=None):
+               class_names=None, bounds=None, class_colors=None,
+               quality=None):
     super().__init__(name="dis_serving")
     if t_test < 0:
       raise errors.UserError(f"--t_test must be >= 0, got {t_test}.")
@@ -282,11 +297,12 @@ class DISServingModule(tf.Module):
                                    else latent_step_size)
     self._class_names = class_names
     self._bounds = bounds
+    self._quality = quality
 
     predict = functools.partial(predict_normalized, model,
                                 class_names=class_names,
                                 latent_step_size=self._latent_step_size,
-                                gram_fields=gram_fields)
+                                gram_fields=gram_fields, quality=quality)
     size = self._input_size
     t_test = self._t_test
     precision = model.precision
@@ -320,6 +336,7 @@ class DISServingModule(tf.Module):
           "latent_step_size": tf.constant(self._latent_step_size,
                                           tf.float32),
           "latent_update": tf.constant(model.latent_update),
+          "quality_score": tf.constant(quality_lib.describe(quality)),
           "precision": tf.constant(precision),
           **{name: tf.constant(getattr(bounds, name), tf.int64)
              for name in BOUNDS},
@@ -363,6 +380,11 @@ class DISServingModule(tf.Module):
   def bounds(self):
     return self._bounds
 
+  @property
+  def quality(self):
+    """The `dis_tf.quality.QualityFit` of the `quality` output, or None."""
+    return self._quality
+
   def signatures(self):
     """{signature name: concrete function} for `tf.saved_model.save`."""
     return {name: getattr(self, name).get_concrete_function()
@@ -391,7 +413,8 @@ def check_bounds(bounds):
 
 
 def build_serving_module(model, t_test, input_size, latent_step_size=None,
-                         class_names=None, bounds=None, class_colors=None):
+                         class_names=None, bounds=None, class_colors=None,
+                         quality=None):
   """Builds the `DISServingModule` that `export_saved_model` writes.
 
   Args:
@@ -403,6 +426,7 @@ def build_serving_module(model, t_test, input_size, latent_step_size=None,
     bounds: the request bounds (`dis_tf.config.ServingConfig`; None: the
       defaults).
     class_colors: C (r, g, b) class colours (None: VOC's).
+    quality: the `dis_tf.quality.QualityFit` of the `quality` output.
 
   Returns:
     A `DISServingModule`.
@@ -410,7 +434,7 @@ def build_serving_module(model, t_test, input_size, latent_step_size=None,
   return DISServingModule(model, t_test, input_size,
                           latent_step_size=latent_step_size,
                           class_names=class_names, bounds=bounds,
-                          class_colors=class_colors)
+                          class_colors=class_colors, quality=quality)
 
 
 def predict_in_process(model, images, t_test, input_size,
