@@ -8,6 +8,7 @@ client (`export/client.py`, transport replaced by the SavedModel) must write
 the same files too.
 """
 
+import csv
 import io
 import json
 import os
@@ -229,6 +230,51 @@ def test_segmenter_errors(setup, tmp_path):
   with pytest.raises(errors.UserError, match="no image file to segment"):
     segmenter_lib.predict_files(segmenter, [setup["bad"] + "/*.gif"],
                                 str(tmp_path / "o"))
+
+
+def test_rank_unlabelled_orders_by_the_served_quality(setup, tool_outputs,
+                                                      run_tool, tmp_path):
+  out = str(tmp_path / "ranking.csv")
+  images = ",".join([os.path.join(setup["images"], "*.jpg"),
+                     os.path.join(setup["other"], "val_000000.png"),
+                     setup["bad"]])
+  proc = run_tool("tools/rank_unlabelled.py",
+                  f"--saved_model={setup['saved_model']}",
+                  f"--images={images}", f"--output={out}",
+                  f"--t_test={T_TEST}", "--top=2")
+  with open(out, encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+  qualities = [float(r["quality"]) for r in rows]
+  assert qualities == sorted(qualities)  # Least trusted first.
+  # The same scores as predict's predictions.jsonl at the same t_test.
+  records = _read_jsonl(os.path.join(tool_outputs["saved_model"][0],
+                                     "predictions.jsonl"))
+  expected = {r["file"]: r["quality"] for r in records}
+  assert {r["file"] for r in rows} == set(expected)
+  for r in rows:
+    assert float(r["quality"]) == pytest.approx(expected[r["file"]],
+                                                abs=1e-4)
+  assert f"1. {rows[0]['file']}: quality" in proc.stdout
+  assert "3. " not in proc.stdout
+  assert f"{len(rows)} images ranked, 2 skipped" in proc.stdout
+
+
+def test_rank_files_refuses_an_export_without_quality(setup):
+  segmenter = dis_tf.load_segmenter(setup["saved_model"])
+
+  def without_quality(image_bytes, steps):
+    outputs = segmenter._serving_steps(image_bytes, steps)
+    return {k: v for k, v in outputs.items() if k != "quality"}
+
+  old = segmenter_lib.Segmenter(
+      without_quality, segmenter.class_names, segmenter.t_test,
+      segmenter.max_steps, segmenter.tag_threshold, "old export")
+  with pytest.raises(errors.UserError, match="has no `quality` output"):
+    segmenter_lib.rank_files(old, setup["inputs"][:1], progress=False)
+  # predict_files still writes it, with a null quality.
+  [result] = old.segment(setup["inputs"][:1])
+  assert result.quality is None
 
 
 # ------------------------------------------------------ prediction_io units

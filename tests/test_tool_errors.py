@@ -92,6 +92,14 @@ def _cases(run_dir, tmp):
            f"--images={NOWHERE}.jpg", f"--output_dir={tmp}/out",
            "--on_error=stop"], 1,
           f"error: {NOWHERE}.jpg: no such file or folder."),
+      "labelling_study_no_workdir": (
+          ["tools/labelling_study.py", f"--model_dirs={run_dir}",
+           f"--output={tmp}/L.md"], 1,
+          "error: --workdir is required (or --from_json)."),
+      "rank_unlabelled_no_output": (
+          ["tools/rank_unlabelled.py", f"--model_dir={run_dir}",
+           "--images=a.jpg"], 1,
+          "error: --output is required (the ranking CSV)."),
       "export_existing_version": (
           ["export/export_saved_model.py", f"--model_dir={run_dir}",
            f"--export_dir={export_base}", "--version=1"], 1,
@@ -115,7 +123,9 @@ CASES = [
     "pseudo_label_study_missing_workdir", "quality_study_missing_model_dir",
     "quality_study_seeds_mismatch", "demo_bad_t_test",
     "make_synthetic_small_images", "predict_two_sources",
-    "predict_missing_image", "export_existing_version",
+    "predict_missing_image", "rank_unlabelled_no_output",
+    "labelling_study_no_workdir",
+    "export_existing_version",
     "client_missing_image", "prepare_data_missing_class_file"]
 
 
@@ -151,6 +161,10 @@ def _cases_tool(case):
     return "tools/pseudo_label_study.py"
   if prefix == "quality":
     return "tools/quality_study.py"
+  if prefix == "labelling":
+    return "tools/labelling_study.py"
+  if prefix == "rank":
+    return "tools/rank_unlabelled.py"
   if prefix == "export":
     return "export/export_saved_model.py"
   if prefix == "client":

@@ -716,6 +716,33 @@ MUTANTS = (
         "  if False:",
         ("tests/test_reliability_runs.py::test_nan_or_inf_evaluation_input_"
          "is_an_error_naming_the_file",)),
+    # ---------------------------------------------- the quality score
+    Mutant(
+        "quality_parts_unchecked", "a config.json quality fit of other "
+        "parts than this version computes is an error naming the rerun",
+        "dis_tf/quality.py",
+        "    if fit.parts != PARTS:\n",
+        "    if False:\n",
+        ("tests/test_quality.py::test_fit_parts_learns_the_signal_and_"
+         "refuses_a_degenerate_split",)),
+    Mutant(
+        "quality_degenerate_fitted", "a selection split with no two IoU "
+        "classes (or one image) fits no score: the fallback serves",
+        "dis_tf/quality.py",
+        "  if len(ious) < 2 or labels.all() or not labels.any():",
+        "  if len(ious) < 1:",
+        ("tests/test_quality.py::test_fit_parts_learns_the_signal_and_"
+         "refuses_a_degenerate_split",)),
+    Mutant(
+        "rank_without_quality", "ranking with an export that has no "
+        "quality output is an error naming the re-export",
+        "dis_tf/segmenter.py",
+        "    if quality is None:\n      raise errors.UserError(\n"
+        "          \"this export has no",
+        "    if False:\n      raise errors.UserError(\n"
+        "          \"this export has no",
+        ("tests/test_predict.py::test_rank_files_refuses_an_export_without_"
+         "quality",)),
     # ------------------------------------------------- the suite itself
     Mutant(
         "unlisted_skip_passes", "under .ci/run a skip off the allow-list "

@@ -1,0 +1,73 @@
+r"""Which images to label next: labelling by the quality ranking against
+labelling at random, measured (issue 28).
+
+For each trained run (a model_dir of tools/train.py or tools/demo.py on the
+synthetic benchmark, whose web_tags folder keeps the true masks), ranks the
+weak images with the run's stage-1 model by the served quality score, gives
+the k least trusted and, as the control, k random images their true masks,
+trains stage 1 again with each set and scores both, paired per seed
+(dis_tf/research/labelling_study.py). Two stage-1 trainings per seed:
+measured, 23.5 minutes for the five runs of docs/results/LABELLING.md (about
+4.7 minutes a seed) on 2 CPU cores shared with another training job:
+
+  python tools/labelling_study.py \
+    --model_dirs=runs/demo_spread/seed_0,runs/demo_spread/seed_1 \
+    --seeds=0,1 --workdir=/tmp/labelling --output=docs/results/LABELLING.md
+
+A killed run resumes: each finished seed is kept in
+--workdir/seed_<s>/result.json. The page's numbers go to the same path
+with .json; --from_json re-renders the page from them.
+"""
+
+import os
+
+from absl import flags
+
+from dis_tf import errors
+from dis_tf import flags as dis_flags
+from dis_tf.data import synthetic
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("model_dirs", None, "The trained runs, one per seed.")
+flags.DEFINE_list("seeds", None, "The runs' seeds, in the same order "
+                  "(default: 0, 1, ...).")
+flags.DEFINE_integer("k", 50, "Images to label in each arm.", lower_bound=1)
+flags.DEFINE_string("workdir", None, "Folder of the VOC copies and the "
+                    "retrained runs (required unless --from_json).")
+dis_flags.define_study_page_flags("tools/labelling_study.py")
+
+
+def main(argv):
+  del argv
+  command = dis_flags.study_page_command()
+  if not FLAGS.from_json:
+    if not FLAGS.model_dirs:
+      raise errors.UserError("--model_dirs is required (or --from_json).")
+    if not FLAGS.workdir:
+      raise errors.UserError("--workdir is required (or --from_json).")
+    seeds = FLAGS.seeds or [str(i) for i in range(len(FLAGS.model_dirs))]
+    for model_dir in FLAGS.model_dirs:
+      if not os.path.isdir(model_dir):
+        raise errors.MissingFileError(f"--model_dirs: {model_dir} is not a "
+                                      "directory.")
+    if len(seeds) != len(FLAGS.model_dirs):
+      raise errors.UserError(
+          f"--seeds has {len(seeds)} values for {len(FLAGS.model_dirs)} "
+          "--model_dirs.")
+    for seed in seeds:
+      if not seed.lstrip("-").isdigit():
+        raise errors.UserError(f"--seeds: {seed!r} is not an integer.")
+  # After the flags: see dis_tf/flags.py.
+  from dis_tf.research import labelling_study
+  if FLAGS.from_json:
+    result, command = labelling_study.load(FLAGS.from_json)
+  else:
+    data = (synthetic.config_overrides(FLAGS.data_root)
+            if FLAGS.data_root else None)
+    result = labelling_study.run_study(FLAGS.model_dirs, seeds, FLAGS.k,
+                                       FLAGS.workdir, data)
+  print(labelling_study.write(result, FLAGS.output, command))
+
+
+if __name__ == "__main__":
+  errors.run(main)
