@@ -29,6 +29,7 @@ it.
 """
 
 import json
+import os
 import re
 import sys
 
@@ -287,3 +288,32 @@ def study_page_command():
   if not flags.FLAGS.output:
     raise errors.UserError("--output is required.")
   return "python " + " ".join(sys.argv)
+
+
+def study_seeds(model_dirs, seeds):
+  """The seeds of a study's --model_dirs (default 0, 1, ...), after checking
+  that each run is a directory and that there is one seed per run."""
+  if not model_dirs:
+    raise errors.UserError("--model_dirs is required (or --from_json).")
+  seeds = seeds or [str(i) for i in range(len(model_dirs))]
+  for model_dir in model_dirs:
+    if not os.path.isdir(model_dir):
+      raise errors.MissingFileError(f"--model_dirs: {model_dir} is not a "
+                                    "directory.")
+  if len(seeds) != len(model_dirs):
+    raise errors.UserError(
+        f"--seeds has {len(seeds)} values for {len(model_dirs)} "
+        "--model_dirs.")
+  return seeds
+
+
+def check_model_source(model_dir, saved_model, images):
+  """The flags that say what segments which images (`tools/predict.py`,
+  `tools/rank_unlabelled.py`): one model source, and some images."""
+  if bool(model_dir) == bool(saved_model):
+    raise errors.UserError(
+        "give exactly one of --model_dir (a training run) or --saved_model "
+        "(an exported version directory).")
+  if not images:
+    raise errors.UserError("--images is required (files, folders or glob "
+                           "patterns, comma-separated).")

@@ -19,7 +19,6 @@ A killed run resumes: each finished seed is kept in
 with .json; --from_json re-renders the page from them.
 """
 
-import os
 
 from absl import flags
 
@@ -41,19 +40,9 @@ def main(argv):
   del argv
   command = dis_flags.study_page_command()
   if not FLAGS.from_json:
-    if not FLAGS.model_dirs:
-      raise errors.UserError("--model_dirs is required (or --from_json).")
+    seeds = dis_flags.study_seeds(FLAGS.model_dirs, FLAGS.seeds)
     if not FLAGS.workdir:
       raise errors.UserError("--workdir is required (or --from_json).")
-    seeds = FLAGS.seeds or [str(i) for i in range(len(FLAGS.model_dirs))]
-    for model_dir in FLAGS.model_dirs:
-      if not os.path.isdir(model_dir):
-        raise errors.MissingFileError(f"--model_dirs: {model_dir} is not a "
-                                      "directory.")
-    if len(seeds) != len(FLAGS.model_dirs):
-      raise errors.UserError(
-          f"--seeds has {len(seeds)} values for {len(FLAGS.model_dirs)} "
-          "--model_dirs.")
     for seed in seeds:
       if not seed.lstrip("-").isdigit():
         raise errors.UserError(f"--seeds: {seed!r} is not an integer.")

@@ -19,7 +19,6 @@ the page from them.
 """
 
 
-import os
 
 from absl import flags
 
@@ -40,17 +39,7 @@ def main(argv):
   del argv
   command = dis_flags.study_page_command()
   if not FLAGS.from_json:
-    if not FLAGS.model_dirs:
-      raise errors.UserError("--model_dirs is required (or --from_json).")
-    seeds = FLAGS.seeds or [str(i) for i in range(len(FLAGS.model_dirs))]
-    for model_dir in FLAGS.model_dirs:
-      if not os.path.isdir(model_dir):
-        raise errors.MissingFileError(f"--model_dirs: {model_dir} is not a "
-                                      "directory.")
-    if len(seeds) != len(FLAGS.model_dirs):
-      raise errors.UserError(
-          f"--seeds has {len(seeds)} values for {len(FLAGS.model_dirs)} "
-          "--model_dirs.")
+    seeds = dis_flags.study_seeds(FLAGS.model_dirs, FLAGS.seeds)
   # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
   # their flags are known to be good).
   from dis_tf.research import quality_study

@@ -61,13 +61,8 @@ def ranking_csv(ranking):
 def main(argv):
   if len(argv) > 1:
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}.")
-  if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
-    raise errors.UserError(
-        "give exactly one of --model_dir (a training run) or --saved_model "
-        "(an exported version directory).")
-  if not FLAGS.images:
-    raise errors.UserError("--images is required (files, folders or glob "
-                           "patterns, comma-separated).")
+  dis_flags.check_model_source(FLAGS.model_dir, FLAGS.saved_model,
+                               FLAGS.images)
   if not FLAGS.output:
     raise errors.UserError("--output is required (the ranking CSV).")
   overrides = dis_flags.config_overrides()
