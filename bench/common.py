@@ -207,11 +207,18 @@ def train_once(data_root, model_dir, seed, *extra):
 
 
 def prepare_synthetic(data_root):
-  """The demo's benchmark (seed 0) in `data_root`, generated if missing,
-  and its tfds datasets prepared."""
+  """The benchmark in `data_root` (the demo's default one generated if the
+  folder holds none; one of other parameters is used, never replaced) and its
+  tfds datasets prepared.
+
+  Returns:
+    The generator's parameters of the benchmark measured on.
+  """
   from dis_tf import config as config_lib
   from dis_tf.data import pipeline
   from dis_tf.data import synthetic
-  synthetic.ensure_synthetic_benchmark(data_root, seed=0)
+  params = synthetic.use_or_generate(data_root)["params"]
+  print(f"benchmark {data_root}: {params}", flush=True)
   pipeline.prepare_datasets(config_lib.resolve_config(
       "synthetic", synthetic.config_overrides(data_root)))
+  return params

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -152,6 +153,26 @@ def test_ensure_is_idempotent_and_safe(tmp_path):
     synthetic.ensure_synthetic_benchmark(str(tmp_path / "real"), **SMALL)
   with pytest.raises(TypeError, match="Unknown synthetic"):
     synthetic.ensure_synthetic_benchmark(out, bogus=1)
+
+
+def test_use_or_generate_never_replaces_another_benchmark(tmp_path):
+  # A re-check benchmark (other parameters) pointed at by --data_root is
+  # measured as it is: replacing it with the default would make the re-check
+  # silently repeat the main benchmark.
+  out = str(tmp_path / "recheck")
+  made = synthetic.ensure_synthetic_benchmark(out, **dict(SMALL, seed=7))
+  marker = os.path.join(out, synthetic.MARKER)
+  before = open(marker).read()
+  used = synthetic.use_or_generate(out)
+  assert used["reused"] and used["params"] == made["params"]
+  assert used["params"]["seed"] == 7
+  assert open(marker).read() == before
+  # An empty folder gets the default benchmark.
+  with mock.patch.object(synthetic, "DEFAULTS", dict(synthetic.DEFAULTS,
+                                                      **SMALL)):
+    fresh = synthetic.use_or_generate(str(tmp_path / "empty"))
+  assert not fresh.get("reused")
+  assert fresh["params"]["seed"] == synthetic.DEFAULTS["seed"]
 
 
 def test_bad_parameters(tmp_path):

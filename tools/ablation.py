@@ -37,7 +37,6 @@ used as it is, and its generator parameters are recorded). Every number of
 the output page is computed by this run (see dis_tf/research/ablation.py).
 """
 
-import json
 import os
 import sys
 
@@ -164,11 +163,7 @@ def main(argv):
       1, min(config.train.steps_per_epoch, config.train.semi_steps))
   if dis_flags.print_config_and_exit(config):
     return
-  marker = os.path.join(FLAGS.data_root, synthetic.MARKER)
-  if not os.path.exists(marker):
-    synthetic.ensure_synthetic_benchmark(FLAGS.data_root)
-  with open(marker) as f:
-    generator_params = json.load(f)["params"]
+  generator_params = synthetic.use_or_generate(FLAGS.data_root)["params"]
 
   pipeline.prepare_datasets(config)
 

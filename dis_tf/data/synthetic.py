@@ -499,6 +499,31 @@ def config_overrides(root):
           "data.data_dir": os.path.join(root, "tfds")}
 
 
+def use_or_generate(out_dir):
+  """The benchmark already in `out_dir`, whatever its parameters, or the
+  default one generated there when the folder holds none.
+
+  For tools that are pointed at a benchmark (`--data_root`) to measure on it:
+  a benchmark generated with other parameters (a re-check) is used as it is,
+  never replaced. `ensure_synthetic_benchmark` is for a folder that must hold
+  one particular benchmark (the demo's).
+
+  Args:
+    out_dir: the benchmark's folder.
+
+  Returns:
+    The summary dict (`params` holds the generator's parameters; `reused` is
+    True when the benchmark was there).
+  """
+  marker = os.path.join(out_dir, MARKER)
+  if os.path.isfile(marker):
+    with open(marker) as f:
+      summary = json.load(f)
+    summary["reused"] = True
+    return summary
+  return ensure_synthetic_benchmark(out_dir)
+
+
 def ensure_synthetic_benchmark(out_dir, **kwargs):
   """Generates the benchmark into `out_dir` unless it is already there.
 
