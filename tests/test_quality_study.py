@@ -122,6 +122,12 @@ def test_served_study_scores_the_served_fit_and_its_fallback():
   assert served["auroc"]["max_probability"] > 0.85
   sel = served["selective"]["score"]
   assert sel["0.5"] > sel["1"]
+  # The oracle ranks by the images' own IoU: no score's top half beats it.
+  oracle = served["selective"]["oracle"]
+  assert oracle["0.5"] >= sel["0.5"] and oracle["1"] == pytest.approx(sel["1"])
+  order = np.argsort(-selection.mean_iou_of(matrices))[:75]
+  assert oracle["0.5"] == pytest.approx(
+      selection.mean_iou_of(matrices[order].sum(0)))
   # Unfitted: the served score is the max-softmax part itself.
   fallback = qs.served_study(None, parts, matrices)
   assert not fallback["fitted"]
@@ -147,6 +153,34 @@ def test_the_page_has_the_served_section_and_its_targets(gap, expected):
   for r in result["runs"]:
     del r["served"]
   assert "## The served score" not in qs.format_page(result, "cmd")
+
+
+@pytest.mark.parametrize("oracle_top, expected", [
+    (0.55, "is beyond any ranking of these images"),
+    (0.75, "is within a ranking's reach"),
+    ((0.55, 0.75, 0.62), "an interval that contains the +10 target"),
+])
+def test_the_oracle_reading_follows_the_numbers(oracle_top, expected):
+  rng = np.random.default_rng(7)
+  result = {"seeds": [0, 1, 2], "t_steps": 10,
+            "runs": [_run(rng) for _ in range(3)]}
+  tops = oracle_top if isinstance(oracle_top, tuple) else (oracle_top,) * 3
+  for r, o in zip(result["runs"], tops):
+    r["served"] = {"auroc": {"score": 0.8, "max_probability": 0.7},
+                   "selective": {k: {"0.5": 0.53, "0.8": 0.51, "1": 0.5}
+                                 for k in ("score", "max_probability")},
+                   "t_test": 0, "fitted": True}
+    r["served"]["selective"]["oracle"] = {"0.5": o, "0.8": o, "1": 0.5}
+  page = qs.format_page(result, "cmd")
+  assert "own IoU (the oracle ranking) minus the whole split" in page
+  assert expected in page
+  if not isinstance(oracle_top, tuple):
+    share = round(100 * 3.0 / (100 * (oracle_top - 0.5)))
+    assert f"gets {share}% of that gain" in page
+  # A JSON from before the oracle renders without the sentence.
+  for r in result["runs"]:
+    del r["served"]["selective"]["oracle"]
+  assert "oracle" not in qs.format_page(result, "cmd")
 
 
 def test_write_and_load_round_trip(tmp_path):
