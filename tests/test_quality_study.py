@@ -128,6 +128,8 @@ def test_served_study_scores_the_served_fit_and_its_fallback():
   order = np.argsort(-selection.mean_iou_of(matrices))[:75]
   assert oracle["0.5"] == pytest.approx(
       selection.mean_iou_of(matrices[order].sum(0)))
+  halves = served["trusted_half"]
+  assert halves["oracle"]["image_mean"] >= halves["score"]["image_mean"] > 0
   # Unfitted: the served score is the max-softmax part itself.
   fallback = qs.served_study(None, parts, matrices)
   assert not fallback["fitted"]
@@ -181,6 +183,48 @@ def test_the_oracle_reading_follows_the_numbers(oracle_top, expected):
   for r in result["runs"]:
     del r["served"]["selective"]["oracle"]
   assert "oracle" not in qs.format_page(result, "cmd")
+
+
+def test_trusted_half_counts_the_classes_a_half_lowers():
+  # 3 classes; images 0, 1 trusted. Class 2 is right in image 2 (left out)
+  # and wrong in image 1 (kept): over the half its IoU falls from 0.5 to 0.
+  m = np.zeros((4, 3, 3), np.int64)
+  m[0, 0, 0], m[0, 1, 1] = 50, 50
+  m[1, 0, 0], m[1, 2, 1] = 90, 10
+  m[2, 0, 0], m[2, 2, 2] = 80, 20
+  m[3, 0, 0], m[3, 1, 0] = 60, 40
+  got = qs.trusted_half([0.9, 0.8, 0.1, 0.2], m)
+  ious = selection.mean_iou_of(m)
+  assert got["image_mean"] == pytest.approx(ious[:2].mean() - ious.mean())
+  # Class 0: 230/280 over all, 140/150 over the half (higher); class 1:
+  # 50/150 -> 50/60 (higher); class 2: 20/30 -> 0/10 (lower).
+  assert got["classes_lower"] == 1
+
+
+@pytest.mark.parametrize("image_gain, lower, expected", [
+    (0.15, 6, "because it weighs each class once"),
+    (0.15, 1, "the classes weighed once do not explain the difference"),
+    (0.031, 6, "the split mIoU hides little of the score's ranking here"),
+])
+def test_the_trusted_half_reading_follows_the_numbers(image_gain, lower,
+                                                      expected):
+  rng = np.random.default_rng(8)
+  result = {"seeds": [0, 1, 2], "t_steps": 10,
+            "runs": [_run(rng) for _ in range(3)]}
+  for r, jitter in zip(result["runs"], (-0.01, 0.0, 0.01)):
+    r["served"] = {"auroc": {"score": 0.8, "max_probability": 0.7},
+                   "selective": {k: {"0.5": 0.53 + jitter, "0.8": 0.51,
+                                     "1": 0.5}
+                                 for k in ("score", "max_probability",
+                                           "oracle")},
+                   "trusted_half": {
+                       "score": {"image_mean": image_gain + jitter,
+                                 "classes_lower": lower},
+                       "oracle": {"image_mean": 0.2, "classes_lower": 2}},
+                   "t_test": 0, "fitted": True}
+  page = qs.format_page(result, "cmd")
+  assert "the quantity the score is fitted to rank" in page
+  assert expected in page
 
 
 def test_write_and_load_round_trip(tmp_path):
