@@ -743,6 +743,16 @@ MUTANTS = (
         "          \"this export has no",
         ("tests/test_predict.py::test_rank_files_refuses_an_export_without_"
          "quality",)),
+    Mutant(
+        "benchmark_replaced", "a benchmark folder of other parameters "
+        "given to a bench script is measured as it is, never regenerated",
+        "dis_tf/data/synthetic.py",
+        "  if os.path.isfile(marker):\n    with open(marker) as f:\n"
+        "      summary = json.load(f)\n    summary[\"reused\"] = True\n"
+        "    return summary\n  return ensure_synthetic_benchmark(out_dir)",
+        "  return ensure_synthetic_benchmark(out_dir)",
+        ("tests/test_data_synthetic.py::test_use_or_generate_never_replaces_"
+         "another_benchmark",)),
     # ------------------------------------------------- the suite itself
     Mutant(
         "unlisted_skip_passes", "under .ci/run a skip off the allow-list "
