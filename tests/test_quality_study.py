@@ -1,5 +1,6 @@
-"""dis_tf.research.quality_study: AUROC, the logistic fit, the selective
-curve and the page, against NumPy references and hand counts."""
+"""dis_tf.research.quality_study and quality_page: AUROC, the logistic fit,
+the selective curve and the page, against NumPy references and hand
+counts."""
 
 import os
 
@@ -9,6 +10,7 @@ import pytest
 from dis_tf import quality
 from dis_tf import selection
 from dis_tf.research import diagnosis
+from dis_tf.research import quality_page as qp
 from dis_tf.research import quality_study as qs
 
 
@@ -92,7 +94,7 @@ def test_the_page_reading_follows_the_numbers(aurocs, sign, expected):
   for r, value in zip(result["runs"], aurocs):
     r["auroc"]["reconstruction"] = value
     r["signs"]["reconstruction"] = sign
-  page = qs.format_page(result, "python tools/quality_study.py")
+  page = qp.format_page(result, "python tools/quality_study.py")
   assert "The reconstruction error at t = 0 " + expected in page
   assert "30% are confusions between two classes of one hue" in page
   assert "The study's combined score's AUROC >= 0.80: **" in page
@@ -147,14 +149,14 @@ def test_the_page_has_the_served_section_and_its_targets(gap, expected):
                    "selective": {k: {"0.5": 0.6, "0.8": 0.55, "1": 0.5}
                                  for k in ("score", "max_probability")},
                    "t_test": 0, "fitted": True}
-  page = qs.format_page(result, "cmd")
+  page = qp.format_page(result, "cmd")
   assert "## The served score" in page
   assert ("The served score above max_probability in every seed: **"
           f"{expected}**") in page
   # A JSON from before the score was served renders without the section.
   for r in result["runs"]:
     del r["served"]
-  assert "## The served score" not in qs.format_page(result, "cmd")
+  assert "## The served score" not in qp.format_page(result, "cmd")
 
 
 @pytest.mark.parametrize("oracle_top, expected", [
@@ -173,7 +175,7 @@ def test_the_oracle_reading_follows_the_numbers(oracle_top, expected):
                                  for k in ("score", "max_probability")},
                    "t_test": 0, "fitted": True}
     r["served"]["selective"]["oracle"] = {"0.5": o, "0.8": o, "1": 0.5}
-  page = qs.format_page(result, "cmd")
+  page = qp.format_page(result, "cmd")
   assert "own IoU (the oracle ranking) minus the whole split" in page
   assert expected in page
   if not isinstance(oracle_top, tuple):
@@ -182,7 +184,7 @@ def test_the_oracle_reading_follows_the_numbers(oracle_top, expected):
   # A JSON from before the oracle renders without the sentence.
   for r in result["runs"]:
     del r["served"]["selective"]["oracle"]
-  assert "oracle" not in qs.format_page(result, "cmd")
+  assert "oracle" not in qp.format_page(result, "cmd")
 
 
 def test_trusted_half_counts_the_classes_a_half_lowers():
@@ -222,7 +224,7 @@ def test_the_trusted_half_reading_follows_the_numbers(image_gain, lower,
                                  "classes_lower": lower},
                        "oracle": {"image_mean": 0.2, "classes_lower": 2}},
                    "t_test": 0, "fitted": True}
-  page = qs.format_page(result, "cmd")
+  page = qp.format_page(result, "cmd")
   assert "the quantity the score is fitted to rank" in page
   assert expected in page
 
@@ -231,13 +233,13 @@ def test_write_and_load_round_trip(tmp_path):
   rng = np.random.default_rng(4)
   result = {"seeds": [0, 1], "t_steps": 10, "runs": [_run(rng), _run(rng)]}
   output = str(tmp_path / "QUALITY.md")
-  page = qs.write(result, output, "cmd")
-  loaded, command = qs.load(str(tmp_path / "QUALITY.json"))
+  page = qp.write(result, output, "cmd")
+  loaded, command = qp.load(str(tmp_path / "QUALITY.json"))
   assert command == "cmd"
-  assert qs.format_page(loaded, command) == page
+  assert qp.format_page(loaded, command) == page
   (tmp_path / "bad.json").write_text("{}")
   with pytest.raises(Exception, match="not a JSON of"):
-    qs.load(str(tmp_path / "bad.json"))
+    qp.load(str(tmp_path / "bad.json"))
 
 
 def test_run_model_scores_a_run_and_its_phase_a_baseline(tmp_path, tiny_run,

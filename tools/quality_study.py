@@ -42,15 +42,16 @@ def main(argv):
     seeds = dis_flags.study_seeds(FLAGS.model_dirs, FLAGS.seeds)
   # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
   # their flags are known to be good).
+  from dis_tf.research import quality_page
   from dis_tf.research import quality_study
   if FLAGS.from_json:
-    result, command = quality_study.load(FLAGS.from_json)
+    result, command = quality_page.load(FLAGS.from_json)
   else:
     data = (synthetic.config_overrides(FLAGS.data_root)
             if FLAGS.data_root else None)
     result = quality_study.run_study(FLAGS.model_dirs, seeds, FLAGS.t_steps,
                                      data)
-  print(quality_study.write(result, FLAGS.output, command))
+  print(quality_page.write(result, FLAGS.output, command))
 
 
 if __name__ == "__main__":
