@@ -97,6 +97,11 @@ def test_the_page_reading_follows_the_numbers(aurocs, sign, expected):
   page = qp.format_page(result, "python tools/quality_study.py")
   assert "The reconstruction error at t = 0 " + expected in page
   assert "30% are confusions between two classes of one hue" in page
+  # Where the reconstruction ranks, the same-hue clause says what it sees.
+  assert ("what the reconstruction ranks by is the other errors" in page) == (
+      "ranks the labelmaps" in expected)
+  assert ("so the reconstruction cannot see it" in page) != (
+      "ranks the labelmaps" in expected)
   assert "The study's combined score's AUROC >= 0.80: **" in page
   assert page.count("| 0 |") == 1
 

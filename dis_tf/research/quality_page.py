@@ -121,7 +121,8 @@ def format_page(result, command):
       "% are confusions between two classes of one hue and "
       f"{100 * relations['background']:.0f}% involve background "
       "(mean over seeds); a same-hue swap decodes to about the same colours, "
-      "so the reconstruction cannot see it.",
+      + ("so what the reconstruction ranks by is the other errors."
+         if recon["low"] > 0 else "so the reconstruction cannot see it."),
   ] + served["reading"]
   return "\n".join(lines) + "\n"
 
