@@ -174,9 +174,9 @@ def trusted_half(scores, matrices):
   keep = order[:max(1, int(round(0.5 * len(order))))]
 
   def per_class(m):
-    tp = np.diagonal(m).astype(np.float64)
-    union = m.sum(0) + m.sum(1) - tp
-    return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    confusion = dis_metrics.ConfusionMatrix(len(m))
+    confusion.matrix = m
+    return confusion.per_class_iou()
 
   whole, half = per_class(matrices.sum(0)), per_class(matrices[keep].sum(0))
   both = ~np.isnan(whole) & ~np.isnan(half)
