@@ -89,6 +89,11 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
   assert ("* baseline, t_test=0: +0.0 (one seed, no interval; ahead 0, "
           "behind 0 of 1; per seed +0.0)") in section
   assert "* pseudo labels (image + tag objective), stage-1 model" in section
+  # The choice between the runs reads the selection split, which the
+  # lowered copy leaves alone: no gain there, so the other run's stays.
+  assert ("* DIS t_train=2, choice on the selection split: +0.0 (one seed, "
+          "no interval; ahead 0, behind 0 of 1; per seed +0.0): no resolved "
+          "gain; **that run's setting stays**.") in section
   # Stage 1 is shared: trained once, its phase-c weights seed each setting.
   seed_dir = tmp_path / "runs" / "seed_0"
   assert sorted(os.listdir(seed_dir)) == ["scores.json", "stage1", "t_train_0",

@@ -205,3 +205,23 @@ def test_departures_state_the_runs_own_update_evidence_and_the_three():
                                   {"clip_norm": None})
   assert "Gradient clipping" not in text and "Test-time step" not in text
   assert "*Subnet-2's input*" in text
+
+
+@pytest.mark.parametrize("this, other, phrase", [
+    # Ahead by 2 points in every seed: the interval clears 0.
+    ([0.52, 0.53, 0.51, 0.54, 0.52], [0.50, 0.51, 0.49, 0.52, 0.50],
+     "**this run's setting is taken**"),
+    # Behind in every seed: the other run's setting is ahead and stays.
+    ([0.48, 0.49, 0.47, 0.50, 0.48], [0.50, 0.51, 0.49, 0.52, 0.50],
+     "that run's setting is ahead; **that run's setting stays**"),
+    # Ahead on average but not resolved: the default stays.
+    ([0.53, 0.49, 0.52, 0.50, 0.51], [0.50, 0.51, 0.49, 0.52, 0.50],
+     "no resolved gain; **that run's setting stays**"),
+    # One seed has no interval: never taken.
+    ([0.60], [0.50], "no resolved gain; **that run's setting stays**"),
+])
+def test_setting_choice_follows_the_selection_interval(this, other, phrase):
+  text = page_sections.setting_choice(this, other)
+  assert text.endswith(phrase + ".")
+  assert text.startswith(tables.paired_text(
+      tables.paired_stats(this, other), per_seed=True))

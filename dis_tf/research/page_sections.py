@@ -219,6 +219,34 @@ def departures(seed_results, plan, latent):
   return "\n".join(lines)
 
 
+CHOICE_RULE = (
+    "this run's setting is taken only when the lower end of the 90% t "
+    "interval of this run minus that one (each model at its validated "
+    "t_test, mIoU on the selection split, paired per seed) is above 0; "
+    "otherwise that run's setting stays (issue 26: a non-default only when "
+    "its gain clears the measured margin).")
+
+
+def setting_choice(this_select, other_select):
+  """The choice between two runs' setting, by `CHOICE_RULE`.
+
+  Args:
+    this_select, other_select: per-seed selection-split mIoU (in [0, 1])
+      of one model in this run and in the other run, each at its validated
+      t_test.
+
+  Returns:
+    The paired difference and the verdict, as a sentence fragment.
+  """
+  p = tables.paired_stats(this_select, other_select)
+  text = tables.paired_text(p, per_seed=True)
+  if p["n"] > 1 and p["low"] > 0:
+    return f"{text}: **this run's setting is taken**."
+  if p["n"] > 1 and p["high"] < 0:
+    return f"{text}: that run's setting is ahead; **that run's setting stays**."
+  return (f"{text}: no resolved gain; **that run's setting stays**.")
+
+
 def comparison_section(seed_results, plan, label, other_results,
                        other_plan):
   """Markdown: this run minus another run of the same seeds, paired per seed.
@@ -253,7 +281,15 @@ def comparison_section(seed_results, plan, label, other_results,
   t_tests = [t for t in plan.t_tests if t in other_plan.t_tests]
   lines = [f"## Paired against `{label}`",
            "This run minus that one, per seed (mIoU on the reported split).",
-           ""]
+           "",
+           "Which run's setting a model keeps is decided on the selection "
+           "split, never on the reported one: " + CHOICE_RULE, ""]
+  for name in names:
+    if name.startswith("DIS"):
+      lines.append(f"* {name}, choice on the selection split: "
+                   + setting_choice(chosen[name]["select"],
+                                    other_chosen[name]["select"]))
+  lines.append("")
   for name in names:
     lines.append(f"* {name}, each at its validated t_test: " + tables.paired(
         chosen[name]["per_seed"], other_chosen[name]["per_seed"]))
