@@ -6,6 +6,7 @@
   model_dir/checkpoints/       per-phase weights (latest and finished), and
                                `phase_<p>.fingerprint.json`: the training
                                fields each phase ran with (`fingerprint`)
+                               and the code that ran it (`code_version`)
   model_dir/backup/            BackupAndRestore state (resumes killed runs)
   model_dir/logs/              TensorBoard
   model_dir/workers/worker_<i>/  same layout, written by non-chief workers of
@@ -22,9 +23,11 @@ per command; `tests/test_tools_import_light.py`).
 """
 
 import copy
+import functools
 import hashlib
 import json
 import os
+import subprocess
 import zipfile
 
 from absl import logging
@@ -162,15 +165,52 @@ def start_weights_hash(model_dir, phase):
   return file_hash(path) if os.path.exists(path) else None
 
 
+@functools.lru_cache(maxsize=1)
+def code_version():
+  """The code this process trains with: {"commit", "dirty"}.
+
+  `commit` is the git commit of the checkout dis_tf is imported from and
+  `dirty` whether its tracked files differ from it; both None where that is
+  not a git checkout (an installed wheel) or git is missing. Not part of
+  the fingerprint: a run resumes across commits. Results pages read it to
+  say which code trained each model (issue 26: one code version per page).
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  def git(*args):
+    return subprocess.run(["git", "-C", root, *args], capture_output=True,
+                          text=True, timeout=30, check=True).stdout.strip()
+  try:
+    # The checkout must be dis_tf's own (an installed copy may sit inside
+    # some other repository).
+    git("ls-files", "--error-unmatch", "dis_tf/model_dir.py")
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+  except (OSError, subprocess.SubprocessError):
+    return {"commit": None, "dirty": None}
+  return {"commit": commit, "dirty": dirty}
+
+
 def write_fingerprint(model_dir, config, phase, starts_from=None):
   """Records the training fields `phase` runs with (atomically), and
   `starts_from`, the hash of the weights it starts from (the fingerprint
-  chain: `stale_start`)."""
+  chain: `stale_start`), and the `code_version` that runs it (rewritten
+  when a killed phase resumes: the code of its last start)."""
   fields = training_fields(config, phase)
   atomic.write_json(fingerprint_path(model_dir, phase),
                     {"phase": phase, "fingerprint": fingerprint(fields),
-                     "fields": fields, "starts_from": starts_from},
+                     "fields": fields, "starts_from": starts_from,
+                     "code_version": code_version()},
                     indent=2, sort_keys=True)
+
+
+def phase_code_versions(model_dir, phases):
+  """{phase: its recorded `code_version`, or None (no fingerprint, or one
+  written before code versions were recorded)} of `phases` in model_dir."""
+  out = {}
+  for phase in phases:
+    stored = read_fingerprint(model_dir, phase)
+    out[phase] = (stored or {}).get("code_version")
+  return out
 
 
 def stale_start(model_dir, phase):

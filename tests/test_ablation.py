@@ -43,6 +43,8 @@ def test_ablation_tool_writes_a_results_page(tmp_path, mini_benchmark,
                   "Noisy vs cleaned tags"):
     assert heading in page
   assert "Settings chosen on `val[:2]`" in page
+  # One process trained and scored every row: one code version.
+  assert "* Code version: every row trained and scored by " in page
   assert "on `val[2:]`" in page
   for target in range(1, 9):
     assert f"\n{target}. " in page

@@ -225,3 +225,47 @@ def test_setting_choice_follows_the_selection_interval(this, other, phrase):
   assert text.endswith(phrase + ".")
   assert text.startswith(tables.paired_text(
       tables.paired_stats(this, other), per_seed=True))
+
+
+def _provenance(code, latent=None, scoring=None):
+  """A seed's `provenance` where every row's phases ran `code`."""
+  rows = {name: {"code": {"semi": code}, "latent": dict(latent or {})}
+          for name in ("baseline", "DIS t_train=5")}
+  return {"provenance": {"rows": rows, "scoring": scoring or code}}
+
+
+def test_provenance_one_version_several_and_unrecorded():
+  names = ["baseline", "DIS t_train=5"]
+  clean = {"commit": "a" * 40, "dirty": False}
+  one = page_sections.provenance_lines([_provenance(clean)] * 2, names)
+  assert one == ["* Code version: every row trained and scored by aaaaaaa "
+                 "(the phases' fingerprints)."]
+  other = {"commit": "b" * 40, "dirty": True}
+  mixed = [_provenance(clean), _provenance(clean, scoring=other)]
+  lines = page_sections.provenance_lines(mixed, names)
+  assert "scoring: aaaaaaa, bbbbbbb with uncommitted changes" in lines[0]
+  assert "the rows are not one code version" in lines[0]
+  unrecorded = page_sections.provenance_lines(
+      [_provenance({"commit": None, "dirty": None})], names)
+  assert "baseline: not recorded" in unrecorded[0]
+  assert "not recorded (this run's JSON predates" in (
+      page_sections.provenance_lines([{}], names)[0])
+
+
+def test_provenance_names_the_training_settings_that_differ():
+  seed = _provenance({"commit": "a" * 40, "dirty": False})
+  seed["provenance"]["rows"]["baseline"]["latent"] = {
+      "latent.t_train": 0, "latent.train_update": "both",
+      "latent.step_size": 0.1}
+  seed["provenance"]["rows"]["DIS t_train=5"]["latent"] = {
+      "latent.t_train": 5, "latent.train_update": "per_pixel",
+      "latent.step_size": 0.1}
+  lines = page_sections.provenance_lines([seed], ["baseline",
+                                                  "DIS t_train=5"])
+  assert lines[1] == ("* Training-mode latent settings that differ between "
+                      "rows (fingerprints): baseline: train_update=both; "
+                      "DIS t_train=5: train_update=per_pixel")
+  same = _provenance({"commit": "a" * 40, "dirty": False},
+                     latent={"latent.step_size": 0.1})
+  assert len(page_sections.provenance_lines([same], ["baseline",
+                                                     "DIS t_train=5"])) == 1

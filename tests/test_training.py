@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -28,6 +29,10 @@ def test_train_writes_the_model_dir_layout(tmp_path, tiny_config,
   for phase in ("a", "b", "c", "semi"):
     assert (run / "checkpoints" / f"phase_{phase}.weights.h5").exists()
     assert (run / "logs" / f"phase_{phase}").is_dir()
+  # Each phase records the code that ran it (results pages read it).
+  versions = model_dir_lib.phase_code_versions(str(run), ("a", "semi"))
+  assert versions == {"a": model_dir_lib.code_version(),
+                      "semi": model_dir_lib.code_version()}
   loaded_config, loaded = model_dir_lib.load(str(run))
   assert loaded_config.latent.t_train == 2
   for a, b in zip(_weights(model), _weights(loaded)):
@@ -203,3 +208,25 @@ def test_image_grid_needs_a_positive_number_of_images(tmp_path, tiny_config,
   config.train.tensorboard_num_images = 0
   with pytest.raises(ValueError, match="tensorboard_num_images"):
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+
+
+def test_code_version_is_the_checkout_commit_or_none(monkeypatch):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"],
+                          capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    head = None  # Not a checkout (a source tarball): nothing to compare.
+  model_dir_lib.code_version.cache_clear()
+  assert model_dir_lib.code_version()["commit"] == head
+  # Without git (or outside a checkout) nothing is claimed.
+  def no_git(*args, **kwargs):
+    raise FileNotFoundError("git")
+  monkeypatch.setattr(subprocess, "run", no_git)
+  model_dir_lib.code_version.cache_clear()
+  try:
+    assert model_dir_lib.code_version() == {"commit": None, "dirty": None}
+  finally:
+    monkeypatch.undo()
+    model_dir_lib.code_version.cache_clear()

@@ -29,6 +29,7 @@ from dis_tf import atomic
 from dis_tf.research import diagnosis
 from dis_tf import errors
 from dis_tf import evaluation
+from dis_tf import model_dir as model_dir_lib
 from dis_tf.research import served_labelmap
 from dis_tf import tag_cleaning
 from dis_tf import training
@@ -87,6 +88,33 @@ def _train_setting(base_config, seed_dir, name, t_train):
   return training.train(config, "semi", verbose=0)
 
 
+def row_provenance(seed_dir, plan):
+  """Which code trained each row's model, with which training settings.
+
+  Read from each model's phase fingerprints (`model_dir.write_fingerprint`):
+  a model reused from an earlier run keeps the record of the run that
+  trained it.
+
+  Returns:
+    {"rows": {row: {"code": {phase: code_version or None},
+    "latent": {latent.* training field: value} of its last phase}},
+    "scoring": the `code_version` of this process}.
+  """
+  layout = {"baseline": ("stage1", "abc")}
+  for t in (0,) + tuple(plan.t_trains):
+    name = "setup1 (t_train=0)" if t == 0 else f"DIS t_train={t}"
+    layout[name] = (f"t_train_{t}", ("semi",))
+  rows = {}
+  for name, (folder, phases) in layout.items():
+    model_dir = os.path.join(seed_dir, folder)
+    last = model_dir_lib.read_fingerprint(model_dir, phases[-1]) or {}
+    rows[name] = {
+        "code": model_dir_lib.phase_code_versions(model_dir, phases),
+        "latent": {k: v for k, v in last.get("fields", {}).items()
+                   if k.startswith("latent.")}}
+  return {"rows": rows, "scoring": model_dir_lib.code_version()}
+
+
 def run_seed(base_config, workdir, seed, plan):
   """Trains and scores every setting of one seed.
 
@@ -132,6 +160,8 @@ def run_seed(base_config, workdir, seed, plan):
       models[name] = _train_setting(config, seed_dir, f"t_train_{t_train}",
                                     t_train)
 
+  result_provenance = row_provenance(seed_dir, plan)
+
   if not config.data.select_split:
     raise errors.UserError(
         "The ablation chooses t_test and the best t_train on "
@@ -173,7 +203,7 @@ def run_seed(base_config, workdir, seed, plan):
                        plan.weak_limit)
   result = {"seed": seed, "select": scores["select"], "val": scores["val"],
             "weak": weak, "refine": grids, "served": served,
-            "canvas": canvas}
+            "canvas": canvas, "provenance": result_provenance}
   if plan.diagnosis_images:
     with part("diagnosis of the latent steps"):
       result["diagnosis"] = {

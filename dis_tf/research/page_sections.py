@@ -6,6 +6,8 @@ Every sentence is a template filled with the run's numbers or a branch
 chosen by them (`dis_tf.research.results_page` assembles the page).
 """
 
+import json
+
 import numpy as np
 
 from dis_tf import errors
@@ -217,6 +219,71 @@ def departures(seed_results, plan, latent):
       "t_train are chosen on a split held out from the reported one (the "
       "paper reports Table 3 without saying where t_test was chosen).")
   return "\n".join(lines)
+
+
+def _version_text(version):
+  if not version or not version.get("commit"):
+    return "not recorded"
+  return version["commit"][:7] + (" with uncommitted changes"
+                                  if version.get("dirty") else "")
+
+
+def provenance_lines(seed_results, names):
+  """The page's header lines on which code trained and scored each row.
+
+  Args:
+    seed_results: the run's per-seed results; `provenance` is what
+      `ablation.row_provenance` recorded (absent in runs before it).
+    names: the trained rows (`setting_names`).
+
+  Returns:
+    Markdown bullet lines (issue 26: one code version per page, or the
+    versions row by row).
+  """
+  if not all("provenance" in r for r in seed_results):
+    return ["* Code version per row: not recorded (this run's JSON predates "
+            "`ablation.row_provenance`); the rows may come from several "
+            "code versions."]
+  per_row = {}
+  for name in names:
+    seen = []
+    for r in seed_results:
+      for version in r["provenance"]["rows"][name]["code"].values():
+        text = _version_text(version)
+        if text not in seen:
+          seen.append(text)
+    per_row[name] = seen
+  scoring = []
+  for r in seed_results:
+    text = _version_text(r["provenance"]["scoring"])
+    if text not in scoring:
+      scoring.append(text)
+  every = {t for texts in per_row.values() for t in texts} | set(scoring)
+  if len(every) == 1 and "not recorded" not in every:
+    lines = [f"* Code version: every row trained and scored by "
+             f"{every.pop()} (the phases' fingerprints)."]
+  else:
+    lines = ["* Code version per row (from each model's phase "
+             "fingerprints, all seeds): " + "; ".join(
+                 f"{name}: {', '.join(texts)}"
+                 for name, texts in per_row.items())
+             + f"; scoring: {', '.join(scoring)}. **Several code versions "
+             "or unrecorded ones: the rows are not one code version.**"]
+  # Training-mode latent settings as each row's last phase recorded them.
+  settings = {name: seed_results[0]["provenance"]["rows"][name]["latent"]
+              for name in names}
+  keys = sorted({k for v in settings.values() for k in v
+                 if k != "latent.t_train"})
+  differing = [k for k in keys
+               if len({json.dumps(v.get(k)) for v in settings.values()
+                       if v}) > 1]
+  if differing:
+    lines.append("* Training-mode latent settings that differ between rows "
+                 "(fingerprints): " + "; ".join(
+                     f"{name}: " + ", ".join(
+                         f"{k.split('.', 1)[1]}={v.get(k)}" for k in differing)
+                     for name, v in settings.items() if v))
+  return lines
 
 
 CHOICE_RULE = (

@@ -322,6 +322,8 @@ def write_results(seed_results, plan, output, command, generator_params,
   latent_shown = json.dumps({k: v for k, v in latent.items()
                              if k not in ("t_train", "t_test")},
                             sort_keys=True)
+  provenance = "\n".join(page_sections.provenance_lines(
+      seed_results, setting_names(plan)))
   served_part = ""
   if all("served" in r for r in seed_results):
     served_part = (
@@ -338,6 +340,7 @@ Written by `tools/ablation.py`; no number on this page is typed by hand.
 * Latent settings (t_train per row, t_test per column): `{latent_shown}`
 * Generator parameters: `{json.dumps(generator_params, sort_keys=True)}`
 * Training and scoring time: {minutes:.1f} min on this machine{time_parts}
+{provenance}
 * {tables.STD_NOTE}
 
 ## Targets (issue: make the dual mechanism pay off)
