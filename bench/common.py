@@ -125,11 +125,17 @@ def target(label, value, limit, higher_is_better=False):
   """A target line: met or missed, and by how much."""
   ok = value >= limit if higher_is_better else value <= limit
   sign = ">=" if higher_is_better else "<="
+  # Enough digits that a value just off its limit does not print as it.
+  digits = 3
+  while digits < 8 and float(f"{value:.{digits}g}") == limit and value != limit:
+    digits += 1
+  shown = f"{value:.{digits}g}"
   if ok:
-    return f"- {label}: {value:.3g} (target {sign} {limit:g}): **met**"
+    return f"- {label}: {shown} (target {sign} {limit:g}): **met**"
   by = (limit / value - 1) if higher_is_better else (value / limit - 1)
-  return (f"- {label}: {value:.3g} (target {sign} {limit:g}): **missed** by "
-          f"{100 * by:.0f}%")
+  by = f"{100 * by:.0f}%" if 100 * by >= 0.5 else f"{100 * by:.2f}%"
+  return (f"- {label}: {shown} (target {sign} {limit:g}): **missed** by "
+          f"{by}")
 
 
 def emit(name, title, command, body):

@@ -1,7 +1,7 @@
 """The demo's result across training seeds: how far one number can be read.
 
   python bench/demo_spread.py [--seeds=0,1,2,3,4] [--data_root=data/synthetic]
-      [--workdir=runs/demo_spread]
+      [--workdir=runs/demo_spread] [--precision=float32]
 
 Issue 26, point 5: the demo prints one mIoU; a change to the code can only
 be told from noise against the spread of that number over training seeds.
@@ -9,13 +9,18 @@ For every seed (`train.seed`; the benchmark is the demo's, generated once
 with seed 0) the demo's training (`tools/demo.py` step 3: the `synthetic`
 preset with `data.deterministic`, through `tools/train.py`) is run, and the
 demo's step 4 (`tools/evaluate.py --select_t_test`: the served setting
-chosen on val[:100], every t_test scored on val[100:]) scores it. Seed 0 is
-the demo's own run, so its row must equal the demo's printed numbers.
+chosen on val[:100], every t_test scored on val[100:]) scores it. Seed 0
+under the precision the demo's --precision=auto resolves to on the machine
+is the demo's own run, so its row must equal the demo's printed numbers.
 
 The section gives each seed's mIoU at every t_test and at the served
 setting, their mean and sample sd (ddof=1), the target (sd <= 3 mIoU at
 t = 0) computed from them, and the classes whose IoU moves most across
 seeds: where the spread comes from.
+
+--precision=mixed_bfloat16 trains and scores the same seeds under bf16
+(issue 29, point 3) in a section of its own; `bench/precision_training.py`
+pairs the two workdirs.
 
 A finished run (its `eval_report/results.json`) is kept and reused.
 """
@@ -35,7 +40,8 @@ EVAL_SPLIT = "val[100:]"
 SD_TARGET = 3.0  # Points of mIoU at t = 0 (issue 26).
 
 
-def train_and_score(data_root, model_dir, seed, t_tests):
+def train_and_score(data_root, model_dir, seed, t_tests,
+                    precision="float32"):
   """Trains (unless finished) and runs the demo's step 4 on one seed.
 
   Returns:
@@ -44,7 +50,8 @@ def train_and_score(data_root, model_dir, seed, t_tests):
   """
   paths = common.synthetic_paths(data_root)
   seconds = common.train_once(data_root, model_dir, seed,
-                              "--data.deterministic=true")
+                              "--data.deterministic=true",
+                              f"--model.precision={precision}")
   out = os.path.join(model_dir, "eval_report")
   if not os.path.exists(os.path.join(out, "results.json")):
     common.run_python(
@@ -74,6 +81,8 @@ def main():
   parser.add_argument("--t_test", default="0,10,30")
   parser.add_argument("--data_root", default="data/synthetic")
   parser.add_argument("--workdir", default="runs/demo_spread")
+  parser.add_argument("--precision", default="float32",
+                      help="model.precision of the trainings.")
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(",")]
   t_tests = [int(t) for t in args.t_test.split(",")]
@@ -86,7 +95,8 @@ def main():
   runs = []
   for seed in seeds:
     model_dir = os.path.abspath(os.path.join(args.workdir, f"seed_{seed}"))
-    runs.append(train_and_score(data_root, model_dir, seed, t_tests))
+    runs.append(train_and_score(data_root, model_dir, seed, t_tests,
+                                args.precision))
     print(f"seed {seed}: {runs[-1]['miou']} served {runs[-1]['served']}",
           flush=True)
 
@@ -128,7 +138,8 @@ def main():
   body = "\n".join([
       f"Seeds {seeds} of `train.seed`; the demo's benchmark in "
       f"`{args.data_root}` (generated with seed 0), its training "
-      "(`synthetic` preset, `data.deterministic`) and its step 4 (served "
+      f"(`synthetic` preset, `data.deterministic`, `model.precision="
+      f"{args.precision}`) and its step 4 (served "
       f"setting chosen on val[:100]); mIoU on `{EVAL_SPLIT}` at the served "
       "refinement.",
       "",
@@ -141,13 +152,16 @@ def main():
       f"**{'met' if met else 'not met'}**.",
       f"- The classes whose IoU at t = {t_tests[0]} moves most across the "
       f"seeds (sample sd; per seed): {movers}. {paired_movers} of these "
-      f"{len(order)} classes share their colour with another of them: the "
-      "classes that move are same-colour pairs, which differ only in shape "
-      "and texture." if paired_movers >= len(order) // 2 + 1 else
-      f"seeds (sample sd; per seed): {movers}.",
+      f"{len(order)} classes share their colour with another of them"
+      + (": the classes that move are same-colour pairs, which differ only "
+         "in shape and texture." if paired_movers >= len(order) // 2 + 1
+         else "; the others' same-colour partner moves less."),
   ])
-  common.emit("demo_spread", "The demo's mIoU across training seeds "
-              "(issue 26)",
+  bf16 = args.precision != "float32"
+  common.emit("demo_spread" + (f"_{args.precision}" if bf16 else ""),
+              "The demo's mIoU across training seeds"
+              + (f" under {args.precision} (issue 29)" if bf16
+                 else " (issue 26)"),
               "python bench/demo_spread.py " + " ".join(sys.argv[1:]), body)
 
 

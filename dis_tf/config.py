@@ -34,6 +34,13 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 # Keras dtype policies of the backbone (dis_tf.modeling.dis_model): the
 # subnets and the latent loop stay float32 under every one.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# `model.precision` may also be "auto", resolved when the config is built
+# (`host_precision`): a run's config.json always records a policy above.
+PRECISION_AUTO = "auto"
+# /proc/cpuinfo flags of CPU bf16 units (oneDNN runs bf16 convolutions on
+# them; without them it emulates bf16 and is about 3x slower than float32,
+# BENCHMARKS.md "Precision").
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # The model.* fields that evaluation and export may change on a trained run
 # (they do not change the weights; dis_tf.model_dir.load_config).
 RUNTIME_MODEL_FIELDS = ("precision",)
@@ -52,8 +59,32 @@ def check_precision(precision):
   the flag (--model.precision) and the value."""
   if precision not in PRECISIONS:
     raise errors.UserError(f"--model.precision={precision!r}: expected one "
-                           f"of {PRECISIONS}.")
+                           f"of {PRECISIONS + (PRECISION_AUTO,)}.")
   return precision
+
+
+def host_precision(cpuinfo="/proc/cpuinfo"):
+  """The policy "auto" stands for on this machine.
+
+  "mixed_bfloat16" when the CPU reports bf16 units (`BF16_CPU_FLAGS` in the
+  first processor's flags of `cpuinfo`), else "float32" (also where the file
+  is missing, e.g. not Linux). GPUs are not probed: with one, choose the
+  policy explicitly.
+
+  Args:
+    cpuinfo: the path of the kernel's CPU description.
+  """
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        if line.startswith("flags"):
+          present = set(line.split(":", 1)[1].split())
+          if any(flag in present for flag in BF16_CPU_FLAGS):
+            return "mixed_bfloat16"
+          break
+  except OSError:
+    pass
+  return "float32"
 
 
 @dataclasses.dataclass
@@ -76,7 +107,9 @@ class ModelConfig:
       variables u1 / v1, the latent objective and its steps always run in
       float32. Evaluation and export may override it (a float32-trained
       model can be served in mixed_bfloat16); the export records it in its
-      metadata.
+      metadata. "auto" (a flag value, not stored) is resolved when the
+      config is built: mixed_bfloat16 on a CPU with bf16 units, else
+      float32 (`host_precision`).
   """
 
   backbone: str = _choice("tiny", BACKBONES)
@@ -85,9 +118,11 @@ class ModelConfig:
   tiny_width: int = 64
   train_batchnorm: bool = False
   output_stride: int = 8
-  precision: str = _choice("float32", PRECISIONS)
+  precision: str = _choice("float32", PRECISIONS + (PRECISION_AUTO,))
 
   def __post_init__(self):
+    if self.precision == PRECISION_AUTO:
+      self.precision = host_precision()
     check_precision(self.precision)
 
 
@@ -563,7 +598,10 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
                              f"{known or sorted(specs)}.")
     section, _, name = key.rpartition(".")
     target = getattr(config, section) if section else config
-    setattr(target, name, spec.check(value))
+    value = spec.check(value)
+    if key == "model.precision" and value == PRECISION_AUTO:
+      value = host_precision()
+    setattr(target, name, value)
   return config
 
 

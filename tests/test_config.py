@@ -5,6 +5,7 @@ import json
 import pytest
 
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf.modeling import latent as latent_lib
 from dis_tf.modeling import backbones
 from dis_tf.modeling import dis_model
@@ -89,3 +90,37 @@ def test_old_config_json_with_output_stride_under_data_loads(tmp_path):
   assert loaded == config_lib.synthetic()
   with pytest.raises(ValueError, match="Unknown keys"):
     config_lib.ExperimentConfig.from_dict({"data": {"stride": 8}})
+
+
+def _cpuinfo(tmp_path, flags):
+  path = tmp_path / "cpuinfo"
+  path.write_text("processor\t: 0\nmodel name\t: test\n"
+                  f"flags\t\t: fpu sse2 avx2 {flags}\n\nprocessor\t: 1\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("avx512f avx512_bf16", "mixed_bfloat16"),
+    ("amx_tile amx_bf16", "mixed_bfloat16"),
+    ("avx512f avx512_vnni", "float32"),  # No bf16 units: oneDNN emulates.
+])
+def test_host_precision_reads_the_bf16_flags(tmp_path, flags, expected):
+  assert config_lib.host_precision(_cpuinfo(tmp_path, flags)) == expected
+
+
+def test_host_precision_without_cpuinfo_is_float32(tmp_path):
+  assert config_lib.host_precision(str(tmp_path / "missing")) == "float32"
+
+
+def test_auto_precision_is_resolved_never_stored(monkeypatch):
+  monkeypatch.setattr(config_lib, "host_precision", lambda: "mixed_bfloat16")
+  config = config_lib.resolve_config("synthetic",
+                                     {"model.precision": "auto"})
+  assert config.model.precision == "mixed_bfloat16"
+  assert config_lib.ModelConfig(precision="auto").precision == (
+      "mixed_bfloat16")
+  monkeypatch.setattr(config_lib, "host_precision", lambda: "float32")
+  assert config_lib.ModelConfig(precision="auto").precision == "float32"
+  assert config.to_dict()["model"]["precision"] == "mixed_bfloat16"
+  with pytest.raises(errors.UserError, match="'auto'"):
+    config_lib.check_precision("bfloat16")

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from dis_tf import config as config_lib
 from dis_tf import selection
 
 
@@ -25,7 +26,7 @@ def test_quick_demo_writes_every_output_and_serves_its_choice(tmp_path,
       f"=== 1/6 synthetic benchmark in {data_root} ===",
       "=== 2/6 preparing the tfds datasets ===",
       f"=== 3/6 training stage 1 (a, b, c) and stage 2 into {workdir}/model "
-      "===",
+      f"({config_lib.host_precision()}) ===",
       "=== 4/6 choosing the served setting on val[:20], evaluating on "
       "val[20:] ===",
       "=== 5/6 figures ===",
@@ -47,6 +48,9 @@ def test_quick_demo_writes_every_output_and_serves_its_choice(tmp_path,
   assert (str(record["t_test"]), str(record["refinement"]),
           record["update"]) == served.groups()
   config = json.loads((model_dir / "config.json").read_text())
+  # --precision=auto (the default) is resolved, never stored: bf16 where
+  # this CPU has bf16 units.
+  assert config["model"]["precision"] == config_lib.host_precision()
   assert config["latent"]["t_test"] == record["t_test"]
   assert config["latent"]["update"] == record["update"]
   # The quick demo's t_test candidates, each scored at every refinement

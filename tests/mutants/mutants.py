@@ -753,6 +753,22 @@ MUTANTS = (
         "  return ensure_synthetic_benchmark(out_dir)",
         ("tests/test_data_synthetic.py::test_use_or_generate_never_replaces_"
          "another_benchmark",)),
+    Mutant(
+        "auto_precision_stored", "--model.precision=auto is resolved when "
+        "the config is built; config.json records the policy used",
+        "dis_tf/config.py",
+        "    if key == \"model.precision\" and value == PRECISION_AUTO:\n"
+        "      value = host_precision()\n",
+        "",
+        ("tests/test_config.py::test_auto_precision_is_resolved_never_stored",
+         )),
+    Mutant(
+        "bf16_without_bf16_units", "'auto' gives float32 on a CPU without "
+        "bf16 units (oneDNN emulates bf16 about 3x slower there)",
+        "dis_tf/config.py",
+        "          if any(flag in present for flag in BF16_CPU_FLAGS):",
+        "          if True:",
+        ("tests/test_config.py::test_host_precision_reads_the_bf16_flags",)),
     # ------------------------------------------------- the suite itself
     Mutant(
         "unlisted_skip_passes", "under .ci/run a skip off the allow-list "
