@@ -283,11 +283,49 @@ def define_study_page_flags(tool):
                       f"of an earlier {tool} run (no scoring).")
 
 
+def define_study_run_flags(tool):
+  """--model_dirs and --seeds (the trained runs a study scores, one seed
+  each), then `define_study_page_flags(tool)`."""
+  flags.DEFINE_list("model_dirs", None, "The trained runs, one per seed.")
+  flags.DEFINE_list("seeds", None, "The runs' seeds, in the same order "
+                    "(default: 0, 1, ...).")
+  define_study_page_flags(tool)
+
+
+def study_run_args():
+  """(the page's command, the checked seeds or None with --from_json) of a
+  tool that defined `define_study_run_flags`."""
+  command = study_page_command()
+  if flags.FLAGS.from_json:
+    return command, None
+  return command, study_seeds(flags.FLAGS.model_dirs, flags.FLAGS.seeds)
+
+
 def study_page_command():
   """The command line a study page records; --output must be given."""
   if not flags.FLAGS.output:
     raise errors.UserError("--output is required.")
   return "python " + " ".join(sys.argv)
+
+
+def study_page(command, page, run):
+  """The end of a study tool's main: the result (re-read from --from_json,
+  else `run(data_overrides)`, the --data_root paths or None) written to
+  --output as a page and returned.
+
+  Args:
+    command: `study_page_command()`.
+    page: a module with `load(path)` -> (result, command) and
+      `write(result, output, command)` -> page text.
+    run: scores the runs; called with the data overrides of --data_root.
+  """
+  if flags.FLAGS.from_json:
+    result, command = page.load(flags.FLAGS.from_json)
+  else:
+    from dis_tf.data import synthetic  # pylint: disable=g-import-not-at-top
+    root = flags.FLAGS.data_root
+    result = run(synthetic.config_overrides(root) if root else None)
+  return page.write(result, flags.FLAGS.output, command)
 
 
 def study_seeds(model_dirs, seeds):

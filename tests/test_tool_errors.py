@@ -96,6 +96,9 @@ def _cases(run_dir, tmp):
           ["tools/labelling_study.py", f"--model_dirs={run_dir}",
            f"--output={tmp}/L.md"], 1,
           "error: --workdir is required (or --from_json)."),
+      "tag_cleaning_study_no_output": (
+          ["tools/tag_cleaning_study.py", f"--model_dirs={run_dir}"], 1,
+          "error: --output is required."),
       "rank_unlabelled_no_output": (
           ["tools/rank_unlabelled.py", f"--model_dir={run_dir}",
            "--images=a.jpg"], 1,
@@ -124,7 +127,7 @@ CASES = [
     "quality_study_seeds_mismatch", "demo_bad_t_test",
     "make_synthetic_small_images", "predict_two_sources",
     "predict_missing_image", "rank_unlabelled_no_output",
-    "labelling_study_no_workdir",
+    "labelling_study_no_workdir", "tag_cleaning_study_no_output",
     "export_existing_version",
     "client_missing_image", "prepare_data_missing_class_file"]
 
@@ -163,6 +166,8 @@ def _cases_tool(case):
     return "tools/quality_study.py"
   if prefix == "labelling":
     return "tools/labelling_study.py"
+  if prefix == "tag":
+    return "tools/tag_cleaning_study.py"
   if prefix == "rank":
     return "tools/rank_unlabelled.py"
   if prefix == "export":

@@ -24,23 +24,18 @@ from absl import flags
 
 from dis_tf import errors
 from dis_tf import flags as dis_flags
-from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("model_dirs", None, "The trained runs, one per seed.")
-flags.DEFINE_list("seeds", None, "The runs' seeds, in the same order "
-                  "(default: 0, 1, ...).")
 flags.DEFINE_integer("k", 50, "Images to label in each arm.", lower_bound=1)
 flags.DEFINE_string("workdir", None, "Folder of the VOC copies and the "
                     "retrained runs (required unless --from_json).")
-dis_flags.define_study_page_flags("tools/labelling_study.py")
+dis_flags.define_study_run_flags("tools/labelling_study.py")
 
 
 def main(argv):
   del argv
-  command = dis_flags.study_page_command()
+  command, seeds = dis_flags.study_run_args()
   if not FLAGS.from_json:
-    seeds = dis_flags.study_seeds(FLAGS.model_dirs, FLAGS.seeds)
     if not FLAGS.workdir:
       raise errors.UserError("--workdir is required (or --from_json).")
     for seed in seeds:
@@ -48,14 +43,10 @@ def main(argv):
         raise errors.UserError(f"--seeds: {seed!r} is not an integer.")
   # After the flags: see dis_tf/flags.py.
   from dis_tf.research import labelling_study
-  if FLAGS.from_json:
-    result, command = labelling_study.load(FLAGS.from_json)
-  else:
-    data = (synthetic.config_overrides(FLAGS.data_root)
-            if FLAGS.data_root else None)
-    result = labelling_study.run_study(FLAGS.model_dirs, seeds, FLAGS.k,
-                                       FLAGS.workdir, data)
-  print(labelling_study.write(result, FLAGS.output, command))
+  print(dis_flags.study_page(
+      command, labelling_study,
+      lambda data: labelling_study.run_study(FLAGS.model_dirs, seeds, FLAGS.k,
+                                             FLAGS.workdir, data)))
 
 
 if __name__ == "__main__":

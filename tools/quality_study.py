@@ -24,34 +24,24 @@ from absl import flags
 
 from dis_tf import errors
 from dis_tf import flags as dis_flags
-from dis_tf.data import synthetic
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("model_dirs", None, "The trained runs, one per seed.")
-flags.DEFINE_list("seeds", None, "The runs' seeds, in the same order "
-                  "(default: 0, 1, ...).")
 flags.DEFINE_integer("t_steps", 10, "Latent steps of the reconstruction "
                      "drop.", lower_bound=1)
-dis_flags.define_study_page_flags("tools/quality_study.py")
+dis_flags.define_study_run_flags("tools/quality_study.py")
 
 
 def main(argv):
   del argv
-  command = dis_flags.study_page_command()
-  if not FLAGS.from_json:
-    seeds = dis_flags.study_seeds(FLAGS.model_dirs, FLAGS.seeds)
+  command, seeds = dis_flags.study_run_args()
   # After the flags: see dis_tf/flags.py (tools import TensorFlow only once
   # their flags are known to be good).
   from dis_tf.research import quality_page
   from dis_tf.research import quality_study
-  if FLAGS.from_json:
-    result, command = quality_page.load(FLAGS.from_json)
-  else:
-    data = (synthetic.config_overrides(FLAGS.data_root)
-            if FLAGS.data_root else None)
-    result = quality_study.run_study(FLAGS.model_dirs, seeds, FLAGS.t_steps,
-                                     data)
-  print(quality_page.write(result, FLAGS.output, command))
+  print(dis_flags.study_page(
+      command, quality_page,
+      lambda data: quality_study.run_study(FLAGS.model_dirs, seeds,
+                                           FLAGS.t_steps, data)))
 
 
 if __name__ == "__main__":
