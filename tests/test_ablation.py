@@ -184,6 +184,53 @@ def test_ensemble_target_states_the_member_mean_and_gap():
   assert line.endswith("Here the averaging gain is the larger on average.")
 
 
+def _target_line(seeds, plan, number):
+  rows = tables.miou_table(seeds, plan)
+  chosen, best = tables.validated(seeds, plan)
+  return [x for x in results_page.targets(rows, chosen, best, seeds, plan,
+                                          1.0).splitlines()
+          if x.startswith(f"{number}. ")][0]
+
+
+def test_larger_t_train_target_is_paired_and_its_mechanism_flips():
+  plan = ablation.AblationPlan(seeds=(0, 1), t_trains=(5, 10), t_tests=(0,))
+  # t_train=10 ahead of t_train=5 by 5.0 and 5.1 points: sd 0.07, and with
+  # t(0.95, 1 df) = 6.314 the interval is 5.05 +- 0.32, above 0: met.
+  seeds = [_seed({"baseline": 0.3, "setup1 (t_train=0)": 0.35,
+                  "DIS t_train=5": 0.40, "DIS t_train=10": 0.45,
+                  "ensemble": 0.42}),
+           _seed({"baseline": 0.3, "setup1 (t_train=0)": 0.35,
+                  "DIS t_train=5": 0.41, "DIS t_train=10": 0.461,
+                  "ensemble": 0.42})]
+  line = _target_line(seeds, plan, 8)
+  assert ("t_train=10 minus t_train=5: +5.1 (sd 0.1, 90% CI [+4.7, +5.4]; "
+          "ahead 2, behind 0 of 2; per seed +5.0, +5.1). Target: mean > 0 "
+          "at every step up: **met**.") in line
+  # _seed gives equal pseudo labels at t_train 5 and 10.
+  assert ("pseudo labels (image + tag objective), which stage 2 starts "
+          "from: t_train=10 minus t_train=5: +0.0 (sd 0.0") in line
+  assert line.endswith("so stage 2 is not trained on better targets there.")
+  # The other branch: the pseudo labels rise with t_train in both seeds.
+  seeds[0]["weak"]["pseudo_label_miou"]["10"] = 0.55
+  seeds[1]["weak"]["pseudo_label_miou"]["10"] = 0.56
+  line = _target_line(seeds, plan, 8)
+  assert line.endswith("Every step up in t_train gives resolvably better "
+                       "pseudo labels.")
+  # t_train=10 behind in both seeds: missed.
+  for seed in seeds:
+    for split in ("select", "val"):
+      seed[split]["DIS t_train=10"]["0"] = [0.30, 0.30]
+  assert "at every step up: **missed**." in _target_line(seeds, plan, 8)
+  # One DIS setting: nothing to compare.
+  one = ablation.AblationPlan(seeds=(0, 1), t_trains=(5,), t_tests=(0,))
+  for seed in seeds:
+    for split in ("select", "val"):
+      seed[split].pop("DIS t_train=10", None)  # one dict for both splits
+  assert _target_line(seeds, one, 8) == (
+      "8. Larger t_train helps: **not measured**: this run has one DIS "
+      "setting (t_train [5]).")
+
+
 def test_reused_trainings_are_the_training_parts_no_seed_ran():
   seeds = [{"part_seconds": {"stage 1 (phases a, b, c)": 0.01,
                              "stage 2, DIS t_train=5": 95.0,

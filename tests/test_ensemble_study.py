@@ -3,7 +3,6 @@ against their best member, and its page's computed reading."""
 
 import copy
 import json
-import os
 
 import numpy as np
 import pytest
@@ -152,8 +151,8 @@ def test_page_round_trips_through_its_json(tmp_path):
   loaded, command = ensemble_page.load(str(tmp_path / "ENSEMBLE.json"))
   assert command == "cmd" and ensemble_page.format_page(loaded, command) == (
       page)
-  assert "| p0 | 0/10: 50.0, 0/30: 46.0 | 0/10 | 52.0 | +2.0 | +4.0 | 10.0% |" in (
-      page)
+  assert ("| p0 | 0/10: 50.0, 0/30: 46.0 | 0/10 | 52.0 | +2.0 | +4.0 | "
+          "10.0% |") in page
 
 
 def test_study_scores_an_ablation_workdir(tmp_path, tiny_run, mini_benchmark):
