@@ -16,7 +16,8 @@ import common
 
 # (section, script, its arguments), in the order of BENCHMARKS.md; a
 # section is bench/results/<section>.md. precision_training pairs the two
-# demo_spread runs, so it comes after them.
+# demo_spread runs, so it comes after them. NOT_RUN sections are assembled
+# but not run: they need another machine.
 SCRIPTS = (
     ("latent", "latent", ()),
     ("latent_ops", "latent_ops", ("--time", "--jit")),
@@ -28,12 +29,16 @@ SCRIPTS = (
     ("efficiency", "efficiency", ()),
     ("captions", "captions", ()),
     ("precision", "precision", ()),
+    ("precision_no_bf16_units", "precision",
+     ("--section=precision_no_bf16_units", "--cap_isa=")),
     ("determinism", "determinism", ()),
     ("demo_spread", "demo_spread", ()),
     ("demo_spread_mixed_bfloat16", "demo_spread",
      ("--precision=mixed_bfloat16",)),
     ("precision_training", "precision_training", ()),
 )
+
+NOT_RUN = {"precision_no_bf16_units": "needs a CPU without bf16 units"}
 
 HEADER = """# Benchmarks
 
@@ -145,11 +150,14 @@ them oneDNN emulates it). The served row exports the same model twice
 one JPEG. A CPU without bf16 units is emulated on this one by a child
 process under `ONEDNN_MAX_CPU_ISA=AVX512_CORE` (oneDNN's ISA cap), and
 `ONEDNN_VERBOSE=1` shows the ISA and the bf16 convolution kernel oneDNN
-picks with and without the cap. The mIoU table (`--eval_model_dir`) is one
-float32-trained model evaluated by `tools/evaluate.py` under both
-precisions; `run_all.py` runs the script without it, so a full re-run
-drops that table unless the script is re-run with the flags its section
-names.
+picks with and without the cap. The section after it,
+`precision_no_bf16_units`, is the same script on a real CPU without bf16
+units (`--section=precision_no_bf16_units --cap_isa=`; `run_all.py` only
+assembles it, since it needs such a machine). The mIoU table
+(`--eval_model_dir`) is one float32-trained model evaluated by
+`tools/evaluate.py` under both precisions; `run_all.py` runs the script
+without it, so a full re-run drops that table unless the script is re-run
+with the flags its section names.
 
 **Training in bfloat16** (`bench/precision_training.py`, issue 29). The
 demo's training and step 4 (`bench/demo_spread.py`: the `synthetic`
@@ -218,7 +226,7 @@ def main(argv):
   if not args.no_run:
     only = args.only.split(",")
     for name, script, arguments in SCRIPTS:
-      if name in only:
+      if name in only and name not in NOT_RUN:
         subprocess.run([sys.executable, os.path.join("bench", f"{script}.py"),
                         *arguments], check=True, cwd=common.ROOT)
   sections = []
@@ -229,8 +237,10 @@ def main(argv):
       with open(path) as f:
         sections.append((label, f.read()))
     else:
+      why = f"; it {NOT_RUN[name]}" if name in NOT_RUN else ""
       sections.append(
-          (label, f"## {name}\n\nNot run yet (`python bench/{label}`).\n"))
+          (label, f"## {name}\n\nNot run yet (`python bench/{label}`"
+           f"{why}).\n"))
   parts = [HEADER, target_summary(sections)] + [t for _, t in sections]
   with open(os.path.join(common.ROOT, "BENCHMARKS.md"), "w") as f:
     f.write("\n".join(parts))

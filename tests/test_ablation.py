@@ -11,6 +11,7 @@ import pytest
 from dis_tf import config as config_lib
 from dis_tf.research import ablation
 from dis_tf.research import results_page
+from dis_tf.research import table3_targets
 from dis_tf.research import tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,7 +157,7 @@ def test_ensemble_target_states_the_member_mean_and_gap():
   rows = tables.miou_table(seeds, plan)
   chosen, best = tables.validated(seeds, plan)
   assert best == 10
-  line = [x for x in results_page.targets(rows, chosen, best, seeds, plan,
+  line = [x for x in table3_targets.targets(rows, chosen, best, seeds, plan,
                                       1.0).splitlines()
           if x.startswith("6. ")][0]
   # Two seeds: t(0.95, 1 df) = 6.314, so -2.0 with sd 2.8 is not resolved.
@@ -177,7 +178,7 @@ def test_ensemble_target_states_the_member_mean_and_gap():
       seed[split]["ensemble"]["0"] = [0.52, 0.52]
   rows = tables.miou_table(seeds, plan)
   chosen, best = tables.validated(seeds, plan)
-  line = [x for x in results_page.targets(rows, chosen, best, seeds, plan,
+  line = [x for x in table3_targets.targets(rows, chosen, best, seeds, plan,
                                           1.0).splitlines()
           if x.startswith("6. ")][0]
   assert "Target: mean > 0: **met**." in line
@@ -187,7 +188,7 @@ def test_ensemble_target_states_the_member_mean_and_gap():
 def _target_line(seeds, plan, number):
   rows = tables.miou_table(seeds, plan)
   chosen, best = tables.validated(seeds, plan)
-  return [x for x in results_page.targets(rows, chosen, best, seeds, plan,
+  return [x for x in table3_targets.targets(rows, chosen, best, seeds, plan,
                                           1.0).splitlines()
           if x.startswith(f"{number}. ")][0]
 
@@ -229,6 +230,33 @@ def test_larger_t_train_target_is_paired_and_its_mechanism_flips():
   assert _target_line(seeds, one, 8) == (
       "8. Larger t_train helps: **not measured**: this run has one DIS "
       "setting (t_train [5]).")
+
+
+def test_setup1_target_pairs_validated_and_served_settings():
+  plan = ablation.AblationPlan(seeds=(0, 1), t_trains=(5,), t_tests=(0,))
+  rows = {"baseline": 0.30, "setup1 (t_train=0)": 0.32,
+          "DIS t_train=5": 0.40, "ensemble": 0.40}
+  seeds = [_seed(rows), _seed(dict(rows, **{"setup1 (t_train=0)": 0.33}))]
+  line = _target_line(seeds, plan, 9)
+  # +2.0 and +3.0: sd 0.7, t(0.95, 1 df) = 6.314, interval 2.5 +- 3.2.
+  assert line == (
+      "9. Setup 1 vs the baseline (Table 3), each at its validated t_test: "
+      "+2.5 (sd 0.7, 90% CI [-0.7, +5.7]; ahead 2, behind 0 of 2; per seed "
+      "+2.0, +3.0). Target: mean > 0: **not resolved**.")
+  # With the served settings, their pairing follows (setup 1 serves t=10
+  # under no refinement, 0.40 and 0.41; the baseline t=0, 0.30).
+  for seed, setup1 in zip(seeds, (0.40, 0.41)):
+    seed["served"] = {"baseline": {"t_test": 0, "refinement": "off"},
+                      "setup1 (t_train=0)": {"t_test": 10,
+                                             "refinement": "off"}}
+    seed["refine"] = {"val": {
+        "baseline": {"off": {"0": [0.30, None]}},
+        "setup1 (t_train=0)": {"off": {"0": [0.0], "10": [setup1]}}}}
+  line = _target_line(seeds, plan, 9)
+  assert line.endswith(
+      "a refinement only where it clears the margin): +10.5 (sd 0.7, 90% "
+      "CI [+7.3, +13.7]; ahead 2, behind 0 of 2; per seed +10.0, +11.0), "
+      "**met** by the same rule.")
 
 
 def test_reused_trainings_are_the_training_parts_no_seed_ran():

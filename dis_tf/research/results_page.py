@@ -3,7 +3,8 @@
 `write_results` renders the page of a `dis_tf.research.ablation` run (or of
 its JSON, `tools/ablation.py --from_json`); the prose sections whose every
 sentence is computed from the numbers are in
-`dis_tf.research.page_sections`. No number on the page is typed by hand.
+`dis_tf.research.page_sections`, the targets in
+`dis_tf.research.table3_targets`. No number on the page is typed by hand.
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from dis_tf import reports
 from dis_tf.classes import VOC_CLASSES
 from dis_tf.research import page_sections
 from dis_tf.research import reading
+from dis_tf.research import table3_targets
 from dis_tf.research import tables
 from dis_tf.research import served_labelmap
 from dis_tf.research.ablation import AblationPlan
@@ -41,163 +43,6 @@ def load_results(path):
   except (KeyError, TypeError) as e:
     raise errors.UserError(f"{path}: not a results JSON of tools/ablation.py "
                            f"({e!r}).") from e
-
-
-def _status(word):
-  return f"**{word}**"
-
-
-def targets(rows, chosen, best_t_train, seed_results, plan, minutes):
-  """The issue's targets, each with its numbers and met / missed / not
-  resolved under `tables.TARGET_RULE` (stated once above the list)."""
-  pct = lambda x: 100.0 * x
-  t0, t_max = min(plan.t_tests), max(plan.t_tests)
-  best = f"DIS t_train={best_t_train}"
-  stats, text = tables.paired_stats, tables.paired
-  lines = [tables.TARGET_RULE, ""]
-  p = stats(chosen[best]["per_seed"], rows[(best, t0)]["per_seed"])
-  lines.append(
-      f"1. DIS model with the paper's refinement ({best}, chosen on the "
-      "selection split) at its "
-      f"validated t_test (per seed {chosen[best]['t']}) vs t_test={t0}: "
-      + text(chosen[best]['per_seed'], rows[(best, t0)]['per_seed'])
-      + ". Target: behind in no seed and mean > +1: "
-      f"{_status(tables.verdict(p, 1.0, seeds_ok=p['behind'] == 0))}.")
-  parts = []
-  for t_train in plan.t_trains:
-    name = f"DIS t_train={t_train}"
-    parts.append(f"{name}: " + text(rows[(name, t_max)]["per_seed"],
-                                    rows[(name, t0)]["per_seed"]))
-  p = stats(rows[(best, t_max)]["per_seed"], rows[(best, t0)]["per_seed"])
-  lines.append(
-      f"2. t_test={t_max} vs t_test={t0}: " + "; ".join(parts) +
-      f". Target ({best}): mean > 0: {_status(tables.verdict(p, 0.0))}.")
-  weak = [r["weak"] for r in seed_results]
-  parts, verdicts = [], []
-  for t in plan.t_trains:
-    both = np.asarray([w["pseudo_label_miou"][str(t)] for w in weak])
-    tags = np.asarray([w["pseudo_label_miou_tags_only"][str(t)]
-                       for w in weak])
-    verdicts.append(tables.verdict(stats(both, tags), 0.0))
-    parts.append(f"t_train={t}: {pct(both.mean()):.1f} vs "
-                 f"{pct(tags.mean()):.1f}, {text(both, tags)}")
-  lines.append(
-      "3. Pseudo labels of the stage-1 model, image + tag objective vs tag "
-      "term alone: " + "; ".join(parts) + ". Target: mean > 0 at every "
-      f"t_train: {_status(tables.combined(verdicts))}.")
-  parts, verdicts = [], []
-  for t in plan.t_trains:
-    name = f"DIS t_train={t}"
-    before = np.asarray([w["tags"][name]["before"]["f1"] for w in weak])
-    after = np.asarray([w["tags"][name]["after"]["f1"] for w in weak])
-    verdicts.append(tables.verdict(stats(after, before), 5.0))
-    parts.append(f"{name}: {pct(before.mean()):.1f} -> "
-                 f"{pct(after.mean()):.1f}, {text(after, before)}")
-  lines.append("4. Cleaned-tag F1 vs noisy-tag F1 (the given tags), paired "
-               "per seed: " + "; ".join(parts) + ". Target: mean > +5 for "
-               f"every model: {_status(tables.combined(verdicts))}.")
-  setup1 = "setup1 (t_train=0)"
-  p = stats(chosen[best]["per_seed"], chosen[setup1]["per_seed"])
-  lines.append(
-      f"5. Best DIS vs setup 1, each at its validated t_test: "
-      f"{text(chosen[best]['per_seed'], chosen[setup1]['per_seed'])}. "
-      f"Target: ahead in every seed and mean > +2: "
-      f"{_status(tables.verdict(p, 2.0, seeds_ok=p['ahead'] == p['n']))}.")
-  if len(plan.t_trains) < 2:
-    # One DIS setting: the "ensemble" is that model, equal by construction.
-    lines.append(
-        "6. Ensemble of the DIS settings vs the best single: **not "
-        f"measured**: this run has one DIS setting (t_train "
-        f"{list(plan.t_trains)}), so the ensemble is that model.")
-  else:
-    lines.append("6. " + _ensemble_target(chosen, best_t_train, plan))
-  base = rows[("baseline", t0)]
-  lines.append(
-      f"7. Baseline across-seed sample sd (ddof=1): "
-      f"{pct(base['miou'][1]):.1f} mIoU (per seed "
-      + ", ".join(f"{pct(x):.1f}" for x in base["per_seed"])
-      + f"). Target <= 5: "
-      f"{_status('met' if base['miou'][1] <= 0.05 else 'missed')}.")
-  if len(plan.t_trains) < 2:
-    lines.append("8. Larger t_train helps: **not measured**: this run has "
-                 f"one DIS setting (t_train {list(plan.t_trains)}).")
-  else:
-    lines.append("8. " + _larger_t_train_target(chosen, seed_results, plan))
-  lines.append(f"9. Training and scoring time: {minutes:.1f} min for "
-               f"{len(seed_results)} seeds on this machine.")
-  return "\n".join(lines)
-
-
-def _larger_t_train_target(chosen, seed_results, plan):
-  """Target 8, the paper's Table-3 claim that a larger t_train helps.
-
-  Each adjacent pair of t_train values (a < b), paired per seed at each
-  model's validated t_test. Mechanism: the pseudo labels of the stage-1
-  model at each t_train (the labels stage 2 starts from), paired the same
-  way; the sentence says whether they rise with t_train.
-  """
-  t_trains = sorted(plan.t_trains)
-  weak = [r["weak"] for r in seed_results]
-  parts, verdicts, label_parts, label_better = [], [], [], []
-  for a, b in zip(t_trains, t_trains[1:]):
-    big = chosen[f"DIS t_train={b}"]["per_seed"]
-    small = chosen[f"DIS t_train={a}"]["per_seed"]
-    verdicts.append(tables.verdict(tables.paired_stats(big, small), 0.0))
-    parts.append(f"t_train={b} minus t_train={a}: "
-                 + tables.paired(big, small))
-    labels_b = [w["pseudo_label_miou"][str(b)] for w in weak]
-    labels_a = [w["pseudo_label_miou"][str(a)] for w in weak]
-    p = tables.paired_stats(labels_b, labels_a)
-    label_better.append(p["low"] > 0)
-    label_parts.append(f"t_train={b} minus t_train={a}: "
-                       + tables.paired_text(p))
-  verdict = tables.combined(verdicts)
-  text = ("Larger t_train helps (Table 3), each DIS model at its validated "
-          "t_test, paired per seed: " + "; ".join(parts) + ". Target: mean "
-          f"> 0 at every step up: {_status(verdict)}. Mechanism: the "
-          "stage-1 model's pseudo labels (image + tag objective), which "
-          "stage 2 starts from: " + "; ".join(label_parts) + ".")
-  if all(label_better):
-    return text + (" Every step up in t_train gives resolvably better "
-                   "pseudo labels.")
-  return text + (" A larger t_train does not give resolvably better pseudo "
-                 "labels at every step up, so stage 2 is not trained on "
-                 "better targets there.")
-
-
-def _ensemble_target(chosen, best_t_train, plan):
-  """Target 6: the ensemble vs its best member, and why (arithmetic).
-
-  ensemble - best = (ensemble - members' mean) - (best - members' mean),
-  per seed: the sentence says which of the two terms is the larger.
-  """
-  best = f"DIS t_train={best_t_train}"
-  ensemble = chosen["ensemble"]["per_seed"]
-  members = np.mean([chosen[f"DIS t_train={t}"]["per_seed"]
-                     for t in plan.t_trains], axis=0)
-  p = tables.paired_stats(ensemble, chosen[best]["per_seed"])
-  gain = tables.paired_stats(ensemble, members)
-  lead = tables.paired_stats(chosen[best]["per_seed"], members)
-  gaps = "; ".join(
-      f"{best} minus DIS t_train={t}: "
-      + tables.paired(chosen[best]["per_seed"],
-                      chosen[f"DIS t_train={t}"]["per_seed"])
-      for t in plan.t_trains if t != best_t_train)
-  text = (f"Ensemble of the DIS settings vs the best single, each at its "
-          f"validated t_test: "
-          f"{tables.paired(ensemble, chosen[best]['per_seed'])}. Target: "
-          f"mean > 0: {_status(tables.verdict(p, 0.0))}. The ensemble "
-          f"minus the best member is the ensemble's gain over the mean of "
-          f"its members ({tables.paired_text(gain)}) minus the best "
-          f"member's lead over that mean ({tables.paired_text(lead)}); "
-          f"the members' gap: {gaps}.")
-  if gain["mean"] > lead["mean"]:
-    return text + (" Here the averaging gain is the larger on average.")
-  return text + (" Here the best member's lead is the larger on average, "
-                 "so averaging cannot beat it; ensembles of closer "
-                 "members (one t_train from several seeds, the paper's "
-                 "t_train pair) are scored by tools/ensemble_study.py "
-                 "(docs/results/ENSEMBLE.md).")
 
 
 def plot_curves(rows, plan, path):
@@ -374,6 +219,8 @@ def write_results(seed_results, plan, output, command, generator_params,
         "\n## The served labelmap: tag refinement, t_test and the setting "
         "served\n" + served_labelmap.section(
             seed_results, plan, setting_names(plan) + ["ensemble"]) + "\n")
+  target_list = table3_targets.targets(rows, chosen, best_t_train,
+                                       seed_results, plan, minutes)
   page = f"""# Results: the Table-3 ablation on the synthetic benchmark
 
 Written by `tools/ablation.py`; no number on this page is typed by hand.
@@ -388,7 +235,7 @@ Written by `tools/ablation.py`; no number on this page is typed by hand.
 * {tables.STD_NOTE}
 
 ## Targets (issue: make the dual mechanism pay off)
-{targets(rows, chosen, best_t_train, seed_results, plan, minutes)}
+{target_list}
 {served_part}
 ## Per-class IoU on the reported split (mean over seeds; mIoU mean ± sample sd)
 mIoU averages the 21 classes (background included) that occur in the
