@@ -1,4 +1,4 @@
-r"""The ensemble with members of comparable accuracy, measured.
+r"""Ensembles of a t_train pair and of training seeds, measured.
 
 From the models of a finished tools/ablation.py run (its --workdir), scores
 two kinds of ensembles, each against its best member (chosen on the

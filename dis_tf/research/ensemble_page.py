@@ -110,7 +110,7 @@ def format_page(result, command):
   pair = " + ".join(str(t) for t in result["pair"])
   best_t = result["best_t_train"]
   lines = [
-      "# The ensemble, with members of comparable accuracy",
+      "# Ensembles of other members: a t_train pair and training seeds",
       "",
       "Written by `tools/ensemble_study.py` from the models of one "
       "`tools/ablation.py` run; no number on this page is typed by hand. "

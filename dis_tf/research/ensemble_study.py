@@ -1,10 +1,11 @@
-"""The ensemble with members of comparable accuracy (issue 26, point 4).
+"""Ensembles of the members issue 26 (point 4) names, against their best.
 
 RESULTS.md's ensemble averages the DIS settings of one seed (t_train 5, 10
 and 30), members that differ in accuracy: its best member often leads the
 members' mean by more than averaging gains. This study scores, from the
-models an ablation run (`tools/ablation.py`) already trained, two kinds of
-ensembles whose members are closer:
+models an ablation run (`tools/ablation.py`) already trained, the two
+kinds of ensembles the issue names as closer in accuracy (whether they are
+is measured: on the demo's benchmark the training seeds are not):
 
 * "t_train pair": per seed, two t_train values of that seed (default 10 and
   30, the paper's ensemble of Table 3).
