@@ -6,7 +6,8 @@
 Runs, in a temporary directory and as a user runs them:
   - `python tools/demo.py` (generates the benchmark, trains, chooses t_test,
     evaluates, draws, exports and serves; README's main command);
-  - `python tools/ablation.py --t_train=10` (the plan of RESULTS.md) for
+  - `python tools/ablation.py --t_train=10` (one t_train; RESULTS.md's
+    grid has 5, 10 and 30, and states its own time) for
     --seeds seeds on the benchmark the demo generated, and reads each seed's
     per-part wall times from its scores.json (`part_seconds`).
 With --demo_precisions the demo runs once per precision (its --precision
@@ -113,7 +114,7 @@ def main(argv):
       per_seed = np.mean([p["seconds"] for p in parts]) / 60
       rows.append(["whole seed (scores.json)", per_seed])
       body += ["", f"`python tools/ablation.py --t_train=10 --seeds={seeds}` "
-               f"(the RESULTS.md plan): {seconds / 60:.1f} min wall in all "
+               f"(one t_train): {seconds / 60:.1f} min wall in all "
                f"(benchmark generation excluded, it was there). Per seed "
                "(mean), by part:", "",
                common.table(["part", "min"], rows)]
