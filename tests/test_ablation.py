@@ -154,12 +154,8 @@ def test_ensemble_target_states_the_member_mean_and_gap():
            _seed({"baseline": 0.3, "setup1 (t_train=0)": 0.35,
                   "DIS t_train=5": 0.48, "DIS t_train=10": 0.50,
                   "ensemble": 0.50})]
-  rows = tables.miou_table(seeds, plan)
-  chosen, best = tables.validated(seeds, plan)
-  assert best == 10
-  line = [x for x in table3_targets.targets(rows, chosen, best, seeds, plan,
-                                      1.0).splitlines()
-          if x.startswith("6. ")][0]
+  assert tables.validated(seeds, plan)[1] == 10
+  line = _target_line(seeds, plan, 6)
   # Two seeds: t(0.95, 1 df) = 6.314, so -2.0 with sd 2.8 is not resolved.
   assert ("validated t_test: -2.0 (sd 2.8, 90% CI [-14.6, +10.6]; ahead 0, "
           "behind 1 of 2; per seed -4.0, +0.0). Target: mean > 0: "
@@ -176,11 +172,7 @@ def test_ensemble_target_states_the_member_mean_and_gap():
   for seed in seeds:
     for split in ("select", "val"):
       seed[split]["ensemble"]["0"] = [0.52, 0.52]
-  rows = tables.miou_table(seeds, plan)
-  chosen, best = tables.validated(seeds, plan)
-  line = [x for x in table3_targets.targets(rows, chosen, best, seeds, plan,
-                                          1.0).splitlines()
-          if x.startswith("6. ")][0]
+  line = _target_line(seeds, plan, 6)
   assert "Target: mean > 0: **met**." in line
   assert line.endswith("Here the averaging gain is the larger on average.")
 
