@@ -327,6 +327,18 @@ def _miou_lines(args, mious, commands):
                     "this model", worst, 0.3)]
 
 
+def section_error(section, flags):
+  """Why `section` must not be written on a CPU with `flags`, or None.
+
+  The section of a CPU without bf16 units must not be overwritten by a run
+  on one that has them (its numbers would say the opposite).
+  """
+  if section == NO_BF16_SECTION and any(flags.values()):
+    return (f"--section={NO_BF16_SECTION} is the run on a CPU without bf16 "
+            f"units; this one has {flags}")
+  return None
+
+
 def main(argv):
   if argv and argv[0] == "--isa_probe":
     isa_probe(argv[1:])
@@ -360,9 +372,9 @@ def main(argv):
   start = time.perf_counter()
   flags = cpu_flags()
   print("CPU bf16 flags:", flags, flush=True)
-  if args.section == NO_BF16_SECTION and any(flags.values()):
-    parser.error(f"--section={NO_BF16_SECTION} is the run on a CPU without "
-                 f"bf16 units; this one has {flags}")
+  refused = section_error(args.section, flags)
+  if refused:
+    parser.error(refused)
   if args.eval_model_dir:
     # First, so that a failing evaluation stops the script early.
     mious, commands = _evaluate(args)

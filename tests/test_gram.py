@@ -14,6 +14,8 @@ from dis_tf.modeling import gram
 from dis_tf.modeling.dis_model import DISModel
 from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
 
+import bench_modules  # tests/bench_modules.py
+
 
 def _explicit_a(kernel, dense):
   """A(x, y) of subnet-1 / subnet-3 without biases, in any dtype."""
@@ -137,24 +139,6 @@ def test_fused_operator_equals_previous_formulation(size):
                                rtol=1e-12, atol=1e-11)
 
 
-def _latent_ops_module():
-  """bench/latent_ops.py (the op counter), imported by path."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  bench = os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), "bench")
-  sys.path.insert(0, bench)
-  try:
-    spec = importlib.util.spec_from_file_location(
-        "latent_ops", os.path.join(bench, "latent_ops.py"))
-    latent_ops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(latent_ops)
-  finally:
-    sys.path.remove(bench)
-  return latent_ops
-
-
 def test_gram_step_op_counts_stay_small():
   """Op counts of the traced graph are deterministic: pin them.
 
@@ -165,7 +149,7 @@ def test_gram_step_op_counts_stay_small():
   A A^T and 231 (444) per step. The step bound leaves room for a few
   more step-acceptance ops.
   """
-  latent_ops = _latent_ops_module()
+  latent_ops = bench_modules.load("latent_ops")
   heads = latent_ops.heads(16)
   op = gram.GramOperator.from_heads(heads)
   gu, gv = tf.zeros([8, 12, 12, 21]), tf.zeros([8, 21])

@@ -21,6 +21,8 @@ from dis_tf import training
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.dis_model import DISModel
 
+import bench_modules  # tests/bench_modules.py
+
 COMPUTE = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16,
            "mixed_float16": tf.float16}
 
@@ -148,3 +150,15 @@ def test_a_training_step_under_mixed_precision(precision, tiny_model):
   assert np.isfinite(logs["loss"]), logs
   assert kernel.dtype == "float32"
   assert not np.array_equal(kernel.numpy(), before)
+
+
+def test_bench_refuses_the_no_bf16_section_on_a_cpu_with_bf16_units():
+  # bench/precision.py's section of a CPU without bf16 units must not be
+  # overwritten by a run whose numbers say the opposite.
+  precision = bench_modules.load("precision")
+  section = precision.NO_BF16_SECTION
+  with_units = {"amx_bf16": False, "avx512_bf16": True}
+  without = {"amx_bf16": False, "avx512_bf16": False}
+  assert "this one has" in precision.section_error(section, with_units)
+  assert precision.section_error(section, without) is None
+  assert precision.section_error("precision", with_units) is None
