@@ -67,9 +67,9 @@ def test_voc12_preset_runs_a_couple_of_steps_with_resnet101(mini_benchmark,
   # the same train step with other trainable sets (tested with the tiny
   # backbone in test_training.py); 0 steps skips them. Skipping b and c cut
   # this test from 107 s to about 70 s, and phase a (whose one step traced
-  # the ResNet101 train step a second time) 22 s more, as the TensorBoard
-  # grid (also tested there) did before: at the preset's 513 canvas it took
-  # 70 of 170 s.
+  # the ResNet101 train step a second time) from 69 to 56 s run alone, as
+  # the TensorBoard grid (also tested there) did before: at the preset's 513
+  # canvas it took 70 of 170 s.
   model_dir = str(tmp_path / "voc12")
   train("--preset=voc12", f"--model_dir={model_dir}", "--stage=all",
         *mini_benchmark["flags"], "--weights=none", "--crop_size=97",
