@@ -192,7 +192,7 @@ def predict(model, image, t_tests, flip=False, scales=(1.0,), tags=None,
     x = tf.reverse(image, axis=[2]) if flipped else image
     canvas_size = max(8, int(round(model.eval_crop_size * scale)))
     x, fitted = image_ops.fit_to_canvas(x, canvas_size, normalized=True)
-    out, done = None, 0
+    out, done, matrices = None, 0, None
     for t in t_tests:
       steps = tf.constant(t - done, tf.int32)
       if out is None:  # The backbone, once per variant.
@@ -207,8 +207,10 @@ def predict(model, image, t_tests, flip=False, scales=(1.0,), tags=None,
       for refinement in refinements:
         probs = (out["probabilities"] if tags is not None else
                  refine_labelmap(out["u3"], out["v3"], refinement))
-        probs = image_ops.canvas_to_original(probs[0], fitted, original,
-                                             canvas_size)
+        if matrices is None:  # One pair per variant: they depend on sizes.
+          matrices = image_ops.canvas_to_original_matrices(
+              tf.shape(probs)[1:3], fitted, original, canvas_size)
+        probs = image_ops.resize_by_matrices(probs[0], matrices)
         if flipped:
           probs = tf.reverse(probs, axis=[1])
         acc["by_refinement"][refinement] += probs.numpy()

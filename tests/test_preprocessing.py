@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from dis_tf import evaluation
 from dis_tf import image_ops
+from dis_tf.modeling import subnets
 from dis_tf.serving import inputs as inputs_lib
 from dis_tf.serving import module as module_lib
 
@@ -107,3 +108,36 @@ def test_evaluation_and_serving_call_the_one_fit_function(tiny_model,
   module_lib.predict_in_process(model, image[None], 0, None, module=module)
   assert calls.count(SIZE) == 3
   assert inputs_lib.image_ops is image_ops
+
+
+def test_predict_builds_the_resize_matrices_once_per_variant(tiny_model,
+                                                            monkeypatch):
+  # Building them eagerly cost more than the latent loop when every map
+  # (t_test x final prediction) built its own; the maps must not change.
+  calls = []
+  build = image_ops.canvas_to_original_matrices
+
+  def counting(*args, **kwargs):
+    calls.append(args)
+    return build(*args, **kwargs)
+
+  monkeypatch.setattr(image_ops, "canvas_to_original_matrices", counting)
+  model = tiny_model(crop_size=SIZE)
+  image = image_ops.normalize_image(_images()[1])
+  refinements = [None, 0.0, 2.0]
+  out = evaluation.predict(model, image, [0, 2], flip=True,
+                           refinements=refinements)
+  assert len(calls) == 2  # The plain and the flipped pass.
+  maps = {r: 0.0 for r in refinements}
+  for flip in (False, True):
+    x = tf.reverse(image[None], [2]) if flip else image[None]
+    canvas, fitted = image_ops.fit_to_canvas(x, SIZE, normalized=True)
+    t0 = model.infer(canvas, tf.constant(0), return_features=True)
+    for r in refinements:
+      one = image_ops.canvas_to_original(
+          subnets.refine_labelmap(t0["u3"], t0["v3"], r)[0], fitted,
+          image.shape[:2], SIZE)
+      maps[r] += tf.reverse(one, [1]) if flip else one
+  for r in refinements:
+    np.testing.assert_allclose(out[0]["by_refinement"][r], maps[r] / 2,
+                               atol=1e-5)
