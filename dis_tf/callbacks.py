@@ -206,7 +206,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 class ImageSummaries(keras.callbacks.Callback):
   """Draws a fixed grid of val images and predictions into TensorBoard.
 
-  At every epoch end (the step of Keras's epoch scalars), one image tagged
+  At the end of epochs 0, freq, 2 freq, ... and of the last epoch of the
+  `fit` (the step of Keras's epoch scalars), one image tagged
   `val_images`: a row per example of `examples`, with the columns of
   `dis_tf.visualization.figure_columns`: the image, the image target I, the
   reconstruction z3 after `t_test` latent steps, the labelmaps at t = 0
@@ -223,16 +224,19 @@ class ImageSummaries(keras.callbacks.Callback):
     t_test: latent steps of the second labelmap and of z3.
     palette: [256, 3] uint8 class colours of the run's class set (None:
       VOC's).
+    freq: epochs between grids (`train.tensorboard_image_freq`); the last
+      epoch always draws one, so a phase ends with its final predictions.
   """
 
   TAG = "val_images"
 
-  def __init__(self, log_dir, examples, t_test, palette=None):
+  def __init__(self, log_dir, examples, t_test, palette=None, freq=1):
     super().__init__()
     self.log_dir = log_dir
     self.examples = list(examples)
     self.t_test = int(t_test)
     self.palette = palette
+    self.freq = int(freq)
     self._writer = None
 
   def grid(self):
@@ -245,6 +249,10 @@ class ImageSummaries(keras.callbacks.Callback):
     return visualization.grid_image(rows, palette=self.palette), caption
 
   def on_epoch_end(self, epoch, logs=None):
+    epochs = (self.params or {}).get("epochs")
+    last = epochs is not None and epoch == epochs - 1
+    if epoch % self.freq and not last:
+      return
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)
     start = time.time()

@@ -81,6 +81,7 @@ NOT_FINGERPRINTED = ("latent.t_test",
                      # bounds: neither changes the trained weights.
                      "train.tensorboard_images",
                      "train.tensorboard_num_images",
+                     "train.tensorboard_image_freq",
                      "serving.max_batch_size", "serving.max_image_pixels",
                      "serving.max_batch_pixels", "serving.max_steps",
                      "serving.max_batch_steps",

@@ -154,6 +154,11 @@ def _image_examples(config):
     raise ValueError("--train.tensorboard_num_images="
                      f"{train_config.tensorboard_num_images}: must be >= 1 "
                      "(--notrain.tensorboard_images turns the grid off).")
+  if train_config.tensorboard_image_freq < 1:
+    raise ValueError("--train.tensorboard_image_freq="
+                     f"{train_config.tensorboard_image_freq}: must be >= 1 "
+                     "(epochs between grids; --notrain.tensorboard_images "
+                     "turns the grid off).")
   if not config.data.voc_dir:
     logging.info("No data.voc_dir: no TensorBoard image grid.")
     return None
@@ -187,7 +192,8 @@ def _callbacks(config, phase, image_examples, write_dir=None):
     # Next to Keras's "train" run: TensorBoard shows phase_<p>/validation.
     callbacks.append(callbacks_lib.ImageSummaries(
         os.path.join(logs, "validation"), image_examples,
-        config.latent.t_test, classes.from_config(config).palette()))
+        config.latent.t_test, classes.from_config(config).palette(),
+        freq=config.train.tensorboard_image_freq))
   return callbacks
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dis_tf import callbacks as callbacks_lib
 from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import training
@@ -201,13 +202,37 @@ def test_val_image_grid_follows_its_flag(images, tmp_path, tiny_config,
     assert not (logs / "validation").exists()
 
 
-def test_image_grid_needs_a_positive_number_of_images(tmp_path, tiny_config,
-                                                      dataset_fn):
+@pytest.mark.parametrize("field", ["tensorboard_num_images",
+                                   "tensorboard_image_freq"])
+def test_image_grid_needs_positive_counts(field, tmp_path, tiny_config,
+                                          dataset_fn):
   config = tiny_config(tmp_path / "run")
   config.data.voc_dir = "/unused"
-  config.train.tensorboard_num_images = 0
-  with pytest.raises(ValueError, match="tensorboard_num_images"):
+  setattr(config.train, field, 0)
+  with pytest.raises(ValueError, match=f"--train.{field}=0: must be >= 1"):
     training.train(config, "full", dataset_fn=dataset_fn, verbose=0)
+
+
+@pytest.mark.parametrize("freq, epochs, initial, drawn", [
+    (1, 3, 0, [0, 1, 2]),
+    (5, 15, 0, [0, 5, 10, 14]),   # The demo's phase a.
+    (5, 3, 0, [0, 2]),
+    (3, 9, 4, [6, 8]),            # Resumed at epoch 4.
+])
+def test_image_grid_every_freq_epochs_and_at_the_last(monkeypatch, tmp_path,
+                                                      freq, epochs, initial,
+                                                      drawn):
+  steps = []
+  grid = (np.zeros([2, 2, 3], np.uint8), "caption")
+  monkeypatch.setattr(callbacks_lib.ImageSummaries, "grid", lambda self: grid)
+  summaries = callbacks_lib.ImageSummaries(str(tmp_path), [], 0, freq=freq)
+  summaries.set_params({"epochs": epochs, "steps": 1, "verbose": 0})
+  monkeypatch.setattr(tf.summary, "image",
+                      lambda tag, data, step, description: steps.append(step))
+  for epoch in range(initial, epochs):
+    summaries.on_epoch_end(epoch)
+  summaries.on_train_end()
+  assert steps == drawn
 
 
 def test_code_version_is_the_checkout_commit_or_none(monkeypatch):
