@@ -301,19 +301,18 @@ class TrainConfig:
     weight_decay: decoupled weight decay (0 disables it).
     steps_per_epoch: steps between checkpoints, backups and summaries.
     tensorboard_images: at epoch ends (`tensorboard_image_freq`), draw a
-      grid of the first
-      `tensorboard_num_images` images of the evaluation split ("val" for
-      `data.eval_split` "val[100:]") into TensorBoard: image, image target,
-      z3 at `latent.t_test`, labelmaps at t = 0 and `latent.t_test`, ground
-      truth (`dis_tf.callbacks.ImageSummaries`).
+      grid of the first `tensorboard_num_images` images of the evaluation
+      split ("val" for `data.eval_split` "val[100:]") into TensorBoard:
+      image, image target, z3 at `latent.t_test`, labelmaps at t = 0 and
+      `latent.t_test`, ground truth (`dis_tf.callbacks.ImageSummaries`).
     tensorboard_num_images: val images (rows) of the `tensorboard_images`
       grid.
     tensorboard_image_freq: draw the grid at epochs 0, f, 2f, ... of each
       phase and at its last epoch (Keras's `histogram_freq` counts epochs
-      the same way). Each grid runs the latent loop on its images: at the
-      demo's size about 0.5 s, at the voc12 preset's 513 canvas with
-      ResNet101 tens of seconds on a CPU, so every epoch's grid costs more
-      than it shows.
+      the same way). Each grid runs the latent loop on its images: 0.2 to
+      0.5 s at the demo's size (measured at t_test 0 and 10), far more with
+      ResNet101 at the voc12 preset's 513 canvas on a CPU; one every epoch
+      cost more than it showed.
     strategy: tf.distribute strategy: "default" (one device), "mirrored"
       (all local devices) or "multi_worker" (reads TF_CONFIG).
     seed: random seed of the weights, the data order and augmentation.

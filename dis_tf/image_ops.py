@@ -189,8 +189,8 @@ def canvas_to_original(probabilities, fitted, original, canvas_size):
 def resize_by_matrices(probabilities, matrices):
   """[h, w, C] -> [H, W, C] by `canvas_to_original_matrices`'s (ry, rx).
 
-  Several maps of one image (each t_test and final prediction) share the
-  matrices: evaluation computes them once per image, since building them
+  Several maps of one pass (each t_test and final prediction) share the
+  matrices: evaluation computes them once per pass, since building them
   eagerly cost more than the latent loop (a profile of the demo's
   selection split: 6.1 of 16.8 s).
 
