@@ -1,6 +1,6 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
-  python tools/demo.py            # about 4-6 minutes on 2 CPU cores
+  python tools/demo.py            # about 4-7 minutes on 2 CPU cores
   python tools/demo.py --quick    # the same steps, small; about a minute
 
 Steps (each prints progress; a killed demo resumes where it stopped):
