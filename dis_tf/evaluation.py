@@ -82,7 +82,7 @@ def _latent_fn(model):
       return model_ref().latent(
           u1, v1, image_target, tags=tags, steps=steps, return_features=True,
           update=test_update if tags is None else train_update)
-    compiled = tf.function(run, reduce_retracing=True)
+    compiled = tf.function(run, reduce_retracing=True, autograph=False)
 
     def call(u1, v1, image_target, tags=None, steps=0, return_features=True,
              step_size=None, clip_norm=None, method=None, gram_fields=None):

@@ -282,7 +282,7 @@ def split_parts(model, dataset, t_test, num_classes):
   """
   size = int(model.eval_crop_size)
 
-  @tf.function
+  @tf.function(autograph=False)
   def canvas_parts(canvas, fitted):
     result = model.infer(canvas, t_test, return_features=True)
     parts = image_parts(result["probabilities"], result["tag_probabilities"],

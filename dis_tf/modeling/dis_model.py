@@ -447,6 +447,10 @@ class DISModel(keras.Model):
     self.mean_iou.update_state(mask, prediction)
     return {m.name: m.result() for m in self.metrics}
 
+  # Not converted by autograph (Keras traces these with it on): the step
+  # branches on tensors only through tf.cond / tf.while_loop, so the
+  # source rewriting of it and of the latent loop only cost trace time.
+  @tf.autograph.experimental.do_not_convert
   def train_step(self, data):
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     with tf.GradientTape() as tape:
@@ -459,6 +463,7 @@ class DISModel(keras.Model):
     self.optimizer.apply_gradients(zip(gradients, variables))
     return self._update_metrics(x, outputs, total, parts)
 
+  @tf.autograph.experimental.do_not_convert
   def test_step(self, data):
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     outputs, total, parts = self._forward_and_losses(x, training=False)

@@ -337,7 +337,8 @@ def _step_body(body, jit_step):
   stage-2 shape and slower at the ResNet101 head (BENCHMARKS.md,
   `bench/latent_ops.py`).
   """
-  return tf.function(body, jit_compile=True) if jit_step else body
+  return (tf.function(body, jit_compile=True, autograph=False) if jit_step
+          else body)
 
 
 def _direct_loop(model, u1, v1, image_target, tags, steps, step_size,

@@ -190,7 +190,8 @@ class _Runner:
         return model.latent(u1, v1, target, tags=tags, steps=steps,
                             step_size=step_size, update=update,
                             monotone=monotone, return_features=True)
-      self._fns[key] = tf.function(run, reduce_retracing=True)
+      self._fns[key] = tf.function(run, reduce_retracing=True,
+                                   autograph=False)
     args = (u1, v1, target, tf.constant(steps, tf.int32))
     return self._fns[key](*args, **({"tags": tags} if tags is not None
                                     else {}))
