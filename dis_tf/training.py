@@ -539,6 +539,11 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
       model.compile(optimizer=make_optimizer(config.train, learning_rate,
                                              epochs * per_epoch,
                                              config.model.precision))
+      # Built now, as Keras builds it under a distribution strategy: left
+      # to the first step, the optimizer's variables are created inside the
+      # train function's first trace, and tf.function then traces it a
+      # second time (the same graph; tests/test_tracing.py).
+      model.optimizer.build(model.trainable_variables)
     if steps > 0:
       callbacks = _callbacks(config, phase, image_examples, write_dir)
       resumed = 0
