@@ -26,6 +26,7 @@ from dis_tf import losses
 from dis_tf import metrics as dis_metrics
 from dis_tf.classes import IGNORE_LABEL
 from dis_tf.modeling import backbones as backbones_lib
+from dis_tf.modeling import batchnorm_folding
 from dis_tf.modeling.subnets import Subnet1, Subnet2, Subnet3
 
 PHASES = ("a", "b", "c", "semi")
@@ -191,6 +192,20 @@ class DISModel(keras.Model):
     "mixed_bfloat16"."""
     _set_backbone_precision(self.backbone, precision)
     self.precision = precision
+
+  def for_inference(self):
+    """This model with its backbone's batch norm folded into the
+    convolutions (`dis_tf.modeling.batchnorm_folding`): the graph the
+    serving module runs. The copy has this model's settings and weights and
+    computes what `infer` computes, up to float rounding; it is not for
+    training. Returns `self` when nothing folds (the tiny backbone)."""
+    backbone = batchnorm_folding.fold_batchnorm(self.backbone)
+    if backbone is self.backbone:
+      return self
+    copy = DISModel(**dict(self.get_config(), backbone=backbone))
+    for name in ("subnet1", "subnet2", "subnet3"):
+      getattr(copy, name).set_weights(getattr(self, name).get_weights())
+    return copy
 
   # ---------------------------------------------------------------- phases
   def set_phase(self, phase):
