@@ -15,6 +15,9 @@ round (`common.interleaved`), so each ratio is taken side by side:
 * the backbone forward (`DISModel.features`), batch 1 at --size;
 * `model.infer` end to end at t = 0 and t = 30 (gram; the Gram kernels
   built per call, as `bench/latent.py` times it), batch 1 at --size;
+* the same three on `model.for_inference()`, the served graph (the
+  backbone's batch norms folded into its convolutions); the t = 0 speed-up
+  and t = 30 / t = 0 targets are read on these rows;
 * the served latency: the model exported twice with
   `dis_tf.serving.export_lib.export_saved_model` (t_test 0, canvas
   --serve_size, default the preset's 513; `precision` float32 and
@@ -95,36 +98,53 @@ def cpu_flags():
   return {flag: flag in flags for flag in BF16_FLAGS}
 
 
+# Suffix of the rows timed on `DISModel.for_inference()`, the graph the
+# serving module runs (batch norm folded into the convolutions).
+FOLDED = ", batch norm folded (served graph)"
+
+
 def _inference_fns(model, image, steps=(0, 30)):
-  """{(what, precision): fn} traced under each precision."""
+  """{(what, precision): fn} traced under each precision, for the model as
+  built and for its `for_inference` copy (rows ending in `FOLDED`)."""
   fns = {}
-  for precision in PRECISIONS:
-    model.set_precision(precision)
-    features = tf.function(lambda x: model.features(x)[0])
-    infer = tf.function(lambda x, s: model.infer(x, steps=s)["probabilities"])
-    features(image)
-    for t in steps:
-      infer(image, tf.constant(t))
-    fns[("backbone forward", precision)] = (
-        lambda f=features: f(image).numpy())
-    for t in steps:
-      fns[(f"end to end t={t}", precision)] = (
-          lambda f=infer, t=t: f(image, tf.constant(t)).numpy())
-  model.set_precision("float32")
+  folded = model.for_inference()
+  for suffix, net in (("", model), (FOLDED, folded)):
+    for precision in PRECISIONS:
+      net.set_precision(precision)
+      features = tf.function(lambda x, n=net: n.features(x)[0])
+      infer = tf.function(
+          lambda x, s, n=net: n.infer(x, steps=s)["probabilities"])
+      features(image)
+      for t in steps:
+        infer(image, tf.constant(t))
+      fns[("backbone forward" + suffix, precision)] = (
+          lambda f=features: f(image).numpy())
+      for t in steps:
+        fns[(f"end to end t={t}" + suffix, precision)] = (
+            lambda f=infer, t=t: f(image, tf.constant(t)).numpy())
+    net.set_precision("float32")
   return fns
 
 
 def _agreement(model, image):
-  """(relative L2 of u1, labelmap agreement at t = 30) bf16 vs float32."""
+  """{graph: (relative L2 of u1, labelmap agreement at t = 30)} of bf16
+  against float32 as built; graph "as built" or "served" (bf16 on the
+  `for_inference` copy, whose folded kernels are rounded to bf16)."""
   out = {}
-  for precision in PRECISIONS:
-    model.set_precision(precision)
-    u1 = model.features(image)[0]
-    labels = tf.argmax(model.infer(image, steps=30)["probabilities"], -1)
-    out[precision] = (u1, labels)
-  (u32, l32), (u16, l16) = out["float32"], out["mixed_bfloat16"]
-  rel = float(tf.norm(u16 - u32) / tf.norm(u32))
-  return rel, float(np.mean(l32.numpy() == l16.numpy()))
+  for graph, net in (("as built", model), ("served", model.for_inference())):
+    for precision in PRECISIONS:
+      net.set_precision(precision)
+      u1 = net.features(image)[0]
+      labels = tf.argmax(net.infer(image, steps=30)["probabilities"], -1)
+      out[(graph, precision)] = (u1, labels)
+    net.set_precision("float32")
+  u32, l32 = out[("as built", "float32")]
+  result = {}
+  for graph in ("as built", "served"):
+    u16, l16 = out[(graph, "mixed_bfloat16")]
+    result[graph] = (float(tf.norm(u16 - u32) / tf.norm(u32)),
+                     float(np.mean(l32.numpy() == l16.numpy())))
+  return result
 
 
 def _train_fns(model, config, size):
@@ -384,9 +404,8 @@ def main(argv):
   serve_size = args.serve_size or model.eval_crop_size
   image = tf.constant(np.random.RandomState(0).randn(
       1, args.size, args.size, 3).astype(np.float32))
-  rel, agree = _agreement(model, image)
-  print(f"u1 relative L2 {rel:.4g}, labelmap agreement {agree:.4g}",
-        flush=True)
+  agreement = _agreement(model, image)
+  print("u1 relative L2, labelmap agreement:", agreement, flush=True)
   times = common.interleaved(_inference_fns(model, image),
                              repeats=args.repeats, warmup=1)
   print("inference timed", flush=True)
@@ -399,17 +418,18 @@ def main(argv):
   print("serving timed", flush=True)
   times.update(common.interleaved(_train_fns(model, config, args.train_size),
                                   repeats=args.repeats, warmup=1))
-  inputs = {what: (f"{args.size}x{args.size}", 1)
+  inputs = {what + suffix: (f"{args.size}x{args.size}", 1)
             for what in ("backbone forward", "end to end t=0",
-                         "end to end t=30")}
+                         "end to end t=30") for suffix in ("", FOLDED)}
   inputs[SERVED] = (f"{args.size}x{args.size} JPEG, canvas {serve_size}", 1)
   for what, _ in times:
     if "step" in what:
       inputs[what] = (f"{args.train_size}x{args.train_size}", 2)
   rows = _ratio_rows(times, inputs)
   ratio = {row[0]: row[5] for row in rows}
-  t_ratio = {p: times[("end to end t=30", p)] / times[("end to end t=0", p)]
-             for p in PRECISIONS}
+  # The t = 30 / t = 0 targets are read on the served graph.
+  t_ratio = {p: times[("end to end t=30" + FOLDED, p)]
+             / times[("end to end t=0" + FOLDED, p)] for p in PRECISIONS}
   capped = None
   if args.cap_isa:
     capped = _capped_times(args.cap_isa, args)
@@ -423,13 +443,21 @@ def main(argv):
       "(random weights), latent method gram; median of "
       f"{args.repeats} interleaved runs after one warm-up. The same "
       "weights under both precisions (`DISModel.set_precision`); the "
-      "latent loop is float32 in both.", "",
+      "latent loop is float32 in both. Rows ending in "
+      f"\"{FOLDED[2:]}\" time `DISModel.for_inference()`, the graph the "
+      "serving module runs: the backbone's batch norms folded into its "
+      "convolutions (`dis_tf.modeling.batchnorm_folding`); the others the "
+      "model as built, as training and `dis_tf.evaluation` run it. The "
+      "targets are read on the served graph; t=0 end to end as built, "
+      f"float32 / bf16: {ratio['end to end t=0']:.2f}.", "",
       common.table(["what", "input", "batch", "float32 s", "bf16 s",
                     "float32 / bf16"], rows), "",
-      f"Accuracy, same image at {args.size}, before any training step: "
-      f"relative L2 difference of u1 (bf16 vs float32) {rel:.3g}; t=30 "
-      f"labelmaps (feature resolution) equal on {100 * agree:.2f}% of the "
-      "positions.", "",
+      f"Accuracy, same image at {args.size}, before any training step, "
+      "bf16 against float32 as built: "
+      + "; ".join(f"bf16 {graph}: relative L2 difference of u1 {rel:.3g}, "
+                  f"t=30 labelmaps (feature resolution) equal on "
+                  f"{100 * agree:.2f}% of the positions"
+                  for graph, (rel, agree) in agreement.items()) + ".", "",
       f"Served row: `export_lib.export_saved_model(model, ..., t_test=0, "
       f"input_size={serve_size}, precision=...)` (export took "
       + ", ".join(f"{export_s[p]:.0f} s under {p}" for p in PRECISIONS)
@@ -454,12 +482,14 @@ def main(argv):
           f"'{reported}'; convolution implementation "
           + ", ".join(f"{dtype}: `{impl}`" for dtype, impl in impls.items()))
     body.append("")
-  bf16_ratio = common.target("end to end t=30 / t=0 under mixed_bfloat16",
-                             t_ratio["mixed_bfloat16"], 1.05)
+  bf16_ratio = common.target(
+      "end to end t=30 / t=0 under mixed_bfloat16 (served graph)",
+      t_ratio["mixed_bfloat16"], 1.05)
   if any(flags.values()):
     speed = [
-        common.target(f"ResNet101 at {args.size}, t=0 end to end, float32 "
-                      "/ bf16", ratio["end to end t=0"], 1.8,
+        common.target(f"ResNet101 at {args.size}, t=0 end to end (served "
+                      "graph: batch norm folded), float32 / bf16",
+                      ratio["end to end t=0" + FOLDED], 1.8,
                       higher_is_better=True),
         common.target(f"served latency through the SavedModel (t=0, canvas "
                       f"{serve_size}), float32 / bf16", ratio[SERVED], 1.6,
@@ -470,17 +500,18 @@ def main(argv):
     speed = [
         f"- The bf16 speed-up targets (>= 1.8 at t=0, >= 1.6 served) are "
         f"for a CPU with bf16 units, not judged on this one: here bf16 is "
-        f"{1 / ratio['end to end t=0']:.1f}x slower at t=0 and "
+        f"{1 / ratio['end to end t=0' + FOLDED]:.1f}x slower at t=0 and "
         f"{1 / ratio[SERVED]:.1f}x slower served, and `model.precision="
         f"auto` resolves to `{config_lib.host_precision()}` on it."]
     # Emulated bf16 makes the backbone slow, which flatters t=30 / t=0.
-    bf16_ratio = ("- end to end t=30 / t=0 under mixed_bfloat16: "
+    bf16_ratio = ("- end to end t=30 / t=0 under mixed_bfloat16 (served "
+                  "graph): "
                   f"{t_ratio['mixed_bfloat16']:.3g}, not judged here (the "
                   "emulated bf16 backbone is the slow part, so the latent "
                   "loop's share is small)")
   body += [
       "Targets (same run):", *speed,
-      common.target("end to end t=30 / t=0 under float32",
+      common.target("end to end t=30 / t=0 under float32 (served graph)",
                     t_ratio["float32"], 1.05),
       bf16_ratio]
   if args.eval_model_dir:

@@ -1,6 +1,6 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
-  python tools/demo.py            # about 4-7 minutes on 2 CPU cores
+  python tools/demo.py            # about 2.5-7 minutes on 2 CPU cores
   python tools/demo.py --quick    # the same steps, small; about a minute
 
 Steps (each prints progress; a killed demo resumes where it stopped):
@@ -43,9 +43,11 @@ not. The default follows issue 29's rule: over the demo's seeds 0-4 on
 this benchmark, training under bf16 is within 1.0 mIoU of float32 at every
 t_test (bench/precision_training.py, BENCHMARKS.md, 2026-12-06: +0.2,
 -0.4 and -0.2 at t = 0, 10 and 30, each 90% interval above -1.0), and
-the whole demo ran 1.22x faster than under float32 (4.3 against 5.3 min,
-side by side, bench/research_loop.py; issue 26's 4 min and issue 29's 3 min
-are missed). The export is in the precision trained in: re-export with
+the whole demo takes no longer than under float32: 150 s in both, side by
+side on a 2-core AMD EPYC with bf16 units (bench/research_loop.py,
+BENCHMARKS.md, 2026-12-07; issue 26's 4 min and issue 29's 3 min are met
+there; the tiny backbone has too little convolution work for bf16 to
+pay). The export is in the precision trained in: re-export with
 `export/export_saved_model.py --precision=float32` for a server without
 bf16 units (docs/SERVING.md).
 
