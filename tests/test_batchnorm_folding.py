@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
 
 from dis_tf import image_ops
 from dis_tf.modeling import backbones
@@ -13,6 +14,7 @@ from dis_tf.modeling import batchnorm_folding
 from dis_tf.modeling import dis_model
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.serving import export_lib
+from test_export import _FORBIDDEN_OPS, _graph_ops, _load_in_fresh_process
 
 SIZE = 64
 
@@ -163,3 +165,29 @@ def test_folded_batchnorm_layer_config_round_trip():
   assert clone.dtype_policy.name == "mixed_bfloat16"
   x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
   np.testing.assert_array_equal(clone(x), x)
+
+
+def test_bfloat16_folded_export_has_core_ops_and_loads_in_tf1(tmp_path):
+  """The folded graph under mixed_bfloat16: core ops only, none of the
+  batch norm's (its Rsqrt; the unfolded export has one), and the TF1
+  `Session` loader in a fresh process without dis_tf gives the TF2
+  loader's labelmaps."""
+  path = export_lib.export_saved_model(
+      _bn_dis_model(), str(tmp_path / "export"), t_test=2, input_size=SIZE,
+      warmup=False, precision="mixed_bfloat16")
+  ops, _, _ = _graph_ops(path)
+  assert "Conv2D" in ops and "Rsqrt" not in ops
+  assert not [op for op in ops if op_def_registry.get(op) is None]
+  assert not [op for op in ops
+              if op in _FORBIDDEN_OPS or op.startswith(("Xla", "_Xla"))]
+  rng = np.random.default_rng(5)
+  images = [tf.io.encode_png(rng.integers(0, 256, (h, w, 3)).astype(
+      np.uint8)).numpy() for h, w in ((50, 70), (64, 40))]
+  inputs = str(tmp_path / "inputs.npz")
+  np.savez(inputs, images=np.array(images, dtype=object),
+           tensor=rng.integers(0, 256, (2, 48, 56, 3)).astype(np.uint8))
+  results = _load_in_fresh_process(path, inputs, tmp_path)
+  for name in ("serving_default", "serving_steps", "predict_images",
+               "predict_images_float"):
+    np.testing.assert_array_equal(results[f"v1/{name}/class_ids"],
+                                  results[f"v2/{name}/class_ids"])
