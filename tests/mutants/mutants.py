@@ -151,6 +151,23 @@ MUTANTS = (
         ("tests/test_gram.py::test_gram_overflowing_steps_are_rejected_and_"
          "change_nothing",)),
     Mutant(
+        "shared_conv_output_folded", "a batch norm folds only into a "
+        "convolution whose output it alone reads",
+        "dis_tf/modeling/batchnorm_folding.py",
+        "        or len(conv._outbound_nodes) != 1  # pylint: "
+        "disable=protected-access\n",
+        "",
+        ("tests/test_batchnorm_folding.py::test_fold_keeps_the_inference_"
+         "output_and_folds_only_safe_pairs",)),
+    Mutant(
+        "nonlinear_conv_folded", "a batch norm folds only into a "
+        "convolution with a linear activation",
+        "dis_tf/modeling/batchnorm_folding.py",
+        "        or conv.get_config()[\"activation\"] != \"linear\"\n",
+        "",
+        ("tests/test_batchnorm_folding.py::test_fold_keeps_the_inference_"
+         "output_and_folds_only_safe_pairs",)),
+    Mutant(
         "per_pixel_tag_path_scaled", "per_pixel divides only the u3 path "
         "of v1's gradient by h * w, not the tag path",
         "dis_tf/modeling/latent.py",
