@@ -2,7 +2,7 @@
 
   python bench/precision.py [--size=353] [--train_size=225] [--repeats=3]
       [--serve_size=513] [--cap_isa=AVX512_CORE]
-      [--eval_model_dir=DIR --eval_dir=OUT [--eval_split=val[100:]]
+      [--eval_model_dir=DIR ... --eval_dir=OUT [--eval_split=val[100:]]
        [--eval_t_test=0,10,30]]
 
 One dilated-ResNet101 DISModel (random weights, the voc12 preset) is timed
@@ -48,24 +48,26 @@ are printed in the section. The same cap can be put on the whole script
 writes its own section (the script refuses that section on a CPU with bf16
 units), so the run on a CPU that has them stays in `precision.md`.
 
-**mIoU under bf16 inference** (optional, before the timings): with
---eval_model_dir, the trained model is copied to OUT/<precision>/model
-(`tools/evaluate.py` writes TensorBoard summaries into its model dir) and
-evaluated there by `tools/evaluate.py --model.precision=<precision>` at
---eval_t_test on --eval_split, one child process after the other; the
-per-t mIoU of both and their difference are tabulated with the commands.
+**mIoU under bf16 inference** (optional, before the timings): each
+--eval_model_dir (repeatable, e.g. the ablation's DIS model of each seed)
+is evaluated under both precisions by `tools/evaluate.py`
+(`precision_readings.evaluate`); the per-model mIoU, the paired
+difference over the models per setting (90% t interval) and the issue's
+target (within 0.3 at every t_test) are tabulated with the commands. On a
+CPU with bf16 units the section also reads t = 30 / t = 0 of the served
+graph in FLOPs (`precision_readings.latent_floor_text`).
 """
 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 import common  # Puts the checkout on sys.path.
+import precision_readings as readings
 import train_step
 
 import keras
@@ -78,7 +80,7 @@ from dis_tf.data import pipeline
 from dis_tf.data import synthetic
 from dis_tf.serving import export_lib
 
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = readings.PRECISIONS
 # The section of a run on a real CPU without bf16 units (not emulated).
 NO_BF16_SECTION = "precision_no_bf16_units"
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -290,63 +292,6 @@ def _ratio_rows(times, inputs):
   return rows
 
 
-def _evaluate(args):
-  """mIoU per t_test of --eval_model_dir under both precisions.
-
-  Returns:
-    ({precision: {setting name (t_test, refinement): mIoU in points}},
-    [the commands run]).
-  """
-  mious, commands = {}, []
-  for precision in PRECISIONS:
-    root = os.path.join(os.path.abspath(args.eval_dir), precision)
-    model_dir = os.path.join(root, "model")
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(args.eval_model_dir, model_dir,
-                    ignore=shutil.ignore_patterns("eval_*", "logs"))
-    output_dir = os.path.join(root, "eval")
-    command = ["tools/evaluate.py", f"--model_dir={model_dir}",
-               f"--split={args.eval_split}", f"--t_test={args.eval_t_test}",
-               f"--model.precision={precision}",
-               f"--output_dir={output_dir}"] + args.eval_flag
-    commands.append(" ".join(["python"] + command))
-    print("running", commands[-1], flush=True)
-    with open(os.path.join(root, "evaluate.log"), "w") as log:
-      done = subprocess.run(
-          [sys.executable] + command, cwd=common.ROOT, stdout=log,
-          stderr=subprocess.STDOUT,
-          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    if done.returncode:
-      raise RuntimeError(f"{commands[-1]} failed (rc {done.returncode}); "
-                         f"see {log.name}")
-    with open(os.path.join(output_dir, "results.json")) as f:
-      results = json.load(f)
-    mious[precision] = {row["name"]: 100 * row["mean_iou"]
-                        for row in results["settings"]}
-  return mious, commands
-
-
-def _miou_lines(args, mious, commands):
-  """The mIoU table, its commands and its target line."""
-  rows, worst = [], 0.0
-  for name in mious["float32"]:
-    f32, b16 = mious["float32"][name], mious["mixed_bfloat16"][name]
-    worst = max(worst, abs(b16 - f32))
-    rows.append([name, f"{f32:.2f}", f"{b16:.2f}", f"{b16 - f32:+.2f}"])
-  return [
-      f"**mIoU under bf16 inference** of a float32-trained model "
-      f"(`{args.eval_model_dir}`), split `{args.eval_split}`, one model "
-      "(one seed; not the ablation's 5-seed DIS model that the issue's "
-      "target names), evaluated under both precisions (the same weights):",
-      "", common.table(["setting", "float32 mIoU", "mixed_bfloat16 mIoU",
-                        "bf16 - float32"], rows), "",
-      "Commands (run by this script, one after the other, before the "
-      "timings; each on a copy of the model dir):", "",
-      *[f"    {c}" for c in commands], "",
-      common.target("mIoU, largest |bf16 - float32| over t_test (points), "
-                    "this model", worst, 0.3)]
-
-
 def section_error(section, flags):
   """Why `section` must not be written on a CPU with `flags`, or None.
 
@@ -380,7 +325,10 @@ def main(argv):
                       help="bench/results/<section>.md to write; "
                       "precision_no_bf16_units is the run on a CPU without "
                       "bf16 units (refused on one that has them)")
-  parser.add_argument("--eval_model_dir", default=None)
+  parser.add_argument("--eval_model_dir", action="append", default=[],
+                      help="a float32-trained model dir to evaluate under "
+                      "both precisions (repeatable: the paired differences "
+                      "are over the model dirs, e.g. one per seed)")
   parser.add_argument("--eval_dir", default=None)
   parser.add_argument("--eval_split", default="val[100:]")
   parser.add_argument("--eval_t_test", default="0,10,30")
@@ -397,8 +345,10 @@ def main(argv):
     parser.error(refused)
   if args.eval_model_dir:
     # First, so that a failing evaluation stops the script early.
-    mious, commands = _evaluate(args)
-    print("evaluated:", mious, flush=True)
+    per_model, commands = readings.evaluate(
+        args.eval_model_dir, args.eval_dir, args.eval_split,
+        args.eval_t_test, args.eval_flag)
+    print("evaluated:", per_model, flush=True)
   keras.utils.set_random_seed(0)
   model, config = common.resnet_model(t_train=10)
   serve_size = args.serve_size or model.eval_crop_size
@@ -514,8 +464,18 @@ def main(argv):
       common.target("end to end t=30 / t=0 under float32 (served graph)",
                     t_ratio["float32"], 1.05),
       bf16_ratio]
+  if any(flags.values()):
+    # Emulated bf16 (no units) makes t = 0 slow; the reading is for the
+    # CPUs the targets are stated for.
+    body.append(readings.latent_floor_text(
+        *[{p: times[(what + FOLDED, p)] for p in PRECISIONS}
+          for what in ("end to end t=0", "end to end t=30",
+                       "backbone forward")],
+        *readings.latent_flops(model, image)))
   if args.eval_model_dir:
-    body += [""] + _miou_lines(args, mious, commands)
+    body += [""] + readings.miou_lines(
+        args.eval_model_dir, args.eval_split, per_model,
+        [readings.model_summary(d) for d in args.eval_model_dir], commands)
   else:
     body += ["- (mIoU under bf16 not measured in this run: "
              "--eval_model_dir)"]

@@ -101,7 +101,11 @@ export builds them once, at export, and saves them with the weights
   latent step about twice as fast per FLOP (e.g. a fused kernel for
   subnet-2's forward + backward), which stock TensorFlow Serving cannot
   load (core ops only); XLA on the step body is slower at this shape
-  (`latent_ops.py`).
+  (`latent_ops.py`). Under mixed_bfloat16 the ratio is further off: the
+  backbone runs about twice as fast and the latent loop, float32 by the
+  issue's rule, does not; `precision.py` computes from its own run the
+  FLOP rate the 30 steps would need (its line "Why t=30 / t=0 is what it
+  is") and whether even the float32 backbone's rate would reach it.
 * *The demo's wall time (targets <= 4 min, issue 26; <= 3 min where bf16
   is the default, issue 29)*: the demo is mostly training (stage 1 and
   2000 stage-2 steps of a tiny network) and its step 4 (every t_test,
@@ -153,11 +157,16 @@ process under `ONEDNN_MAX_CPU_ISA=AVX512_CORE` (oneDNN's ISA cap), and
 picks with and without the cap. The section after it,
 `precision_no_bf16_units`, is the same script on a real CPU without bf16
 units (`--section=precision_no_bf16_units --cap_isa=`; `run_all.py` only
-assembles it, since it needs such a machine). The mIoU table
-(`--eval_model_dir`) is one float32-trained model evaluated by
-`tools/evaluate.py` under both precisions; `run_all.py` runs the script
-without it, so a full re-run drops that table unless the script is re-run
-with the flags its section names.
+assembles it, since it needs such a machine). The mIoU tables
+(`--eval_model_dir`, repeatable) evaluate float32-trained models with
+`tools/evaluate.py` under both precisions and pair them per setting: the
+issue's target names the ablation's DIS model, so the run gives the DIS
+t_train=5 model (the t_train RESULTS.md chose on the selection split) of
+each of the 5 seeds, trained for it in float32 by `python tools/ablation.py
+--t_train=5 --model.precision=float32` on the RESULTS.md benchmark (its
+scoring limited, since only the models were needed). `run_all.py` runs
+the script without these flags, so a full re-run drops those tables unless
+the script is re-run with the flags its section names.
 
 **Training in bfloat16** (`bench/precision_training.py`, issue 29). The
 demo's training and step 4 (`bench/demo_spread.py`: the `synthetic`

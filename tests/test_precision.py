@@ -9,6 +9,8 @@ tests/test_gram.py (`test_model_infer_paths_agree_and_features_continue_
 exactly`); the export's precision in tests/test_export.py.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from dis_tf import image_ops
 from dis_tf import training
 from dis_tf.modeling import gram as gram_lib
 from dis_tf.modeling.dis_model import DISModel
+from dis_tf.research import tables
 
 import bench_modules  # tests/bench_modules.py
 
@@ -162,3 +165,86 @@ def test_bench_refuses_the_no_bf16_section_on_a_cpu_with_bf16_units():
   assert "this one has" in precision.section_error(section, with_units)
   assert precision.section_error(section, without) is None
   assert precision.section_error("precision", with_units) is None
+
+
+def _paired(per_seed):
+  return tables.paired_stats([x / 100 for x in per_seed], [0.0] * len(per_seed))
+
+
+@pytest.mark.parametrize("per_seed, expected", [
+    ([0.01, -0.04, 0.02, 0.0, 0.03], "met"),           # interval inside
+    ([0.5, 0.6, 0.55, 0.45, 0.52], "missed"),           # wholly above
+    ([-0.6, -0.5, -0.7, -0.55, -0.65], "missed"),       # wholly below
+    ([0.1, 0.4, -0.2, 0.5, 0.3], "not resolved"),       # straddles +0.3
+    ([0.01], "not resolved"),                           # no interval
+])
+def test_bench_within_verdict_is_the_two_sided_interval_rule(per_seed,
+                                                             expected):
+  readings = bench_modules.load("precision_readings")
+  assert readings.within_verdict(_paired(per_seed), 0.3) == expected
+
+
+def test_bench_miou_lines_pair_the_models_per_setting():
+  readings = bench_modules.load("precision_readings")
+  per_model = [
+      {"float32": {"t=0": 50.0, "t=10": 51.0},
+       "mixed_bfloat16": {"t=0": 50.02, "t=10": 50.5}},
+      {"float32": {"t=0": 40.0, "t=10": 41.0},
+       "mixed_bfloat16": {"t=0": 39.99, "t=10": 40.4}},
+      {"float32": {"t=0": 45.0, "t=10": 46.0},
+       "mixed_bfloat16": {"t=0": 45.01, "t=10": 45.45}},
+  ]
+  text = "\n".join(readings.miou_lines(
+      ["a", "b", "c"], "val[100:]", per_model, ["s0", "s1", "s2"],
+      ["python tools/evaluate.py ..."]))
+  # t=0 within 0.3 (differences +0.02, -0.01, +0.01); t=10 wholly below
+  # -0.3 (-0.5, -0.6, -0.55).
+  assert "| t=0 | +0.01 (sd 0.02" in text
+  assert "| t=10 | -0.55 (sd 0.05" in text
+  assert text.count("| met |") == 1 and text.count("| missed |") == 1
+  assert "paired over 3 model(s): **missed**" in text
+  assert "largest |bf16 - float32| of any one model and setting: 0.60" in text
+  assert "`b` (s1)" in text
+
+
+def test_bench_latent_floor_conclusion_follows_the_numbers():
+  readings = bench_modules.load("precision_readings")
+
+  def times(t0_bf16):
+    """(t0, t30, backbone) seconds by precision."""
+    return ({"float32": 0.45, "mixed_bfloat16": t0_bf16},
+            {"float32": 0.53, "mixed_bfloat16": t0_bf16 + 0.08},
+            {"float32": 0.44, "mixed_bfloat16": 0.22})
+
+  # 30 steps of 160 MFLOP = 4.8 GFLOP in 80 ms (60 GFLOP/s); the backbone
+  # 176 GFLOP in 0.44 s (400 GFLOP/s). Under bf16 the budget is 5% of t=0:
+  # at 0.20 s, 10 ms, 480 GFLOP/s, 1.2x the backbone's rate; at 0.24 s,
+  # 12 ms, 400 GFLOP/s, the backbone's; at 0.40 s, 20 ms, 240 GFLOP/s, 0.6x.
+  slow = readings.latent_floor_text(*times(0.20), 176e9, 160e6)
+  assert "at a higher FLOP rate than the backbone's" in slow
+  assert "small ops run at 15% of that rate" in slow
+  assert "would be 1.027 under float32 and 1.060 under bf16" in slow
+  about = readings.latent_floor_text(*times(0.24), 176e9, 160e6)
+  assert "at about the FLOP rate of the backbone's" in about
+  fast = readings.latent_floor_text(*times(0.40), 176e9, 160e6)
+  assert "reachable in principle" in fast
+  assert "(15% of the float32 backbone's)" in fast    # 60 / 400
+  t0, t30, backbone = times(0.20)
+  t30["float32"] = 0.44    # t=30 faster than t=0: noise
+  assert "within the noise" in readings.latent_floor_text(
+      t0, t30, backbone, 176e9, 160e6)
+
+
+def test_bench_model_summary_reads_config_and_fingerprint(tmp_path):
+  readings = bench_modules.load("precision_readings")
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "config.json").write_text(json.dumps({
+      "train": {"seed": 3}, "latent": {"t_train": 5},
+      "model": {"precision": "float32"}}))
+  assert readings.model_summary(str(tmp_path)) == (
+      "seed 3, t_train 5, trained in float32 by an unrecorded commit")
+  (tmp_path / "checkpoints" / "phase_semi.fingerprint.json").write_text(
+      json.dumps({"fields": {}, "code_version": {"commit": "abcdef0123",
+                                                 "dirty": True}}))
+  assert readings.model_summary(str(tmp_path)).endswith(
+      "by abcdef0 with uncommitted changes")
