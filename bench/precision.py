@@ -3,7 +3,7 @@
   python bench/precision.py [--size=353] [--train_size=225] [--repeats=3]
       [--serve_size=513] [--cap_isa=AVX512_CORE]
       [--eval_model_dir=DIR ... --eval_dir=OUT [--eval_split=val[100:]]
-       [--eval_t_test=0,10,30]]
+       [--eval_t_test=0,10,30]] [--agree_model_dir=DIR ...]
 
 One dilated-ResNet101 DISModel (random weights, the voc12 preset) is timed
 under both values of `model.precision` (`DISModel.set_precision`: the same
@@ -55,7 +55,10 @@ is evaluated under both precisions by `tools/evaluate.py`
 difference over the models per setting (90% t interval) and the issue's
 target (within 0.3 at every t_test) are tabulated with the commands. On a
 CPU with bf16 units the section also reads t = 30 / t = 0 of the served
-graph in FLOPs (`precision_readings.latent_floor_text`).
+graph in FLOPs (`precision_readings.latent_floor_text`). With
+--agree_model_dir (repeatable, e.g. the demo's model), each trained model
+is exported in both precisions and the two exports' labelmaps are
+compared on generated images (`precision_readings.export_agreement`).
 """
 
 import argparse
@@ -329,6 +332,10 @@ def main(argv):
                       help="a float32-trained model dir to evaluate under "
                       "both precisions (repeatable: the paired differences "
                       "are over the model dirs, e.g. one per seed)")
+  parser.add_argument("--agree_model_dir", action="append", default=[],
+                      help="a trained model dir whose float32 and bf16 "
+                      "exports' labelmaps are compared on generated "
+                      "images (repeatable; e.g. the demo's model)")
   parser.add_argument("--eval_dir", default=None)
   parser.add_argument("--eval_split", default="val[100:]")
   parser.add_argument("--eval_t_test", default="0,10,30")
@@ -349,6 +356,11 @@ def main(argv):
         args.eval_model_dir, args.eval_dir, args.eval_split,
         args.eval_t_test, args.eval_flag)
     print("evaluated:", per_model, flush=True)
+  if args.agree_model_dir:
+    with tempfile.TemporaryDirectory() as tmp:
+      agreements = [readings.export_agreement(d, os.path.join(tmp, str(i)))
+                    for i, d in enumerate(args.agree_model_dir)]
+    print("export agreement:", agreements, flush=True)
   keras.utils.set_random_seed(0)
   model, config = common.resnet_model(t_train=10)
   serve_size = args.serve_size or model.eval_crop_size
@@ -479,6 +491,11 @@ def main(argv):
   else:
     body += ["- (mIoU under bf16 not measured in this run: "
              "--eval_model_dir)"]
+  if args.agree_model_dir:
+    body += [""] + readings.agreement_lines(
+        args.agree_model_dir,
+        [readings.model_summary(d) for d in args.agree_model_dir],
+        agreements)
   body += ["", f"Whole script: {(time.perf_counter() - start) / 60:.1f} "
            "min."]
   command = " ".join(["python bench/precision.py"] + argv)

@@ -4,6 +4,9 @@
   each seed) evaluated under float32 and mixed_bfloat16 with
   `tools/evaluate.py`, paired over the models per setting, and issue 29's
   target (within 0.3 at every t_test) under the two-sided interval rule.
+* The labelmaps of a trained model's two exports (float32 and
+  mixed_bfloat16, `export_lib.export_from_model_dir`) compared pixel by
+  pixel on generated images (issue 29: >= 99% equal).
 * Why t = 30 / t = 0 of the served graph is what it is: the latent loop's
   FLOPs (TensorFlow's registered counts) and FLOP rate against the
   backbone's, and the FLOP rate the target would need.
@@ -18,11 +21,15 @@ import sys
 import common  # Puts the checkout on sys.path.
 import latent_ops
 
+import numpy as np
 import tensorflow as tf
 
 from dis_tf import image_ops
 from dis_tf import model_dir as model_dir_lib
+from dis_tf.data import synthetic
 from dis_tf.research import tables
+from dis_tf.serving import export_lib
+from dis_tf.serving import module as serving_module
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -166,6 +173,76 @@ def miou_lines(model_dirs, split, per_model, summaries, commands,
       f"**{tables.combined(verdicts)}**",
       f"- largest |bf16 - float32| of any one model and setting: "
       f"{worst:.2f} points"]
+
+
+def export_agreement(model_dir, tmp, num_images=16, sizes=(96, 160), seed=7):
+  """How often the bf16 export's labelmap equals the float32 export's.
+
+  The model dir is exported twice by `export_lib.export_from_model_dir`
+  (its own t_test, canvas and settings; `model.precision` float32 and
+  mixed_bfloat16, the same float32 weights); both SavedModels'
+  `serving_default` label the same generated images (the synthetic
+  benchmark's generator, random sizes in `sizes`, PNG), and the
+  `class_ids` are compared on every pixel of every image.
+
+  Args:
+    model_dir: a trained model dir.
+    tmp: a directory for the two exports.
+    num_images: generated images.
+    sizes: smallest and largest image side.
+    seed: the images' seed.
+
+  Returns:
+    (fraction of equal pixels, pixels compared, the exports' t_test).
+  """
+  rng = np.random.default_rng(seed)
+  images = [synthetic.generate_image(rng, int(h), int(w))[0]
+            for h, w in rng.integers(sizes[0], sizes[1] + 1,
+                                     size=(num_images, 2))]
+  encoded = tf.constant([tf.io.encode_png(im).numpy() for im in images])
+  class_ids = {}
+  for precision in PRECISIONS:
+    path = export_lib.export_from_model_dir(
+        model_dir, os.path.join(tmp, precision),
+        overrides={"model.precision": precision}, version=1)
+    loaded = tf.saved_model.load(path)
+    metadata = loaded.signatures["metadata"]()
+    recorded = metadata["precision"].numpy().decode()
+    if recorded != precision:
+      raise RuntimeError(f"{path} records precision {recorded!r}, not "
+                         f"{precision!r}")
+    t_test = int(metadata["t_test"].numpy())
+    class_ids[precision] = loaded.signatures["serving_default"](
+        image_bytes=encoded)["class_ids"].numpy()
+  # Pixels outside an image (the batch is padded to its largest image).
+  valid = class_ids["float32"] != serving_module.IGNORE_LABEL
+  same = (class_ids["float32"] == class_ids["mixed_bfloat16"])[valid]
+  return float(same.mean()), int(same.size), t_test
+
+
+def agreement_lines(model_dirs, summaries, results, limit=0.99):
+  """The export-agreement table and its target line.
+
+  Args:
+    model_dirs: the model dirs, as given.
+    summaries: `model_summary` of each.
+    results: `export_agreement` of each.
+    limit: the target's fraction of equal pixels.
+  """
+  rows = [[f"`{d}` ({s})", t, n, f"{100 * f:.2f}%"]
+          for d, s, (f, n, t) in zip(model_dirs, summaries, results)]
+  return [
+      "**Labelmaps of a trained model's two exports**: each model dir "
+      "exported in float32 and in mixed_bfloat16 "
+      "(`export_lib.export_from_model_dir`, its own t_test and canvas), "
+      "`serving_default` on the same generated images (the synthetic "
+      "benchmark's generator, PNG), `class_ids` compared on every image "
+      "pixel:", "",
+      common.table(["model", "t_test", "pixels", "equal"], rows), "",
+      common.target("bf16 export's labelmap equal to the float32 export's, "
+                    "fewest over the models (fraction of pixels)",
+                    min(f for f, _, _ in results), limit,
+                    higher_is_better=True)]
 
 
 def latent_flops(model, image):

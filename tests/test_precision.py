@@ -248,3 +248,15 @@ def test_bench_model_summary_reads_config_and_fingerprint(tmp_path):
                                                  "dirty": True}}))
   assert readings.model_summary(str(tmp_path)).endswith(
       "by abcdef0 with uncommitted changes")
+
+
+def test_bench_agreement_lines_judge_the_fewest_equal_pixels():
+  readings = bench_modules.load("precision_readings")
+  text = "\n".join(readings.agreement_lines(
+      ["a", "b"], ["s0", "s1"], [(0.999, 1000, 0), (0.985, 2000, 10)]))
+  assert "| `b` (s1) | 10 | 2000 | 98.50% |" in text
+  assert "fewest over the models (fraction of pixels): 0.985" in text
+  assert "**missed**" in text
+  met = "\n".join(readings.agreement_lines(
+      ["a"], ["s0"], [(0.995, 1000, 0)]))
+  assert "**met**" in met
