@@ -127,7 +127,7 @@ def miou_lines(model_dirs, split, per_model, summaries, commands,
   Args:
     model_dirs: the evaluated model dirs, as given.
     split: the evaluated split.
-    per_model: `_evaluate`'s per-model mIoUs (points).
+    per_model: `evaluate`'s per-model mIoUs (points).
     summaries: `model_summary` of each model dir.
     commands: the evaluation commands run.
     margin: the target's bound on |bf16 - float32| (points).

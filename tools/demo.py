@@ -46,8 +46,10 @@ t_test (bench/precision_training.py, BENCHMARKS.md, 2026-12-06: +0.2,
 the whole demo takes no longer than under float32: 150 s in both, side by
 side on a 2-core AMD EPYC with bf16 units (bench/research_loop.py,
 BENCHMARKS.md, 2026-12-07; issue 26's 4 min and issue 29's 3 min are met
-there; the tiny backbone has too little convolution work for bf16 to
-pay). The export is in the precision trained in: re-export with
+there by the demo alone; from a fresh clone with the README's pip install,
+177 s and 223 s the same day; the tiny backbone has too little
+convolution work for bf16 to pay). The export is in the precision
+trained in: re-export with
 `export/export_saved_model.py --precision=float32` for a server without
 bf16 units (docs/SERVING.md).
 
