@@ -73,6 +73,7 @@ NOT_FINGERPRINTED = ("latent.t_test",
                      # fingerprinted (CLASS_NAMES_KEY), not its path.
                      "data.classes", "latent.update",
                      "latent.tag_refinement", "data.eval_crop_size",
+                     "data.eval_batch_size",
                      "data.eval_split",
                      "data.select_split", "data.data_dir", "data.voc_dir",
                      "data.weak_dir", "data.deterministic", "train.strategy",

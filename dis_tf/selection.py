@@ -226,7 +226,7 @@ def choose_setting(image_matrices, default=(0, None), **bootstrap_kwargs):
 
 
 def select_setting(model, dataset, t_tests, num_classes=21,
-                   refinements=REFINEMENTS, updates=UPDATES):
+                   refinements=REFINEMENTS, updates=UPDATES, batch_size=1):
   """Scores every (t_test, refinement, update) on `dataset`; chooses one.
 
   Args:
@@ -238,6 +238,7 @@ def select_setting(model, dataset, t_tests, num_classes=21,
       is added).
     updates: candidate test-time updates (`UPDATES`); empty: the model's
       own only. Each one re-runs the split (the backbone included).
+    batch_size: images per latent batch (`evaluation.evaluate_model`).
 
   Returns:
     (the `choose_setting` decision, number of images).
@@ -255,7 +256,7 @@ def select_setting(model, dataset, t_tests, num_classes=21,
         break
       results = evaluation.evaluate_model(
           model, dataset, scored, num_classes=num_classes, log_every=0,
-          refinements=refinements, per_image=True)
+          refinements=refinements, per_image=True, batch_size=batch_size)
       if not results["num_images"]:
         raise errors.UserError("select_setting: the selection split has "
                                "no images.")

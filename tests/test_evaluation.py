@@ -233,3 +233,72 @@ def test_the_latent_loop_is_traced_once_per_model_and_mode(tiny_model,
   evaluation.predict(model, examples[1]["image"], [0, 2],
                      tags=examples[1]["tags"])
   assert compiled.experimental_get_tracing_count() == 2
+
+
+def test_a_batch_predicts_what_each_image_predicts_alone(model,
+                                                         eval_examples):
+  """predict_batch stacks canvases of images of different sizes; every
+  latent step is per example, so each result is the image's own."""
+  examples = eval_examples()
+  images = [ex["image"] for ex in examples]
+  kwargs = dict(flip=True, scales=(1.0, 0.75), with_reconstruction=True,
+                refinements=[None, 0.0])
+  batched = evaluation.predict_batch(model, images, [0, 2, 5], **kwargs)
+  assert len(batched) == len(images)
+  for image, together in zip(images, batched):
+    alone = evaluation.predict(model, image, [0, 2, 5], **kwargs)
+    for t in (0, 2, 5):
+      assert together[t]["probabilities"].shape == (*image.shape[1:3], 21)
+      for refinement in (None, 0.0):
+        np.testing.assert_allclose(together[t]["by_refinement"][refinement],
+                                   alone[t]["by_refinement"][refinement],
+                                   atol=1e-5)
+      for key in ("tag_probabilities", "reconstruction", "image_target"):
+        np.testing.assert_allclose(together[t][key], alone[t][key],
+                                   atol=1e-5)
+      assert together[t]["objective"] == pytest.approx(alone[t]["objective"],
+                                                       rel=1e-4, abs=1e-4)
+
+
+def test_a_batch_in_training_mode_uses_each_image_s_own_tags(model,
+                                                             eval_examples):
+  examples = eval_examples()
+  images = [ex["image"] for ex in examples]
+  tags = [ex["tags"] for ex in examples]
+  batched = evaluation.predict_batch(model, images, [0, 3], tags=tags)
+  for image, image_tags, together in zip(images, tags, batched):
+    alone = evaluation.predict(model, image, [0, 3], tags=image_tags)
+    for t in (0, 3):
+      np.testing.assert_allclose(together[t]["probabilities"],
+                                 alone[t]["probabilities"], atol=1e-5)
+  with pytest.raises(ValueError, match="2 tags for 3 images"):
+    evaluation.predict_batch(model, images, [0], tags=tags[:2])
+
+
+def test_batched_evaluation_scores_as_batch_1(model, eval_examples,
+                                              backbone_calls):
+  # 5 images in batches of 2: the last batch is short.
+  examples = eval_examples(sizes=((64, 64), (56, 72), (64, 48), (40, 64),
+                                  (72, 56)), seed=3)
+  one = evaluation.evaluate_model(model, examples, [0, 3], per_image=True,
+                                  refinements=[None, 2.0])
+  with backbone_calls(model) as calls:
+    two = evaluation.evaluate_model(model, examples, [0, 3], per_image=True,
+                                    refinements=[None, 2.0], batch_size=2)
+  assert len(calls) == 3
+  assert two["num_images"] == one["num_images"] == 5
+  for a, b in zip(one["settings"], two["settings"]):
+    assert (a["t_test"], a["refinement"]) == (b["t_test"], b["refinement"])
+    np.testing.assert_array_equal(a["confusion_matrix"], b["confusion_matrix"])
+    np.testing.assert_array_equal(a["image_matrices"], b["image_matrices"])
+    assert a["objective"] == pytest.approx(b["objective"], rel=1e-4)
+    assert a["tags"] == pytest.approx(b["tags"])
+  limited = evaluation.evaluate_model(model, examples, [0], limit=3,
+                                      batch_size=2)
+  assert limited["num_images"] == 3
+
+
+def test_eval_batch_size_below_1_is_an_error_naming_the_field(model,
+                                                              eval_examples):
+  with pytest.raises(ValueError, match=r"data\.eval_batch_size"):
+    evaluation.evaluate_model(model, eval_examples(), [0], batch_size=0)

@@ -205,7 +205,7 @@ def main(argv):
         f"{eval_split}")
   decision, count = selection.select_setting(
       model, pipeline.eval_dataset(config, select_split), t_tests,
-      config.model.num_classes)
+      config.model.num_classes, batch_size=config.data.eval_batch_size)
   selection.record_selection(config, decision, select_split, count)
   selection.apply(model, decision)
   print(selection.describe(decision, select_split, count))
@@ -217,7 +217,8 @@ def main(argv):
   results = evaluation.evaluate_model(
       model, pipeline.eval_dataset(config, eval_split), t_tests,
       tag_threshold=config.latent.tag_threshold,
-      refinements=[decision["tag_refinement"], None])
+      refinements=[decision["tag_refinement"], None],
+      batch_size=config.data.eval_batch_size)
   eval_dir = os.path.join(config.model_dir, "eval_val")
   reports.write_reports(results, eval_dir)
   evaluation.write_summaries(

@@ -103,7 +103,7 @@ def main(argv):
     pipeline.check_disjoint(config, select_split, split)
     decision, count = selection.select_setting(
         model, pipeline.eval_dataset(config, select_split), t_tests,
-        config.model.num_classes)
+        config.model.num_classes, batch_size=config.data.eval_batch_size)
     # The stored config keeps its own values (data paths given as flags
     # here are not baked in); only the served setting changes.
     stored = config_lib.ExperimentConfig.load(FLAGS.model_dir)
@@ -128,7 +128,8 @@ def main(argv):
       model, dataset, t_tests, flip=FLAGS.flip, scales=FLAGS.scales,
       num_classes=config.model.num_classes,
       tag_threshold=config.latent.tag_threshold, limit=FLAGS.limit,
-      refinements=_refinements(FLAGS.refinements))
+      refinements=_refinements(FLAGS.refinements),
+      batch_size=config.data.eval_batch_size)
   if results["num_images"] == 0:
     raise errors.UserError(f"--split={split}: no images to evaluate.")
   paths = reports.write_reports(
