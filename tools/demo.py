@@ -1,6 +1,6 @@
 r"""The one-command DIS demo on the generated synthetic benchmark.
 
-  python tools/demo.py            # about 2.5-7 minutes on 2 CPU cores
+  python tools/demo.py            # about 2.3-7 minutes on 2 CPU cores
   python tools/demo.py --quick    # the same steps, small; about a minute
 
 Steps (each prints progress; a killed demo resumes where it stopped):
@@ -43,12 +43,12 @@ not. The default follows issue 29's rule: over the demo's seeds 0-4 on
 this benchmark, training under bf16 is within 1.0 mIoU of float32 at every
 t_test (bench/precision_training.py, BENCHMARKS.md, 2026-12-06: +0.2,
 -0.4 and -0.2 at t = 0, 10 and 30, each 90% interval above -1.0), and
-the whole demo takes no longer than under float32: 150 s in both, side by
-side on a 2-core AMD EPYC with bf16 units (bench/research_loop.py,
-BENCHMARKS.md, 2026-12-07; issue 26's 4 min and issue 29's 3 min are met
-there by the demo alone; from a fresh clone with the README's pip install,
-177 s and 223 s the same day; the tiny backbone has too little
-convolution work for bf16 to pay). The export is in the precision
+the whole demo takes no longer than under float32: 138 s under bf16 and
+142 s under float32, side by side on a 2-core AMD EPYC with bf16 units
+(bench/research_loop.py, BENCHMARKS.md, 2026-12-07, at 5640b2f; issue
+26's 4 min and issue 29's 3 min are met there by the demo alone; from a
+fresh clone with the README's pip install, 170 s and 190 s the same day;
+the tiny backbone has too little convolution work for bf16 to pay). The export is in the precision
 trained in: re-export with
 `export/export_saved_model.py --precision=float32` for a server without
 bf16 units (docs/SERVING.md).
