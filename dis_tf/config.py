@@ -240,7 +240,11 @@ class DataConfig:
     eval_batch_size: images whose canvases and latent loops run as one
       batch in evaluation and selection (`dis_tf.evaluation.predict_batch`;
       the latent steps are per example, so the scores do not depend on it
-      up to float rounding). Lower it if evaluation runs out of memory.
+      up to float rounding). It pays where the latent loop is
+      dispatch-bound (the tiny preset: see `synthetic`); memory grows with
+      it: the dilated ResNet101 at a 513 canvas peaked at 4.5 GiB RSS at
+      batch 1 and 7.9 GiB at 2, and batch 8 was killed on a 24 GiB machine
+      (2026-12-07), so the default stays 1.
     min_scale: smallest random scale factor.
     max_scale: largest random scale factor.
     weak_fraction: fraction of each stage-2 batch that is tag-only images.
@@ -266,7 +270,7 @@ class DataConfig:
   select_split: Optional[str] = None
   crop_size: int = 353
   eval_crop_size: Optional[int] = None
-  eval_batch_size: int = 8
+  eval_batch_size: int = 1
   min_scale: float = 0.5
   max_scale: float = 1.5
   weak_fraction: float = 0.5
