@@ -58,3 +58,40 @@ def test_clean_tags_writes_palette_pngs_and_jsonl(model, eval_examples,
   assert "given (noisy)" in text and "cleaned (t_train=3)" in text
 
 
+
+
+@pytest.mark.parametrize("min_area", [0.0, 0.05])
+def test_the_labelmap_rule_keeps_the_given_tags_the_plain_labelmap_draws(
+    model, eval_examples, tmp_path, min_area):
+  examples = eval_examples()
+  for ex in examples:
+    # Every class given: the rule must remove those the labelmap lacks.
+    ex["tags"] = tf.ones_like(ex["tags"])
+  report = tag_cleaning.clean_tags(model, examples, str(tmp_path), t_train=2,
+                                   rule="labelmap", min_area=min_area)
+  assert report["rule"] == "labelmap" and report["min_area"] == min_area
+  lines = [json.loads(line) for line in open(report["jsonl"])]
+  for line, ex in zip(lines, examples):
+    plain = evaluation.predict(model, ex["image"], [0],
+                               refinements=[None])[0]["probabilities"]
+    labelmap = np.argmax(plain, -1)
+    expected = [c for c in range(1, 21) if np.mean(labelmap == c) > min_area]
+    assert line["cleaned_tags"] == expected
+  if min_area == 0.0:  # The random model draws some object classes.
+    assert any(line["cleaned_tags"] for line in lines)
+  # A given tag the labelmap draws is kept only if it was given.
+  examples[0]["tags"] = tf.one_hot([[0]], 21)
+  report = tag_cleaning.clean_tags(model, examples[:1], str(tmp_path / "one"),
+                                   t_train=2, rule="labelmap")
+  assert json.loads(open(report["jsonl"]).readline())["cleaned_tags"] == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rule": "area"}, "rule='area'"),
+    ({"rule": "labelmap", "min_area": 1.0}, "min_area=1.0"),
+])
+def test_a_bad_cleaning_rule_is_an_error(model, eval_examples, tmp_path,
+                                         kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    tag_cleaning.clean_tags(model, eval_examples(), str(tmp_path), 2,
+                            **kwargs)

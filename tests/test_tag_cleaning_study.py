@@ -39,6 +39,50 @@ def test_rules():
   # "remove" keeps only given tags above the threshold.
   assert study.clean(probabilities, given, "remove", 0.5).tolist() == [
       [True, False, False, True]]
+  # "labelmap" does the same with the plain labelmap's class areas.
+  areas = np.array([[0.5, 0.3, 0.0, 0.2]])
+  assert study.clean(areas, given, "labelmap", 0.0).tolist() == [
+      [True, False, False, True]]
+  assert study.clean(areas, given, "labelmap", 0.25).tolist() == [
+      [True, False, False, False]]
+
+
+def test_the_labelmap_rule_is_chosen_when_its_areas_separate_and_scored():
+  true, given, p = _seed_data(n=60)
+  # The tag probabilities rank the spurious given tags (0.85) above the
+  # true ones (about 0.8), while the plain labelmap never draws them.
+  p = np.where(given & ~true, 0.85, p)
+  areas = np.where(true, 0.2, 0.0)
+  areas[:, 0] = 0.5
+  d = study.choose(true, given, {1.0: p}, areas)
+  assert d["chosen"][:2] == [None, "labelmap"]
+  assert d["interval"]["low"] > 0
+  assert "plain/labelmap/0.01" in d["f1"]
+  assert len(d["f1"]) == (len(study.RULES) * len(study.THRESHOLDS)
+                          + len(study.AREA_THRESHOLDS))
+  result = study.score_seed(true, given, {1.0: p}, areas)
+  assert result["report"]["chosen"] == pytest.approx(1.0)
+  assert result["separation"]["labelmap_given"] == 1.0
+  assert result["separation"]["given"] == 0.0
+  # Without areas nothing of the labelmap is scored.
+  plain = study.score_seed(true, given, {1.0: p})
+  assert "labelmap_given" not in plain["separation"]
+  assert all("labelmap" not in k for k in plain["decision"]["f1"])
+
+
+def test_plain_areas_are_the_class_shares_of_the_plain_argmax(tiny_model,
+                                                             eval_examples):
+  from dis_tf import evaluation
+  model = tiny_model()
+  examples = eval_examples()
+  areas, names = study.plain_areas(model, examples, 2, 21, batch_size=2)
+  assert names == ["img_0.jpg", "img_1.jpg"]
+  for example, row in zip(examples, areas):
+    probabilities = evaluation.predict(model, example["image"], [0],
+                                       refinements=[None])[0]["probabilities"]
+    labelmap = np.argmax(probabilities, -1)
+    expected = [np.mean(labelmap == c) for c in range(21)]
+    np.testing.assert_allclose(row, expected)
 
 
 def _seed_data(n=60, seed=0):
@@ -90,7 +134,7 @@ def test_score_seed_chooses_on_even_images_and_reports_odd_ones():
 
 
 def _result(chosen, noisy, oracle, given_auroc=0.7, not_given=0.6,
-            follows_given=0.9, follows_true=0.7):
+            follows_given=0.9, follows_true=0.7, labelmap_given=None):
   runs = []
   for c, n, o in zip(chosen, noisy, oracle):
     runs.append({
@@ -105,6 +149,9 @@ def _result(chosen, noisy, oracle, given_auroc=0.7, not_given=0.6,
                        "spurious_share": 0.2, "missed_share": 0.05,
                        "follows_given": follows_given,
                        "follows_true": follows_true}})
+    if labelmap_given is not None:
+      runs[-1]["separation"]["labelmap_given"] = labelmap_given
+      runs[-1]["decision"]["chosen"] = [None, "labelmap", 0.0]
   return {"seeds": list(range(len(runs))), "num_images": 300,
           "weights": [1.0], "runs": runs}
 
@@ -132,6 +179,26 @@ def test_reading_mechanism_branches(given_auroc, follows_given, phrases):
     assert phrase in lines[2]
 
 
+@pytest.mark.parametrize("labelmap_given, phrase", [
+    (0.9, "tells which classes an image shows better"),
+    (0.6, "adds nothing to the tag probability"),
+])
+def test_reading_compares_the_labelmap_with_the_tag_head(labelmap_given,
+                                                         phrase):
+  result = _result([0.7] * 3, [0.7] * 3, [0.71] * 3, given_auroc=0.7,
+                   labelmap_given=labelmap_given)
+  lines = tag_cleaning_page.reading(result)
+  assert "by the plain-labelmap rule in 3" in lines[0]
+  assert phrase in lines[3]
+  assert f"probability {labelmap_given:.2f}" in lines[3]
+  page = tag_cleaning_page.format_page(result, "cmd")
+  assert "plain labelmap, area > 0" in page
+  assert f"| {labelmap_given:.3f} |" in page
+  # A page from before the rule renders without it.
+  old = tag_cleaning_page.reading(_result([0.7] * 3, [0.7] * 3, [0.71] * 3))
+  assert len(old) == 3 and "labelmap" not in " ".join(old)
+
+
 @pytest.mark.slow
 def test_tool_writes_the_page_and_rerenders_it(tmp_path, trained_run,
                                                run_tool):
@@ -148,7 +215,9 @@ def test_tool_writes_the_page_and_rerenders_it(tmp_path, trained_run,
     assert 0.0 <= run["report"][key] <= 1.0
   # Every candidate was scored on the selection half.
   assert len(run["decision"]["f1"]) == (len(study.WEIGHTS) * len(study.RULES)
-                                        * len(study.THRESHOLDS))
+                                        * len(study.THRESHOLDS)
+                                        + len(study.AREA_THRESHOLDS))
+  assert 0.0 <= run["separation"]["labelmap_given"] <= 1.0
   again = tmp_path / "again.md"
   run_tool("tools/tag_cleaning_study.py",
            f"--from_json={tmp_path / 'TAG_CLEANING.json'}",

@@ -3,6 +3,8 @@ r"""Cleans the noisy tags of a web-tag folder with training-mode inference.
 The paper's second property of DIS (Sec. 3.1): with the given tags in the
 latent objective, t_train gradient steps on (u1, v1) yield cleaned tags
 (sigmoid(v3) > threshold) and a labelmap for every weak image.
+--rule=labelmap keeps instead the given tags whose class the network's own
+plain labelmap draws (a departure: see docs/results/TAG_CLEANING.md).
 
 Example (1500 synthetic weak images, tiny backbone, t_train=10: about
 2-3 minutes on 2 CPU cores):
@@ -46,6 +48,15 @@ flags.DEFINE_string("output_dir", None,
                     "Output folder (default MODEL_DIR/clean_tags).")
 flags.DEFINE_integer("limit", None, "Process only the first N images.",
                      lower_bound=1)
+flags.DEFINE_enum("rule", "paper", ["paper", "labelmap"],
+                  "paper: the cleaned tags are sigmoid(v3) > --tag_threshold "
+                  "after the steps (Sec. 3.1). labelmap (a departure): the "
+                  "given tags whose class covers more than --min_area of "
+                  "the network's own plain labelmap (docs/results/"
+                  "TAG_CLEANING.md).")
+flags.DEFINE_float("min_area", 0.0, "--rule=labelmap: share of the plain "
+                   "labelmap's pixels a given tag's class must exceed.",
+                   lower_bound=0.0, upper_bound=0.999)
 flags.DEFINE_boolean("use_truth", True,
                      "Score against WEAK_DIR/truth/truth.jsonl when it "
                      "exists (synthetic benchmark).")
@@ -85,14 +96,15 @@ def main(argv):
       tag_threshold=config.latent.tag_threshold, truth=truth,
       limit=FLAGS.limit,
       class_names=classes.from_config(config).names,
-      palette=classes.from_config(config).palette())
+      palette=classes.from_config(config).palette(), rule=FLAGS.rule,
+      min_area=FLAGS.min_area)
   report["model_dir"] = os.path.abspath(FLAGS.model_dir)
   report["weak_dir"] = os.path.abspath(weak_dir)
   report_path = os.path.join(output_dir, "report.json")
   atomic.write_text(report_path,
                     json.dumps(reports.to_jsonable(report), indent=2) + "\n")
-  print(f"{report['num_images']} images, t_train={t_train}, "
-        f"{report['seconds']:.1f} s")
+  print(f"{report['num_images']} images, t_train={t_train}, rule "
+        f"{FLAGS.rule}, {report['seconds']:.1f} s")
   table = tag_cleaning.format_cleaning_report(report)
   if table:
     print(table)

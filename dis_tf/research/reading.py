@@ -162,8 +162,11 @@ def _tags(seed_results, plan, latent):
       + f" the F1 of the given tags ({tables.paired_text(cleaned)}). This "
       "run tries one cleaning rule (sigmoid(v3) > "
       f"{latent.get('tag_threshold', 0.5):g} after each model's t_train "
-      "training-mode steps) with its own models' tag classifiers; no other "
-      "rule or classifier is measured.")
+      "training-mode steps) with its own models' tag classifiers; "
+      "docs/results/TAG_CLEANING.md (`tools/tag_cleaning_study.py`) chooses "
+      "among other thresholds, tag-term weights and rules, the network's own "
+      "plain labelmap among them, on held-out weak images of the demo's "
+      "seed runs.")
 
 
 def section(seed_results, plan, latent):

@@ -16,6 +16,8 @@ KEYS = ("seeds", "num_images", "weights", "runs")
 
 def _candidate(c):
   weight, rule, threshold = c
+  if rule == study.LABELMAP_RULE:
+    return f"plain labelmap, area > {threshold:g}"
   return f"weight {weight:g}, {rule}, > {threshold:g}"
 
 
@@ -31,10 +33,14 @@ def reading(result):
   verdict = tables.verdict(chosen, TARGET)
   taken = sum(list(r["decision"]["chosen"]) != list(study.DEFAULT)
               for r in runs)
+  by_labelmap = sum(r["decision"]["chosen"][1] == study.LABELMAP_RULE
+                    for r in runs)
   lines = [f"* *Target* (cleaned F1 >= noisy F1 + {TARGET:g}, paired per "
            f"seed, the rule chosen on the selection half): "
            f"{tables.paired_text(chosen)}: **{verdict}**. The margin rule "
-           f"replaced the paper's default in {taken} of {len(runs)} seeds."]
+           f"replaced the paper's default in {taken} of {len(runs)} seeds"
+           + (f", by the plain-labelmap rule in {by_labelmap}."
+              if _has_labelmap(runs) else ".")]
   ceiling = tables.paired_stats(report("oracle"), report("noisy"))
   if ceiling["high"] < TARGET:
     lines.append(
@@ -42,7 +48,8 @@ def reading(result):
         f"the reported half itself (an oracle) gains only "
         f"{tables.paired_text(ceiling)} over the given tags, below "
         f"+{TARGET:g}: no threshold, tag weight or removal rule of this "
-        "family reaches the target with these models' tag probabilities.")
+        "family reaches the target with these models' tag probabilities"
+        + (" and labelmaps." if _has_labelmap(runs) else "."))
   else:
     lines.append(
         f"* *The ceiling of these rules*: the best candidate chosen on the "
@@ -75,7 +82,27 @@ def reading(result):
          "than the truth, so a threshold on it mostly returns the given "
          "tags." if follows_given > follows_true else
          "it follows the truth at least as closely as the given tags."))
+  if _has_labelmap(runs):
+    labelmap = _mean(runs, lambda r: r["separation"]["labelmap_given"])
+    lines.append(
+        f"* *The labelmap against the tag head*: the share of a class in "
+        f"the network's own plain labelmap (t = 0, no tags) ranks a true "
+        f"given tag above a spurious one with probability {labelmap:.2f} "
+        f"(AUROC, mean over seeds), against {given:.2f} for the tag "
+        "probability after the training-mode steps: "
+        + ("the segmentation head, trained on every labelled pixel and the "
+           "pseudo labels, tells which classes an image shows better than "
+           "the weak tag head, so removing the given tags it does not draw "
+           "cleans more than any threshold on sigmoid(v3)."
+           if labelmap > given else
+           "the tag head separates them at least as well, so the labelmap "
+           "adds nothing to the tag probability here."))
   return lines
+
+
+def _has_labelmap(runs):
+  """Runs scored with the plain-labelmap rule (pages before it lack it)."""
+  return all("labelmap_given" in r["separation"] for r in runs)
 
 
 def format_page(result, command):
@@ -96,11 +123,16 @@ def format_page(result, command):
   sep = ["| seed | spurious share of given tags | AUROC true vs spurious "
          "given | missed share of classes not given | AUROC missed vs "
          "absent |", "|---|---:|---:|---:|---:|"]
+  with_labelmap = _has_labelmap(runs)
+  if with_labelmap:
+    sep = [sep[0] + " AUROC true vs spurious given, plain labelmap area |",
+           sep[1] + "---:|"]
   for seed, r in zip(seeds, runs):
     s = r["separation"]
     sep.append(f"| {seed} | {100 * s['spurious_share']:.1f}% | "
                f"{s['given']:.3f} | {100 * s['missed_share']:.1f}% | "
-               f"{s['not_given']:.3f} |")
+               f"{s['not_given']:.3f} |"
+               + (f" {s['labelmap_given']:.3f} |" if with_labelmap else ""))
   halves = runs[0]["num_images"]
   lines = [
       "# Cleaner tags: the cleaning rule chosen on held-out weak images",
@@ -116,7 +148,13 @@ def format_page(result, command):
       f"odd positions report ({halves[1]} images).",
       f"* Candidates: weight x rule (`paper`: sigmoid(v3) > threshold; "
       f"`remove`: the given tags with sigmoid(v3) > threshold, a departure) "
-      f"x threshold {list(study.THRESHOLDS)}; default "
+      f"x threshold {list(study.THRESHOLDS)}"
+      + ("; and `plain labelmap`: the given tags whose class covers more "
+         "than a share of the pixels of the network's own plain labelmap "
+         "(test mode, t = 0, no refinement; a departure: the paper cleans "
+         f"by v3 only), share {list(study.AREA_THRESHOLDS)}"
+         if with_labelmap else "")
+      + f"; default "
       f"{_candidate(study.DEFAULT)} (the paper's). The best-F1 candidate on "
       "the selection half replaces the default only when the lower end of "
       "the 90% paired bootstrap interval of its F1 gain (2000 resamples of "
@@ -143,7 +181,7 @@ def format_page(result, command):
       f"{tables.paired(report('oracle'), report('noisy'))}",
       "",
       "## What the tag probabilities can tell apart (reported half, "
-      "weight 1)",
+      "weight 1)" + (", and the plain labelmap" if with_labelmap else ""),
       "",
       *sep,
       "",

@@ -15,7 +15,14 @@ tags does better, without choosing on the images it reports:
 * Candidates: (weight, rule, threshold), rule "paper" (sigmoid(v3) >
   threshold, the paper's rule at other thresholds) or "remove" (the given
   tags whose sigmoid(v3) > threshold: a departure from the paper, tried
-  because the tag classifier alone misses most present classes).
+  because the tag classifier alone misses most present classes); and
+  (None, "labelmap", area): the given tags whose class covers more than
+  `area` of the pixels of the network's own plain labelmap (test mode,
+  t = 0, no refinement; `run_model` computes it once per image). Also a
+  departure: the paper cleans by the tag head v3 only. It is tried because
+  the segmentation head, trained on every pixel of the labelled images and
+  on the pseudo labels, tells which classes an image shows far better than
+  the weak tag head does (the separation below measures both).
 * The images alternate between a selection half (even positions) and a
   reported half (odd). Per seed the best-F1 candidate on the selection half
   replaces the paper's default (weight 1, "paper", 0.5) only when the lower
@@ -27,7 +34,8 @@ tags does better, without choosing on the images it reports:
   oracle that is never served).
 * Mechanism: how well the tag probability separates a true given tag from a
   spurious one (AUROC), and a missed true tag from an absent class among
-  the classes not given.
+  the classes not given; and how well the plain labelmap's class area
+  separates a true given tag from a spurious one.
 """
 
 import json
@@ -41,6 +49,10 @@ from dis_tf import quality
 WEIGHTS = (0.25, 1.0, 4.0)
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RULES = ("paper", "remove")
+# The labelmap rule: thresholds on a class's share of the plain labelmap's
+# pixels (0: at least one pixel).
+LABELMAP_RULE = "labelmap"
+AREA_THRESHOLDS = (0.0, 0.001, 0.003, 0.01, 0.03)
 DEFAULT = (1.0, "paper", 0.5)
 NUM_RESAMPLES, CONFIDENCE = 2000, 0.9
 
@@ -77,21 +89,38 @@ def bootstrap_f1_gain(counts_a, counts_b, num_resamples=NUM_RESAMPLES,
           "high": float(np.quantile(diffs, 1.0 - tail))}
 
 
-def clean(probabilities, given, rule, threshold):
-  """Cleaned multi-hot tags [N, C] (background set) of one candidate."""
-  kept = np.asarray(probabilities) > threshold
-  if rule == "remove":
+def clean(values, given, rule, threshold):
+  """Cleaned multi-hot tags [N, C] (background set) of one candidate.
+
+  `values` are the tag probabilities (rules "paper", "remove") or the
+  plain labelmap's class areas (rule "labelmap", which keeps the given
+  tags above the threshold, as "remove" does)."""
+  kept = np.asarray(values) > threshold
+  if rule in ("remove", LABELMAP_RULE):
     kept &= np.asarray(given, bool)
   kept[:, 0] = True
   return kept
 
 
-def choose(true, given, probabilities_by_weight):
+def _candidates(probabilities_by_weight, areas):
+  """(candidate, the values it thresholds) of every candidate."""
+  for weight, probabilities in probabilities_by_weight.items():
+    for rule in RULES:
+      for threshold in THRESHOLDS:
+        yield (float(weight), rule, threshold), probabilities
+  if areas is not None:
+    for threshold in AREA_THRESHOLDS:
+      yield (None, LABELMAP_RULE, threshold), areas
+
+
+def choose(true, given, probabilities_by_weight, areas=None):
   """The margin rule on one seed's selection half.
 
   Args:
     true, given: [N, C] multi-hot true and given tags.
     probabilities_by_weight: {weight: [N, C] tag probabilities}.
+    areas: optional [N, C] share of each class in the plain labelmap (the
+      "labelmap" candidates).
 
   Returns:
     {"chosen": (weight, rule, threshold), "best", "interval" (the best's
@@ -100,17 +129,16 @@ def choose(true, given, probabilities_by_weight):
   """
   f1 = {}
   counts = {}
-  for weight, probabilities in probabilities_by_weight.items():
-    for rule in RULES:
-      for threshold in THRESHOLDS:
-        key = (float(weight), rule, threshold)
-        counts[key] = tag_counts(true, clean(probabilities, given, rule,
-                                             threshold))
-        f1[key] = float(f1_of(counts[key].sum(0)))
+  for key, values in _candidates(probabilities_by_weight, areas):
+    counts[key] = tag_counts(true, clean(values, given, key[1], key[2]))
+    f1[key] = float(f1_of(counts[key].sum(0)))
   top = max(f1.values())
-  # Ties go to the default, then to the paper's rule, weight 1, 0.5.
+  # Ties go to the default, then to the paper's rule, then to the tag
+  # head's rules, weight 1, 0.5.
   best = min((k for k, v in f1.items() if v == top),
-             key=lambda k: (k != DEFAULT, k[1] != "paper", abs(k[0] - 1.0),
+             key=lambda k: (k != DEFAULT, k[1] != "paper",
+                            k[1] == LABELMAP_RULE,
+                            abs((1.0 if k[0] is None else k[0]) - 1.0),
                             abs(k[2] - 0.5)))
   interval, chosen = None, DEFAULT
   if best != DEFAULT:
@@ -123,18 +151,29 @@ def choose(true, given, probabilities_by_weight):
 
 def _name(candidate):
   weight, rule, threshold = candidate
-  return f"{weight:g}/{rule}/{threshold:g}"
+  return f"{'plain' if weight is None else f'{weight:g}'}/{rule}/{threshold:g}"
 
 
-def separation(true, given, probabilities):
+def _values(candidate, probabilities_by_weight, areas):
+  return (areas if candidate[1] == LABELMAP_RULE
+          else probabilities_by_weight[candidate[0]])
+
+
+def separation(true, given, probabilities, areas=None):
   """AUROC of the tag probability (object classes, pooled over images):
   "given": true vs spurious among the given tags; "not_given": missed true
   tags vs absent classes among the classes not given; "follows_given" /
-  "follows_true": given vs not given, true vs not true, over all."""
+  "follows_true": given vs not given, true vs not true, over all; with
+  `areas`, "labelmap_given": true vs spurious given tags by the plain
+  labelmap's class area."""
   true = np.asarray(true, bool)[:, 1:]
   given = np.asarray(given, bool)[:, 1:]
   p = np.asarray(probabilities)[:, 1:]
-  return {"given": quality.auroc(p[given], true[given]),
+  extra = {}
+  if areas is not None:
+    a = np.asarray(areas)[:, 1:]
+    extra["labelmap_given"] = quality.auroc(a[given], true[given])
+  return {**extra, "given": quality.auroc(p[given], true[given]),
           "not_given": quality.auroc(p[~given], true[~given]),
           # Over every class: does the probability follow the given tags
           # or the true ones?
@@ -144,28 +183,55 @@ def separation(true, given, probabilities):
           "missed_share": float(true[~given].mean())}
 
 
-def score_seed(true, given, probabilities_by_weight):
+def score_seed(true, given, probabilities_by_weight, areas=None):
   """One seed: choice on the even images, scores on the odd ones."""
   sel, rep = slice(0, None, 2), slice(1, None, 2)
+  half = lambda x, part: None if x is None else x[part]
   decision = choose(true[sel], given[sel],
-                    {w: p[sel] for w, p in probabilities_by_weight.items()})
+                    {w: p[sel] for w, p in probabilities_by_weight.items()},
+                    half(areas, sel))
   report = {}
-  for name, (weight, rule, threshold) in (("chosen", decision["chosen"]),
-                                          ("default", DEFAULT)):
-    cleaned = clean(probabilities_by_weight[weight][rep], given[rep], rule,
-                    threshold)
+  for name, candidate in (("chosen", decision["chosen"]),
+                          ("default", DEFAULT)):
+    values = _values(candidate, probabilities_by_weight, areas)
+    cleaned = clean(values[rep], given[rep], candidate[1], candidate[2])
     report[name] = float(f1_of(tag_counts(true[rep], cleaned).sum(0)))
   report["noisy"] = float(f1_of(tag_counts(true[rep], given[rep]).sum(0)))
   # The family's ceiling: its best candidate chosen on the reported half
   # itself (an oracle, never served; it says what any choice could reach).
   oracle = choose(true[rep], given[rep],
-                  {w: p[rep] for w, p in probabilities_by_weight.items()})
+                  {w: p[rep] for w, p in probabilities_by_weight.items()},
+                  half(areas, rep))
   report["oracle_candidate"] = oracle["best"]
   report["oracle"] = oracle["f1"][_name(tuple(oracle["best"]))]
   return {"decision": decision, "report": report,
           "num_images": [int(len(true[sel])), int(len(true[rep]))],
           "separation": separation(true[rep], given[rep],
-                                   probabilities_by_weight[DEFAULT[0]][rep])}
+                                   probabilities_by_weight[DEFAULT[0]][rep],
+                                   half(areas, rep))}
+
+
+def plain_areas(model, dataset, num_images, num_classes, batch_size=1):
+  """[N, C] share of each class in the plain labelmap of the first
+  `num_images` images (test mode, t = 0, no refinement, at the original
+  size), and their file names."""
+  from dis_tf import evaluation
+  examples = []
+  for index, example in enumerate(dataset):
+    if index >= num_images:
+      break
+    examples.append(example)
+  areas, names = [], []
+  for start in range(0, len(examples), batch_size):
+    chunk = examples[start:start + batch_size]
+    outs = evaluation.predict_batch(model, [e["image"] for e in chunk], [0],
+                                    refinements=[None])
+    for offset, (example, out) in enumerate(zip(chunk, outs)):
+      labelmap = np.argmax(out[0]["probabilities"], axis=-1)
+      areas.append(np.bincount(labelmap.ravel(), minlength=num_classes)
+                   / labelmap.size)
+      names.append(evaluation.example_file_name(example, start + offset))
+  return np.array(areas), names
 
 
 def run_model(model_dir, num_images, weights=WEIGHTS, data_overrides=None):
@@ -196,6 +262,13 @@ def run_model(model_dir, num_images, weights=WEIGHTS, data_overrides=None):
     given = np.zeros((len(records), num_classes), bool)
     for i, r in enumerate(records):
       given[i, [0] + r["given_tags"]] = True
+  config, model = model_dir_lib.load(model_dir, data_overrides)
+  areas, area_names = plain_areas(model, pipeline.weak_eval_dataset(config),
+                                  num_images, num_classes,
+                                  config.data.eval_batch_size)
+  if area_names != names:
+    raise ValueError(f"{model_dir}: the weak images of the plain labelmap "
+                     "pass differ from the cleaning passes'.")
   truth = web_tags.load_weak_truth(config.data.weak_dir, load_masks=False)
   true = np.zeros_like(given)
   for i, name in enumerate(names):
@@ -204,7 +277,7 @@ def run_model(model_dir, num_images, weights=WEIGHTS, data_overrides=None):
       raise ValueError(f"{config.data.weak_dir}: no true tags for {name} "
                        "(the study needs the generator's truth).")
     true[i, [0] + [int(c) for c in entry["tags"]]] = True
-  result = score_seed(true, given, probabilities)
+  result = score_seed(true, given, probabilities, areas)
   result["t_train"] = int(config.latent.t_train)
   return result
 
