@@ -229,8 +229,10 @@ def format_cleaning_report(report, percent=True):
     return ""
   factor = 100.0 if percent else 1.0
   lines = ["| tags | precision | recall | F1 |", "|---|---:|---:|---:|"]
-  for key, label in (("before", "given (noisy)"),
-                     ("after", f"cleaned (t_train={report['t_train']})")):
+  cleaned = (f"cleaned (t_train={report['t_train']})"
+             if report.get("rule", "paper") == "paper" else
+             f"cleaned (labelmap rule, area > {report['min_area']:g})")
+  for key, label in (("before", "given (noisy)"), ("after", cleaned)):
     s = report[key]
     lines.append(f"| {label} | {factor * s['precision']:.1f} | "
                  f"{factor * s['recall']:.1f} | {factor * s['f1']:.1f} |")

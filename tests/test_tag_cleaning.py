@@ -84,6 +84,10 @@ def test_the_labelmap_rule_keeps_the_given_tags_the_plain_labelmap_draws(
   report = tag_cleaning.clean_tags(model, examples[:1], str(tmp_path / "one"),
                                    t_train=2, rule="labelmap")
   assert json.loads(open(report["jsonl"]).readline())["cleaned_tags"] == []
+  # The report's table names the rule, not the steps it does not use.
+  report["before"] = report["after"] = {"precision": 1, "recall": 1, "f1": 1}
+  text = tag_cleaning.format_cleaning_report(report)
+  assert "cleaned (labelmap rule, area > 0)" in text and "t_train" not in text
 
 
 @pytest.mark.parametrize("kwargs, message", [

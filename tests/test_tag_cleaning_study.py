@@ -225,3 +225,17 @@ def test_tool_writes_the_page_and_rerenders_it(tmp_path, trained_run,
   assert again.read_text().split("## Per seed")[1] == page.split(
       "## Per seed")[1]
   assert os.path.exists(tmp_path / "again.json")
+
+
+def test_a_plain_labelmap_pass_of_other_images_is_an_error(trained_run,
+                                                           monkeypatch):
+  """The areas must be of the images the cleaning passes scored, in their
+  order: a mis-paired pass is refused, not scored."""
+  real = study.plain_areas
+
+  def reversed_names(*args, **kwargs):
+    areas, names = real(*args, **kwargs)
+    return areas[::-1], names[::-1]
+  monkeypatch.setattr(study, "plain_areas", reversed_names)
+  with pytest.raises(ValueError, match="plain labelmap pass differ"):
+    study.run_model(trained_run["model_dir"], 4, weights=(1.0,))
