@@ -63,6 +63,15 @@ def _ids(multi_hot):
 RULES = ("paper", "labelmap")
 
 
+def class_areas(probabilities):
+  """[C] share of each class in the arg-max labelmap of [H, W, C]
+  `probabilities` (the "labelmap" rule's measure)."""
+  probabilities = np.asarray(probabilities)
+  labelmap = np.argmax(probabilities, axis=-1)
+  return (np.bincount(labelmap.ravel(), minlength=probabilities.shape[-1])
+          / labelmap.size)
+
+
 def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
                truth=None, limit=None, class_names=classes.VOC_CLASSES,
                log_every=50, compiled=True, palette=None, rule="paper",
@@ -140,8 +149,7 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
         plain = evaluation.predict(model, example["image"], [0],
                                    compiled=compiled,
                                    refinements=[None])[0]["probabilities"]
-        areas = np.bincount(np.argmax(plain, axis=-1).ravel(),
-                            minlength=len(probs)) / plain[..., 0].size
+        areas = class_areas(plain)
         cleaned = ((areas > min_area) & (given > 0.5)).astype(np.float32)
       cleaned[0] = 1.0  # Background is always present.
       labelmap = np.argmax(out["probabilities"], axis=-1).astype(np.uint8)

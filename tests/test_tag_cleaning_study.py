@@ -75,7 +75,7 @@ def test_plain_areas_are_the_class_shares_of_the_plain_argmax(tiny_model,
   from dis_tf import evaluation
   model = tiny_model()
   examples = eval_examples()
-  areas, names = study.plain_areas(model, examples, 2, 21, batch_size=2)
+  areas, names = study.plain_areas(model, examples, 2, batch_size=2)
   assert names == ["img_0.jpg", "img_1.jpg"]
   for example, row in zip(examples, areas):
     probabilities = evaluation.predict(model, example["image"], [0],

@@ -211,11 +211,12 @@ def score_seed(true, given, probabilities_by_weight, areas=None):
                                    half(areas, rep))}
 
 
-def plain_areas(model, dataset, num_images, num_classes, batch_size=1):
+def plain_areas(model, dataset, num_images, batch_size=1):
   """[N, C] share of each class in the plain labelmap of the first
   `num_images` images (test mode, t = 0, no refinement, at the original
   size), and their file names."""
   from dis_tf import evaluation
+  from dis_tf import tag_cleaning
   examples = []
   for index, example in enumerate(dataset):
     if index >= num_images:
@@ -227,9 +228,7 @@ def plain_areas(model, dataset, num_images, num_classes, batch_size=1):
     outs = evaluation.predict_batch(model, [e["image"] for e in chunk], [0],
                                     refinements=[None])
     for offset, (example, out) in enumerate(zip(chunk, outs)):
-      labelmap = np.argmax(out[0]["probabilities"], axis=-1)
-      areas.append(np.bincount(labelmap.ravel(), minlength=num_classes)
-                   / labelmap.size)
+      areas.append(tag_cleaning.class_areas(out[0]["probabilities"]))
       names.append(evaluation.example_file_name(example, start + offset))
   return np.array(areas), names
 
@@ -264,8 +263,7 @@ def run_model(model_dir, num_images, weights=WEIGHTS, data_overrides=None):
       given[i, [0] + r["given_tags"]] = True
   config, model = model_dir_lib.load(model_dir, data_overrides)
   areas, area_names = plain_areas(model, pipeline.weak_eval_dataset(config),
-                                  num_images, num_classes,
-                                  config.data.eval_batch_size)
+                                  num_images, config.data.eval_batch_size)
   if area_names != names:
     raise ValueError(f"{model_dir}: the weak images of the plain labelmap "
                      "pass differ from the cleaning passes'.")
