@@ -12,10 +12,16 @@ network's own plain labelmap (test mode, t = 0, no refinement), not
 sigmoid(v3). The segmentation head, trained on every labelled pixel, tells
 which classes an image shows far better than the weak tag head
 (docs/results/TAG_CLEANING.md measures both rules on held-out weak images).
+
+`write_cleaned_folder` turns the cleaned tags into a web_tags folder to
+train stage 2 again on (`tools/train.py --stage=semi --init_from=RUN`): the
+paper's loop feeds cleaned tags back into training, and with the labelmap
+rule that pays (docs/results/ITERATED_CLEANING.md).
 """
 
 import json
 import os
+import shutil
 import time
 
 from absl import logging
@@ -221,6 +227,74 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
           "per_class_iou": [float(v) for v in matrix.per_class_iou()],
       }
   return report
+
+
+def write_weak_folder(source, out_dir, file_names, tags, class_names):
+  """A copy of the web_tags folder `source` whose annotations.jsonl gives
+  each image the object tags `tags[i]` ([N, C] bool; column 0, background,
+  is not written) of `file_names[i]`, in the source's order. Returns
+  `out_dir`.
+
+  Files are copied, not linked: the reader refuses paths that resolve
+  outside its folder (`dis_tf.data.safe_paths`).
+
+  Raises:
+    ValueError: an image of the source has no tags here, or the other way
+      round (nothing is dropped or mis-paired), or `out_dir` is `source`.
+  """
+  from dis_tf.data import web_tags  # pylint: disable=g-import-not-at-top
+  if os.path.abspath(out_dir) == os.path.abspath(source):
+    raise ValueError(f"{out_dir}: the copy would overwrite its source.")
+  by_name = {os.path.normpath(n): row for n, row in zip(file_names, tags)}
+  if len(by_name) != len(file_names):
+    raise ValueError("write_weak_folder: repeated file names.")
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)  # A half-written copy of a killed run.
+  shutil.copytree(source, out_dir,
+                  ignore=shutil.ignore_patterns(web_tags.ANNOTATIONS))
+  lines, seen = [], set()
+  with open(os.path.join(source, web_tags.ANNOTATIONS),
+            encoding="utf-8") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      image = json.loads(line)["image"]
+      key = os.path.normpath(image)
+      if key not in by_name:
+        raise ValueError(f"{source}: {image} has no cleaned tags (clean "
+                         "every image of the folder, without --limit).")
+      seen.add(key)
+      names = [class_names[c] for c in np.flatnonzero(by_name[key])
+               if c > 0]
+      lines.append(json.dumps({"image": image, "tags": names}))
+  missing = set(by_name) - seen
+  if missing:
+    raise ValueError(f"{source}: no image {sorted(missing)[0]} in "
+                     f"{web_tags.ANNOTATIONS}.")
+  atomic.write_text(os.path.join(out_dir, web_tags.ANNOTATIONS),
+                    "\n".join(lines) + "\n")
+  return out_dir
+
+
+def write_cleaned_folder(weak_dir, out_dir, records, class_names):
+  """A web_tags folder of `weak_dir`'s images with the cleaned tags of
+  `records` (the lines of `clean_tags`'s cleaned_tags.jsonl), to train
+  stage 2 again on. An image whose cleaned tags are empty keeps its given
+  tags: the reader refuses an image without supervision, and its given
+  tags are what it was trained on before.
+
+  Returns:
+    The images that kept their given tags (count).
+  """
+  tags = np.zeros((len(records), len(class_names)), bool)
+  kept = 0
+  for row, record in zip(tags, records):
+    ids = record["cleaned_tags"] or record["given_tags"]
+    kept += not record["cleaned_tags"]
+    row[[0] + list(ids)] = True
+  write_weak_folder(weak_dir, out_dir, [r["file_name"] for r in records],
+                    tags, class_names)
+  return kept
 
 
 def format_cleaning_report(report, percent=True):

@@ -198,7 +198,7 @@ def _callbacks(config, phase, image_examples, write_dir=None):
 
 
 def train(config, stage="all", dataset_fn=None, verbose="auto",
-          overwrite=False):
+          overwrite=False, init_from=None):
   """Runs the phases of `stage` and writes `model_dir/model.keras`.
 
   A rerun on the same model_dir resumes: finished phases are skipped and an
@@ -218,6 +218,9 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
       (`dis_tf.callbacks.PhaseProgress`; the demo's).
     overwrite: discard the training state in model_dir (checkpoints,
       backups, logs, model.keras) and train from scratch.
+    init_from: stage "semi" only: another run's model_dir whose finished
+      phase c stage 2 starts from (`init_stage2_from`), e.g. to
+      train stage 2 again on cleaned tags.
 
   Returns:
     The trained `DISModel`.
@@ -231,6 +234,10 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
         f"--stage={stage!r}: expected one of {sorted(config_lib.STAGES)}.")
   if not config.model_dir:
     raise errors.UserError("--model_dir is required.")
+  if init_from is not None and stage != "semi":
+    raise errors.UserError(f"--init_from with --stage={stage}: it gives the "
+                           "phase-c weights stage 2 starts from, so it needs "
+                           "--stage=semi.")
   _check_steps(config.train, config_lib.STAGES[stage])
   # First: MultiWorkerMirroredStrategy must configure the TF context before
   # anything initialises it.
@@ -252,7 +259,7 @@ def train(config, stage="all", dataset_fn=None, verbose="auto",
   # together, and write only their own directories (see _write_dir).
   with locks.held(locks.train_lock(model_dir), enabled=_is_chief(strategy)):
     return _train(config, stage, dataset_fn or pipeline.train_dataset,
-                  verbose, overwrite, strategy)
+                  verbose, overwrite, strategy, init_from)
 
 
 def _check_steps(train_config, phases):
@@ -465,7 +472,8 @@ def _load_last_good(model, chain, num_fixed, model_dir, is_chief, rebuild):
   return model, index + 1
 
 
-def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
+def _train(config, stage, dataset_fn, verbose, overwrite, strategy,
+           init_from=None):
   """`train` once the lock is held."""
   model_dir = config.model_dir
   # Non-chief workers of a multi-worker job write only their own directory.
@@ -477,6 +485,8 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
   num_fixed = len(chain) - len(phases)
   if overwrite:
     _remove_training_state(write_dir)
+  if init_from is not None and is_chief:
+    init_stage2_from(init_from, model_dir)
   unrecorded = _check_fingerprints(config, model_dir, chain,
                                    _previous_config(model_dir))
   if is_chief:
@@ -580,6 +590,44 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy):
 
   model_dir_lib.save_model(model, write_dir)
   return model
+
+
+def init_stage2_from(source_dir, model_dir):
+  """Puts the finished phase c of the run in `source_dir` (its weights and
+  fingerprint) into `model_dir`, so that stage 2 trains there from it
+  (`train(..., init_from=source_dir)`): e.g. stage 2 again on
+  cleaned tags (`tools/clean_tags.py --weak_output_dir`), beside the run.
+
+  Raises:
+    MissingFileError: `source_dir` has no finished phase c.
+    UserError: `model_dir` is `source_dir`, or already holds other phase-c
+      weights (a rerun with the same `source_dir` resumes).
+  """
+  if os.path.abspath(source_dir) == os.path.abspath(model_dir):
+    raise errors.UserError(f"--init_from={source_dir} is --model_dir: "
+                           "stage 2 from another run needs its own "
+                           "--model_dir.")
+  source = model_dir_lib.phase_weights_path(source_dir, "c")
+  if not os.path.exists(source):
+    raise errors.MissingFileError(
+        f"--init_from={source_dir}: no finished stage 1 ({source} is "
+        "missing).")
+  target = model_dir_lib.phase_weights_path(model_dir, "c")
+  if os.path.exists(target):
+    if model_dir_lib.file_hash(target) != model_dir_lib.file_hash(source):
+      raise errors.UserError(
+          f"--model_dir={model_dir} holds other phase-c weights than "
+          f"--init_from={source_dir}: use a new --model_dir.")
+    return
+  fingerprint_file = model_dir_lib.fingerprint_path(source_dir, "c")
+  if os.path.exists(fingerprint_file):
+    # Its recorded fields: a stage 2 configured differently from the
+    # phase-c run (batch size, steps...) is refused as in one model_dir.
+    with atomic.atomic_write(
+        model_dir_lib.fingerprint_path(model_dir, "c")) as tmp:
+      shutil.copyfile(fingerprint_file, tmp)
+  with atomic.atomic_write(target) as tmp:
+    shutil.copyfile(source, tmp)
 
 
 def _check_writable(model_dir):

@@ -99,3 +99,67 @@ def test_a_bad_cleaning_rule_is_an_error(model, eval_examples, tmp_path,
   with pytest.raises(ValueError, match=message):
     tag_cleaning.clean_tags(model, eval_examples(), str(tmp_path), 2,
                             **kwargs)
+
+
+def _annotated_images(weak_dir):
+  from dis_tf.data import web_tags
+  with open(os.path.join(weak_dir, web_tags.ANNOTATIONS)) as f:
+    return [json.loads(line)["image"] for line in f if line.strip()]
+
+
+def test_write_weak_folder_gives_each_image_its_tags(tmp_path,
+                                                     mini_benchmark):
+  from dis_tf.data import web_tags
+  source = mini_benchmark["weak_dir"]
+  images = _annotated_images(source)
+  names = [f"c{i}" for i in range(21)]
+  tags = np.zeros((len(images), 21), bool)
+  tags[:, 0] = True
+  tags[np.arange(len(images)), 1 + np.arange(len(images)) % 20] = True
+  # Given in another order than the source's: paired by name, not position.
+  order = np.arange(len(images))[::-1]
+  out = tag_cleaning.write_weak_folder(
+      source, str(tmp_path / "w"), [images[i] for i in order], tags[order],
+      names)
+  with open(os.path.join(out, web_tags.ANNOTATIONS)) as f:
+    written = [json.loads(line) for line in f]
+  assert [w["image"] for w in written] == images
+  assert [w["tags"] for w in written] == [
+      [f"c{1 + i % 20}"] for i in range(len(images))]
+  for name in images:  # The images and the truth are copied, not linked.
+    path = os.path.join(out, name)
+    assert os.path.isfile(path) and not os.path.islink(path)
+  assert os.path.isfile(os.path.join(out, web_tags.TRUTH_DIR, "truth.jsonl"))
+  with pytest.raises(ValueError, match="has no cleaned tags"):
+    tag_cleaning.write_weak_folder(source, str(tmp_path / "w2"), images[1:],
+                                   tags[1:], names)
+  with pytest.raises(ValueError, match="no image elsewhere.jpg"):
+    tag_cleaning.write_weak_folder(
+        source, str(tmp_path / "w3"), images + ["elsewhere.jpg"],
+        np.concatenate([tags, tags[:1]]), names)
+  with pytest.raises(ValueError, match="would overwrite its source"):
+    tag_cleaning.write_weak_folder(source, source + "/", images, tags, names)
+
+
+def test_write_cleaned_folder_keeps_given_tags_where_none_survive(
+    tmp_path, mini_benchmark):
+  from dis_tf.classes import VOC_CLASSES
+  from dis_tf.data import web_tags
+  source = mini_benchmark["weak_dir"]
+  images = _annotated_images(source)
+  records = [{"file_name": name, "given_tags": [3, 7],
+              "cleaned_tags": [] if i % 2 else [7]}
+             for i, name in enumerate(images)]
+  kept = tag_cleaning.write_cleaned_folder(source, str(tmp_path / "w"),
+                                           records, VOC_CLASSES)
+  assert kept == len(images) // 2
+  with open(os.path.join(tmp_path, "w", web_tags.ANNOTATIONS)) as f:
+    written = [json.loads(line)["tags"] for line in f]
+  assert written == [[VOC_CLASSES[3], VOC_CLASSES[7]] if i % 2 else
+                     [VOC_CLASSES[7]] for i in range(len(images))]
+  # The copy is a web_tags folder the reader accepts, with those tags.
+  with open(os.path.join(tmp_path, "w", web_tags.ANNOTATIONS)) as f:
+    parsed = [web_tags.parse_annotation_line(line, "a", i + 1)
+              for i, line in enumerate(f)]
+  assert [p[1] for p in parsed] == [[3, 7] if i % 2 else [7]
+                                    for i in range(len(images))]

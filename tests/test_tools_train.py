@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from dis_tf import classes
 from dis_tf import config as config_lib
+from dis_tf import errors
 from dis_tf import model_dir as model_dir_lib
 from dis_tf import visualization
 from dis_tf.data import pipeline
@@ -127,3 +128,83 @@ def test_trained_run_logs_a_val_image_grid_each_epoch(trained_run,
     for column in (3, 4):  # Labelmaps: palette colours (or the margin).
       colours = {tuple(c) for c in at(0, column).reshape(-1, 3)}
       assert colours <= palette | {(visualization.GRID_BACKGROUND,) * 3}
+
+
+def test_stage2_again_on_cleaned_tags_beside_a_run(trained_run, tmp_path,
+                                                   train, run_tool):
+  # The user's path of docs/results/ITERATED_CLEANING.md: clean the tags
+  # with the run's labelmap into a web_tags folder, then stage 2 again from
+  # the run's phase c in a new model_dir.
+  from dis_tf.data import web_tags
+  source = trained_run["model_dir"]
+  cleaned = str(tmp_path / "cleaned_tags")
+  out = run_tool("tools/clean_tags.py", f"--model_dir={source}",
+                 "--rule=labelmap", f"--weak_output_dir={cleaned}",
+                 f"--output_dir={tmp_path / 'clean'}")
+  assert "Train stage 2 again on it" in out.stdout
+  with open(os.path.join(tmp_path, "clean", "cleaned_tags.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  with open(os.path.join(cleaned, web_tags.ANNOTATIONS)) as f:
+    written = [json.loads(line) for line in f]
+  names = classes.VOC_CLASSES
+  # Every image once, in the folder's order, with its own cleaned tags.
+  by_name = {r["file_name"]: r for r in records}
+  assert sorted(w["image"] for w in written) == sorted(by_name)
+  for w in written:
+    r = by_name[w["image"]]
+    assert w["tags"] == [names[c] for c in (r["cleaned_tags"]
+                                            or r["given_tags"])]
+  new = str(tmp_path / "again")
+  train("--stage=semi", f"--init_from={source}", f"--weak_dir={cleaned}",
+        f"--model_dir={new}")
+  config = json.load(open(os.path.join(new, "config.json")))
+  assert config["data"]["weak_dir"] == cleaned
+  assert config["latent"]["t_train"] == 2  # The run's, not the preset's.
+  assert model_dir_lib.file_hash(model_dir_lib.phase_weights_path(
+      new, "c")) == model_dir_lib.file_hash(
+          model_dir_lib.phase_weights_path(source, "c"))
+  assert os.path.exists(os.path.join(new, "model.keras"))
+  assert os.path.exists(model_dir_lib.phase_weights_path(new, "semi"))
+  # Mistakes are named.
+  bad = train("--stage=full", f"--init_from={source}",
+              f"--model_dir={tmp_path / 'x'}", check=False)
+  assert "--init_from with --stage=full" in bad.stderr.strip().splitlines()[-1]
+  bad = train("--stage=semi", f"--init_from={source}", "--preset=tiny",
+              f"--model_dir={tmp_path / 'y'}", check=False)
+  assert "not both" in bad.stderr.strip().splitlines()[-1]
+  bad = run_tool("tools/clean_tags.py", f"--model_dir={source}",
+                 f"--weak_output_dir={tmp_path / 'z'}", "--limit=2",
+                 check=False)
+  assert "drop --limit" in bad.stderr.strip().splitlines()[-1]
+  bad = run_tool("tools/clean_tags.py", f"--model_dir={source}",
+                 "--weak_output_dir=" + json.load(open(os.path.join(
+                     source, "config.json")))["data"]["weak_dir"],
+                 check=False)
+  assert "needs its own folder" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_init_stage2_from_refuses_what_it_cannot_start_from(tmp_path):
+  from dis_tf import training  # pylint: disable=g-import-not-at-top
+  source, target = str(tmp_path / "run"), str(tmp_path / "new")
+  config = config_lib.tiny()
+  config.model_dir = target
+  with pytest.raises(errors.UserError,
+                     match="--init_from with --stage=all"):
+    training.train(config, "all", init_from=source)
+  with pytest.raises(errors.MissingFileError,
+                     match="no finished stage 1"):
+    training.init_stage2_from(source, target)
+  os.makedirs(os.path.join(source, "checkpoints"))
+  with open(model_dir_lib.phase_weights_path(source, "c"), "wb") as f:
+    f.write(b"weights of phase c")
+  with pytest.raises(errors.UserError, match="is --model_dir"):
+    training.init_stage2_from(source, source)
+  training.init_stage2_from(source, target)
+  assert open(model_dir_lib.phase_weights_path(target, "c"),
+              "rb").read() == b"weights of phase c"
+  training.init_stage2_from(source, target)  # The same: a resume.
+  with open(model_dir_lib.phase_weights_path(target, "c"), "wb") as f:
+    f.write(b"other weights")
+  with pytest.raises(errors.UserError,
+                     match="holds other phase-c weights"):
+    training.init_stage2_from(source, target)

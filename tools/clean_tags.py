@@ -57,6 +57,11 @@ flags.DEFINE_enum("rule", "paper", ["paper", "labelmap"],
 flags.DEFINE_float("min_area", 0.0, "--rule=labelmap: share of the plain "
                    "labelmap's pixels a given tag's class must exceed.",
                    lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_string("weak_output_dir", None,
+                    "Also write a copy of the web_tags folder with the "
+                    "cleaned tags (an image left with none keeps its given "
+                    "tags), to train stage 2 again on: tools/train.py "
+                    "--stage=semi --init_from=MODEL_DIR --weak_dir=THIS.")
 flags.DEFINE_boolean("use_truth", True,
                      "Score against WEAK_DIR/truth/truth.jsonl when it "
                      "exists (synthetic benchmark).")
@@ -75,6 +80,13 @@ def main(argv):
                            "data.weak_dir).")
   if not os.path.isdir(weak_dir):
     raise errors.MissingFileError(f"--weak_dir={weak_dir}: no such directory.")
+  if FLAGS.weak_output_dir and FLAGS.limit:
+    raise errors.UserError("--weak_output_dir needs every image cleaned: drop "
+                           "--limit.")
+  if FLAGS.weak_output_dir and (os.path.abspath(FLAGS.weak_output_dir)
+                                == os.path.abspath(weak_dir)):
+    raise errors.UserError(f"--weak_output_dir={FLAGS.weak_output_dir} is "
+                           "--weak_dir: the copy needs its own folder.")
   # After the flags and the run's config: see dis_tf/flags.py (tools import
   # TensorFlow only once their flags are known to be good).
   from dis_tf import tag_cleaning
@@ -111,6 +123,18 @@ def main(argv):
   print(f"cleaned tags: {report['jsonl']}")
   print(f"labelmaps:    {report['labelmap_dir']}")
   print(f"report:       {report_path}")
+  if FLAGS.weak_output_dir:
+    with open(report["jsonl"], encoding="utf-8") as f:
+      records = [json.loads(line) for line in f]
+    kept = tag_cleaning.write_cleaned_folder(
+        weak_dir, FLAGS.weak_output_dir, records,
+        classes.from_config(config).names)
+    print(f"web_tags folder with the cleaned tags: {FLAGS.weak_output_dir} "
+          f"({kept} of {len(records)} images kept their given tags: the "
+          "rule left them none). Train stage 2 again on it: python "
+          "tools/train.py "
+          f"--stage=semi --init_from={FLAGS.model_dir} "
+          f"--weak_dir={FLAGS.weak_output_dir} --model_dir=NEW_DIR")
 
 
 if __name__ == "__main__":
