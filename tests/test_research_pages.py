@@ -183,6 +183,7 @@ def test_reading_tag_cleaning(classifier, after, phrases):
   # is named.
   assert "not a different cleaning rule" not in text
   assert "docs/results/TAG_CLEANING.md" in text
+  assert "docs/results/ITERATED_CLEANING.md" in text
 
 
 # ------------------------------------------------------------ departures

@@ -96,6 +96,10 @@ def _cases(run_dir, tmp):
           ["tools/labelling_study.py", f"--model_dirs={run_dir}",
            f"--output={tmp}/L.md"], 1,
           "error: --workdir is required (or --from_json)."),
+      "iterated_cleaning_study_no_workdir": (
+          ["tools/iterated_cleaning_study.py", f"--model_dirs={run_dir}",
+           f"--output={tmp}/I.md"], 1,
+          "error: --workdir is required (or --from_json)."),
       "ensemble_study_no_workdir": (
           ["tools/ensemble_study.py", f"--output={tmp}/E.md"], 1,
           "error: --workdir is required (or --from_json)."),
@@ -131,7 +135,7 @@ CASES = [
     "make_synthetic_small_images", "predict_two_sources",
     "predict_missing_image", "rank_unlabelled_no_output",
     "labelling_study_no_workdir", "tag_cleaning_study_no_output",
-    "ensemble_study_no_workdir",
+    "ensemble_study_no_workdir", "iterated_cleaning_study_no_workdir",
     "export_existing_version",
     "client_missing_image", "prepare_data_missing_class_file"]
 
@@ -174,6 +178,8 @@ def _cases_tool(case):
     return "tools/tag_cleaning_study.py"
   if prefix == "ensemble":
     return "tools/ensemble_study.py"
+  if prefix == "iterated":
+    return "tools/iterated_cleaning_study.py"
   if prefix == "rank":
     return "tools/rank_unlabelled.py"
   if prefix == "export":

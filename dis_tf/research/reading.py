@@ -166,7 +166,9 @@ def _tags(seed_results, plan, latent):
       "docs/results/TAG_CLEANING.md (`tools/tag_cleaning_study.py`) chooses "
       "among other thresholds, tag-term weights and rules, the network's own "
       "plain labelmap among them, on held-out weak images of the demo's "
-      "seed runs.")
+      "seed runs, and docs/results/ITERATED_CLEANING.md "
+      "(`tools/iterated_cleaning_study.py`) trains stage 2 again on the "
+      "tags that labelmap cleans.")
 
 
 def section(seed_results, plan, latent):
