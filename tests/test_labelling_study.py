@@ -74,6 +74,37 @@ def test_run_seed_end_to_end_and_resume(tmp_path, tiny_run, mini_benchmark):
   assert ls.run_seed(model_dir, 2, 0, workdir) == result
 
 
+def test_run_seed_from_phase_b_trains_phase_c_only(tmp_path, tiny_run,
+                                                   mini_benchmark):
+  model_dir = str(tmp_path / "run")
+  config, model = tiny_run(model_dir, width=8)
+  config.data.voc_dir = mini_benchmark["voc_dir"]
+  config.data.weak_dir = mini_benchmark["weak_dir"]
+  config.data.data_dir = mini_benchmark["data_dir"]
+  config.data.select_split, config.data.eval_split = "val[:2]", "val[2:]"
+  config.save(model_dir)
+  for phase in ("a", "b", "c"):
+    path = model_dir_lib.phase_weights_path(model_dir, phase)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.save_weights(path)
+  workdir = str(tmp_path / "work")
+  with pytest.raises(ValueError, match="start='phase_c'"):
+    ls.run_seed(model_dir, 2, 0, workdir, start="phase_c")
+  result = ls.run_seed(model_dir, 2, 0, workdir, start="phase_b")
+  assert result["start"] == "phase_b"
+  for arm in ls.ARMS:
+    run = os.path.join(workdir, arm, "run")
+    # Phases a and b are the run's own files; only phase c was trained.
+    for phase in ("a", "b"):
+      assert model_dir_lib.file_hash(model_dir_lib.phase_weights_path(
+          run, phase)) == model_dir_lib.file_hash(
+              model_dir_lib.phase_weights_path(model_dir, phase))
+    assert not os.path.exists(os.path.join(run, "logs", "phase_a"))
+    assert os.path.exists(os.path.join(run, "logs", "phase_c"))
+  page = ls.format_page({"seeds": [0], "k": 2, "runs": [result]}, "cmd")
+  assert "phase c of stage 1 is trained again from the run's own" in page
+
+
 def _result(gains, harder):
   runs = []
   for g, h in zip(gains, harder):

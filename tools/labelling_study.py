@@ -14,6 +14,10 @@ measured, 23.5 minutes for the five runs of docs/results/LABELLING.md (about
     --model_dirs=runs/demo_spread/seed_0,runs/demo_spread/seed_1 \
     --seeds=0,1 --workdir=/tmp/labelling --output=docs/results/LABELLING.md
 
+--start=phase_b trains only phase c again in each arm, from the run's own
+phase-b weights: a fine-tune that keeps the arms' shared start, one
+phase-c training per arm instead of a whole stage 1.
+
 A killed run resumes: each finished seed is kept in
 --workdir/seed_<s>/result.json. The page's numbers go to the same path
 with .json; --from_json re-renders the page from them.
@@ -29,6 +33,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("k", 50, "Images to label in each arm.", lower_bound=1)
 flags.DEFINE_string("workdir", None, "Folder of the VOC copies and the "
                     "retrained runs (required unless --from_json).")
+flags.DEFINE_enum("start", "scratch", ["scratch", "phase_b"],
+                  "scratch: each arm trains stage 1 (phases a, b, c) from "
+                  "scratch. phase_b: each arm trains phase c again from the "
+                  "run's own phase-b weights (a fine-tune; both arms start "
+                  "from the same weights).")
 dis_flags.define_study_run_flags("tools/labelling_study.py")
 
 
@@ -46,7 +55,8 @@ def main(argv):
   print(dis_flags.study_page(
       command, labelling_study,
       lambda data: labelling_study.run_study(FLAGS.model_dirs, seeds, FLAGS.k,
-                                             FLAGS.workdir, data)))
+                                             FLAGS.workdir, data,
+                                             FLAGS.start)))
 
 
 if __name__ == "__main__":

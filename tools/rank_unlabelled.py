@@ -14,7 +14,10 @@ t_test was selected (`tools/evaluate.py --select_t_test`, or the demo); a
 run without that fit ranks by the mean max-softmax probability.
 --images, --t_test, --batch_size and --on_error are predict's. Ties keep
 the input order. What labelling by this ranking gained against labelling at
-random is measured in docs/results/LABELLING.md.
+random is measured in docs/results/LABELLING.md (stage 1 trained again from
+scratch: not resolved from its run-to-run noise) and
+docs/results/LABELLING_FINETUNE.md (phase c trained again from the run's
+phase-b weights with the new masks, as when you continue training).
 """
 
 import csv
