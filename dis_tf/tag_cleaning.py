@@ -229,29 +229,55 @@ def clean_tags(model, dataset, output_dir, t_train, tag_threshold=0.5,
   return report
 
 
-def write_weak_folder(source, out_dir, file_names, tags, class_names):
+def write_weak_folder(source, out_dir, file_names, tags, class_names,
+                      overwrite=False):
   """A copy of the web_tags folder `source` whose annotations.jsonl gives
   each image the object tags `tags[i]` ([N, C] bool; column 0, background,
   is not written) of `file_names[i]`, in the source's order. Returns
   `out_dir`.
 
   Files are copied, not linked: the reader refuses paths that resolve
-  outside its folder (`dis_tf.data.safe_paths`).
+  outside its folder (`dis_tf.data.safe_paths`). The copy is written under a
+  temporary name and renamed when complete, so a killed run leaves no
+  half-written `out_dir`.
+
+  Args:
+    overwrite: replace an existing `out_dir` (else it is an error: it may
+      be someone's data).
 
   Raises:
     ValueError: an image of the source has no tags here, or the other way
       round (nothing is dropped or mis-paired), or `out_dir` is `source`.
+    UserError: `out_dir` exists and not `overwrite`.
   """
+  from dis_tf import errors  # pylint: disable=g-import-not-at-top
   from dis_tf.data import web_tags  # pylint: disable=g-import-not-at-top
   if os.path.abspath(out_dir) == os.path.abspath(source):
     raise ValueError(f"{out_dir}: the copy would overwrite its source.")
+  if os.path.exists(out_dir) and not overwrite:
+    raise errors.UserError(f"{out_dir} already exists: give a new folder "
+                           "for the copy with the cleaned tags.")
   by_name = {os.path.normpath(n): row for n, row in zip(file_names, tags)}
   if len(by_name) != len(file_names):
     raise ValueError("write_weak_folder: repeated file names.")
-  if os.path.exists(out_dir):
-    shutil.rmtree(out_dir)  # A half-written copy of a killed run.
-  shutil.copytree(source, out_dir,
+  tmp_dir = atomic.temp_path(os.path.normpath(out_dir))
+  shutil.rmtree(tmp_dir, ignore_errors=True)  # Left by a killed run.
+  shutil.copytree(source, tmp_dir,
                   ignore=shutil.ignore_patterns(web_tags.ANNOTATIONS))
+  try:
+    _write_annotations(source, tmp_dir, by_name, class_names)
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)
+    atomic.commit_directory(tmp_dir, out_dir)
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+  return out_dir
+
+
+def _write_annotations(source, out_dir, by_name, class_names):
+  """out_dir/annotations.jsonl: source's images, in its order, with the
+  tags of `by_name` (normalised file name -> [C] bool)."""
+  from dis_tf.data import web_tags  # pylint: disable=g-import-not-at-top
   lines, seen = [], set()
   with open(os.path.join(source, web_tags.ANNOTATIONS),
             encoding="utf-8") as f:
@@ -273,10 +299,10 @@ def write_weak_folder(source, out_dir, file_names, tags, class_names):
                      f"{web_tags.ANNOTATIONS}.")
   atomic.write_text(os.path.join(out_dir, web_tags.ANNOTATIONS),
                     "\n".join(lines) + "\n")
-  return out_dir
 
 
-def write_cleaned_folder(weak_dir, out_dir, records, class_names):
+def write_cleaned_folder(weak_dir, out_dir, records, class_names,
+                         overwrite=False):
   """A web_tags folder of `weak_dir`'s images with the cleaned tags of
   `records` (the lines of `clean_tags`'s cleaned_tags.jsonl), to train
   stage 2 again on. An image whose cleaned tags are empty keeps its given
@@ -293,7 +319,7 @@ def write_cleaned_folder(weak_dir, out_dir, records, class_names):
     kept += not record["cleaned_tags"]
     row[[0] + list(ids)] = True
   write_weak_folder(weak_dir, out_dir, [r["file_name"] for r in records],
-                    tags, class_names)
+                    tags, class_names, overwrite)
   return kept
 
 

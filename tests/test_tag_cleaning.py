@@ -8,6 +8,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from dis_tf import errors
 from dis_tf import evaluation
 from dis_tf import tag_cleaning
 
@@ -133,6 +134,20 @@ def test_write_weak_folder_gives_each_image_its_tags(tmp_path,
   with pytest.raises(ValueError, match="has no cleaned tags"):
     tag_cleaning.write_weak_folder(source, str(tmp_path / "w2"), images[1:],
                                    tags[1:], names)
+  # Nothing half-written is left, under the name or the temp name.
+  assert sorted(os.listdir(tmp_path)) == ["w"]
+  # An existing folder is someone's data unless overwrite is asked for.
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "keep.txt").write_text("my data")
+  with pytest.raises(errors.UserError, match="already exists"):
+    tag_cleaning.write_weak_folder(source, str(tmp_path / "mine"), images,
+                                   tags, names)
+  assert (tmp_path / "mine" / "keep.txt").read_text() == "my data"
+  tag_cleaning.write_weak_folder(source, str(tmp_path / "w"), images,
+                                 tags[::-1], names, overwrite=True)
+  with open(os.path.join(out, web_tags.ANNOTATIONS)) as f:
+    assert [json.loads(line)["tags"] for line in f] == [
+        [f"c{1 + i % 20}"] for i in reversed(range(len(images)))]
   with pytest.raises(ValueError, match="no image elsewhere.jpg"):
     tag_cleaning.write_weak_folder(
         source, str(tmp_path / "w3"), images + ["elsewhere.jpg"],

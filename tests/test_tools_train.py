@@ -181,6 +181,9 @@ def test_stage2_again_on_cleaned_tags_beside_a_run(trained_run, tmp_path,
                      source, "config.json")))["data"]["weak_dir"],
                  check=False)
   assert "needs its own folder" in bad.stderr.strip().splitlines()[-1]
+  bad = run_tool("tools/clean_tags.py", f"--model_dir={source}",
+                 f"--weak_output_dir={cleaned}", check=False)
+  assert "already exists" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_init_stage2_from_refuses_what_it_cannot_start_from(tmp_path):

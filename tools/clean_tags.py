@@ -87,6 +87,10 @@ def main(argv):
                                 == os.path.abspath(weak_dir)):
     raise errors.UserError(f"--weak_output_dir={FLAGS.weak_output_dir} is "
                            "--weak_dir: the copy needs its own folder.")
+  if FLAGS.weak_output_dir and os.path.exists(FLAGS.weak_output_dir):
+    raise errors.UserError(f"--weak_output_dir={FLAGS.weak_output_dir} "
+                           "already exists: give a new folder for the copy "
+                           "with the cleaned tags.")
   # After the flags and the run's config: see dis_tf/flags.py (tools import
   # TensorFlow only once their flags are known to be good).
   from dis_tf import tag_cleaning
@@ -126,9 +130,12 @@ def main(argv):
   if FLAGS.weak_output_dir:
     with open(report["jsonl"], encoding="utf-8") as f:
       records = [json.loads(line) for line in f]
-    kept = tag_cleaning.write_cleaned_folder(
-        weak_dir, FLAGS.weak_output_dir, records,
-        classes.from_config(config).names)
+    try:
+      kept = tag_cleaning.write_cleaned_folder(
+          weak_dir, FLAGS.weak_output_dir, records,
+          classes.from_config(config).names)
+    except ValueError as e:  # An image without cleaned tags, or the reverse.
+      raise errors.UserError(f"--weak_output_dir: {e}") from e
     print(f"web_tags folder with the cleaned tags: {FLAGS.weak_output_dir} "
           f"({kept} of {len(records)} images kept their given tags: the "
           "rule left them none). Train stage 2 again on it: python "

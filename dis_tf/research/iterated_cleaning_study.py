@@ -191,7 +191,8 @@ def run_seed(model_dir, workdir, min_area=0.0, pseudo_images=300,
     weak_dir = tag_cleaning.write_weak_folder(config.data.weak_dir,
                                               os.path.join(arm_dir,
                                                            "web_tags"),
-                                              names, tags, names_of)
+                                              names, tags, names_of,
+                                              overwrite=True)
     arm_model, arm_config = _retrain(config, arm_dir, weak_dir,
                                      stage1_weights)
     result["miou"][arm] = _miou(arm_model, arm_config)
