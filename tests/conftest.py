@@ -177,6 +177,30 @@ def tiny_run():
   return make
 
 
+@pytest.fixture
+def mini_run(tiny_run, mini_benchmark):
+  """`mini_run(run_dir, phases=("c",), num_select=2)` -> (config, model): a
+  `tiny_run` on the mini benchmark (selection split val[:num_select],
+  reported split the rest) whose untrained weights stand in for the
+  finished `phases` (`checkpoints/phase_<p>.weights.h5`), as the studies
+  read a finished run."""
+
+  def make(run_dir, phases=("c",), num_select=2):
+    config, model = tiny_run(run_dir, width=8)
+    config.data.voc_dir = mini_benchmark["voc_dir"]
+    config.data.weak_dir = mini_benchmark["weak_dir"]
+    config.data.data_dir = mini_benchmark["data_dir"]
+    config.data.select_split = f"val[:{num_select}]"
+    config.data.eval_split = f"val[{num_select}:]"
+    config.save(run_dir)
+    for phase in phases:
+      path = model_dir_lib.phase_weights_path(run_dir, phase)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      model.save_weights(path)
+    return config, model
+  return make
+
+
 @pytest.fixture(scope="session")
 def backbone_calls():
   """`with backbone_calls(model) as calls:` records each call of

@@ -31,18 +31,10 @@ def test_clean_by_area_keeps_the_drawn_given_tags_and_falls_back():
   np.testing.assert_array_equal(kept, [False, True, True])
 
 
-def test_run_seed_end_to_end_and_resume(tmp_path, tiny_run, mini_benchmark):
+def test_run_seed_end_to_end_and_resume(tmp_path, mini_run, mini_benchmark):
   model_dir = str(tmp_path / "run")
-  config, model = tiny_run(model_dir, width=8)
-  config.data.voc_dir = mini_benchmark["voc_dir"]
-  config.data.weak_dir = mini_benchmark["weak_dir"]
-  config.data.data_dir = mini_benchmark["data_dir"]
-  config.data.select_split, config.data.eval_split = "val[:2]", "val[2:]"
-  config.save(model_dir)
+  _, model = mini_run(model_dir)
   model_dir_lib.save_model(model, model_dir)
-  path = model_dir_lib.phase_weights_path(model_dir, "c")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  model.save_weights(path)
   workdir = str(tmp_path / "work")
   result = ic.run_seed(model_dir, workdir, pseudo_images=3)
   assert result["pool"] == mini_benchmark["num_weak"]

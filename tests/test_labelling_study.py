@@ -50,17 +50,9 @@ def test_labelled_copy_adds_the_chosen_masks_to_the_train_list(
     assert f.read().split()[-1] == pool[1]["name"]
 
 
-def test_run_seed_end_to_end_and_resume(tmp_path, tiny_run, mini_benchmark):
+def test_run_seed_end_to_end_and_resume(tmp_path, mini_run, mini_benchmark):
   model_dir = str(tmp_path / "run")
-  config, model = tiny_run(model_dir, width=8)
-  config.data.voc_dir = mini_benchmark["voc_dir"]
-  config.data.weak_dir = mini_benchmark["weak_dir"]
-  config.data.data_dir = mini_benchmark["data_dir"]
-  config.data.select_split, config.data.eval_split = "val[:2]", "val[2:]"
-  config.save(model_dir)
-  path = model_dir_lib.phase_weights_path(model_dir, "c")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  model.save_weights(path)
+  mini_run(model_dir)
   workdir = str(tmp_path / "work")
   result = ls.run_seed(model_dir, 2, 0, workdir)
   assert result["pool"] == mini_benchmark["num_weak"]
@@ -74,19 +66,9 @@ def test_run_seed_end_to_end_and_resume(tmp_path, tiny_run, mini_benchmark):
   assert ls.run_seed(model_dir, 2, 0, workdir) == result
 
 
-def test_run_seed_from_phase_b_trains_phase_c_only(tmp_path, tiny_run,
-                                                   mini_benchmark):
+def test_run_seed_from_phase_b_trains_phase_c_only(tmp_path, mini_run):
   model_dir = str(tmp_path / "run")
-  config, model = tiny_run(model_dir, width=8)
-  config.data.voc_dir = mini_benchmark["voc_dir"]
-  config.data.weak_dir = mini_benchmark["weak_dir"]
-  config.data.data_dir = mini_benchmark["data_dir"]
-  config.data.select_split, config.data.eval_split = "val[:2]", "val[2:]"
-  config.save(model_dir)
-  for phase in ("a", "b", "c"):
-    path = model_dir_lib.phase_weights_path(model_dir, phase)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    model.save_weights(path)
+  mini_run(model_dir, phases=("a", "b", "c"))
   workdir = str(tmp_path / "work")
   with pytest.raises(ValueError, match="start='phase_c'"):
     ls.run_seed(model_dir, 2, 0, workdir, start="phase_c")

@@ -2,7 +2,6 @@
 the selective curve and the page, against NumPy references and hand
 counts."""
 
-import os
 
 import numpy as np
 import pytest
@@ -247,19 +246,10 @@ def test_write_and_load_round_trip(tmp_path):
     qp.load(str(tmp_path / "bad.json"))
 
 
-def test_run_model_scores_a_run_and_its_phase_a_baseline(tmp_path, tiny_run,
+def test_run_model_scores_a_run_and_its_phase_a_baseline(tmp_path, mini_run,
                                                          mini_benchmark):
-  from dis_tf import model_dir as model_dir_lib
   model_dir = str(tmp_path / "run")
-  config, model = tiny_run(model_dir, width=8)
-  config.data.voc_dir = mini_benchmark["voc_dir"]
-  config.data.weak_dir = mini_benchmark["weak_dir"]
-  config.data.data_dir = mini_benchmark["data_dir"]
-  config.data.select_split, config.data.eval_split = "val[:3]", "val[3:]"
-  config.save(model_dir)
-  path = model_dir_lib.phase_weights_path(model_dir, "a")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  model.save_weights(path)
+  config, _ = mini_run(model_dir, phases=("a",), num_select=3)
   result = qs.run_model(model_dir, 2)
   assert result["num_images"] == [3, mini_benchmark["num_val"] - 3]
   assert set(result["auroc"]) == {"score", *qs.PARTS, *qs.BASELINES}

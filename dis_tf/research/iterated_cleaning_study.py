@@ -80,19 +80,6 @@ def _pool(model, config):
   return names, given, areas
 
 
-def _true_tags(weak_dir, names, num_classes):
-  from dis_tf.data import web_tags
-  truth = web_tags.load_weak_truth(weak_dir, load_masks=False)
-  true = np.zeros((len(names), num_classes), bool)
-  for i, name in enumerate(names):
-    entry = truth.get(os.path.normpath(name))
-    if entry is None:
-      raise ValueError(f"{weak_dir}: no true tags for {name} (the study "
-                       "needs the generator's truth).")
-    true[i, [0] + [int(c) for c in entry["tags"]]] = True
-  return true
-
-
 def _f1(true, tags):
   return float(tag_cleaning_study.f1_of(
       tag_cleaning_study.tag_counts(true, tags).sum(0)))
@@ -166,7 +153,7 @@ def run_seed(model_dir, workdir, min_area=0.0, pseudo_images=300,
   config, model = model_dir_lib.load(model_dir, data_overrides)
   c = config.model.num_classes
   names, given, areas = _pool(model, config)
-  true = _true_tags(config.data.weak_dir, names, c)
+  true = tag_cleaning_study.true_tags(config.data.weak_dir, names, c)
   cleaned, kept = clean_by_area(given, areas, min_area)
   stage1_weights = model_dir_lib.phase_weights_path(model_dir, "c")
   stage1 = dis_model.build_dis_model(

@@ -233,13 +233,27 @@ def plain_areas(model, dataset, num_images, batch_size=1):
   return np.array(areas), names
 
 
+def true_tags(weak_dir, names, num_classes):
+  """[N, C] bool: the generator's true tags of the weak images `names`
+  (background, column 0, set)."""
+  from dis_tf.data import web_tags
+  truth = web_tags.load_weak_truth(weak_dir, load_masks=False)
+  true = np.zeros((len(names), num_classes), bool)
+  for i, name in enumerate(names):
+    entry = truth.get(os.path.normpath(name))
+    if entry is None:
+      raise ValueError(f"{weak_dir}: no true tags for {name} (the study "
+                       "needs the generator's truth).")
+    true[i, [0] + [int(c) for c in entry["tags"]]] = True
+  return true
+
+
 def run_model(model_dir, num_images, weights=WEIGHTS, data_overrides=None):
   """Cleans the first `num_images` weak images of a run at each weight and
   scores the seed (`score_seed`)."""
   from dis_tf import model_dir as model_dir_lib
   from dis_tf import tag_cleaning
   from dis_tf.data import pipeline
-  from dis_tf.data import web_tags
   probabilities, given, names = {}, None, None
   for weight in weights:
     overrides = dict(data_overrides or {}, **{"loss.tag_weight": weight})
@@ -267,14 +281,7 @@ def run_model(model_dir, num_images, weights=WEIGHTS, data_overrides=None):
   if area_names != names:
     raise ValueError(f"{model_dir}: the weak images of the plain labelmap "
                      "pass differ from the cleaning passes'.")
-  truth = web_tags.load_weak_truth(config.data.weak_dir, load_masks=False)
-  true = np.zeros_like(given)
-  for i, name in enumerate(names):
-    entry = truth.get(os.path.normpath(name))
-    if entry is None:
-      raise ValueError(f"{config.data.weak_dir}: no true tags for {name} "
-                       "(the study needs the generator's truth).")
-    true[i, [0] + [int(c) for c in entry["tags"]]] = True
+  true = true_tags(config.data.weak_dir, names, given.shape[1])
   result = score_seed(true, given, probabilities, areas)
   result["t_train"] = int(config.latent.t_train)
   return result
