@@ -486,7 +486,7 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy,
   if overwrite:
     _remove_training_state(write_dir)
   if init_from is not None and is_chief:
-    init_stage2_from(init_from, model_dir)
+    init_stage2_from(init_from, model_dir, config)
   unrecorded = _check_fingerprints(config, model_dir, chain,
                                    _previous_config(model_dir))
   if is_chief:
@@ -592,16 +592,25 @@ def _train(config, stage, dataset_fn, verbose, overwrite, strategy,
   return model
 
 
-def init_stage2_from(source_dir, model_dir):
+def init_stage2_from(source_dir, model_dir, config=None):
   """Puts the finished phase c of the run in `source_dir` (its weights and
   fingerprint) into `model_dir`, so that stage 2 trains there from it
   (`train(..., init_from=source_dir)`): e.g. stage 2 again on
   cleaned tags (`tools/clean_tags.py --weak_output_dir`), beside the run.
 
+  Args:
+    source_dir: the finished run.
+    model_dir: the new run's directory.
+    config: the new run's config; if given, a change of a field that phase
+      c was trained with (train.seed, train.batch_size, ...) is refused
+      here, before anything is copied, by its name: stage 2 from another
+      run keeps that run's stage 1.
+
   Raises:
     MissingFileError: `source_dir` has no finished phase c.
-    UserError: `model_dir` is `source_dir`, or already holds other phase-c
-      weights (a rerun with the same `source_dir` resumes).
+    UserError: `model_dir` is `source_dir`, already holds other phase-c
+      weights (a rerun with the same `source_dir` resumes), or `config`
+      changes a field of the copied phase c.
   """
   if os.path.abspath(source_dir) == os.path.abspath(model_dir):
     raise errors.UserError(f"--init_from={source_dir} is --model_dir: "
@@ -612,6 +621,23 @@ def init_stage2_from(source_dir, model_dir):
     raise errors.MissingFileError(
         f"--init_from={source_dir}: no finished stage 1 ({source} is "
         "missing).")
+  stored = model_dir_lib.read_fingerprint(source_dir, "c")
+  if config is not None and stored is not None:
+    # Without this, the fingerprint check after the copy refuses it too,
+    # but as a resume of another configuration, whose advice (--overwrite)
+    # cannot help: the copy comes back on the next run.
+    changed = model_dir_lib.field_differences(
+        stored["fields"], model_dir_lib.training_fields(config, "c"))
+    if changed:
+      raise errors.UserError(
+          f"--init_from={source_dir}: its stage 1 was trained with "
+          + ", ".join(f"{key}={old!r}" for key, old, _ in changed)
+          + "; this run asks "
+          + ", ".join(f"{key}={new!r}" for key, _, new in changed)
+          + ". Stage 2 from another run keeps that run's stage 1: drop "
+          "these flags (stage 2's own ones, such as latent.t_train, "
+          "train.semi_steps or --weak_dir, may change), or train both "
+          "stages anew with --stage=all.")
   target = model_dir_lib.phase_weights_path(model_dir, "c")
   if os.path.exists(target):
     if model_dir_lib.file_hash(target) != model_dir_lib.file_hash(source):

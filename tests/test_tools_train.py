@@ -172,6 +172,9 @@ def test_stage2_again_on_cleaned_tags_beside_a_run(trained_run, tmp_path,
   bad = train("--stage=semi", f"--init_from={source}", "--preset=tiny",
               f"--model_dir={tmp_path / 'y'}", check=False)
   assert "not both" in bad.stderr.strip().splitlines()[-1]
+  bad = train("--stage=semi", f"--init_from={source}", "--seed=5",
+              f"--model_dir={tmp_path / 'w'}", check=False)
+  assert "keeps that run's stage 1" in bad.stderr.strip().splitlines()[-1]
   bad = run_tool("tools/clean_tags.py", f"--model_dir={source}",
                  f"--weak_output_dir={tmp_path / 'z'}", "--limit=2",
                  check=False)
@@ -211,3 +214,18 @@ def test_init_stage2_from_refuses_what_it_cannot_start_from(tmp_path):
   with pytest.raises(errors.UserError,
                      match="holds other phase-c weights"):
     training.init_stage2_from(source, target)
+  # A flag that changes the copied stage 1 is named before anything is
+  # copied; stage 2's own settings may change.
+  model_dir_lib.write_fingerprint(source, config, "c")
+  other = str(tmp_path / "other")
+  reseeded = config_lib.apply_overrides(config_lib.tiny(), {
+      "train.seed": config.train.seed + 5})
+  with pytest.raises(errors.UserError, match=(
+      r"trained with train.seed=0; this run asks train.seed=5\. Stage 2 "
+      "from another run keeps that run's stage 1")):
+    training.init_stage2_from(source, other, reseeded)
+  assert not os.path.exists(other)
+  longer = config_lib.apply_overrides(config_lib.tiny(), {
+      "train.semi_steps": config.train.semi_steps + 1, "latent.t_train": 3})
+  training.init_stage2_from(source, other, longer)
+  assert os.path.exists(model_dir_lib.phase_weights_path(other, "c"))

@@ -36,7 +36,9 @@ re-check benchmark):
 
 --init_from starts from that run's configuration (config.json) instead of
 a preset, the flags given override it, and stage 2 starts from its
-phase-c weights, copied into --model_dir.
+phase-c weights, copied into --model_dir. Stage 2's own flags may change
+(latent.t_train, train.semi_steps, --weak_dir, ...); a flag its stage 1
+was trained with (--seed, the batch size, phases a-c) is refused by name.
 """
 
 from absl import flags
