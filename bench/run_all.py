@@ -35,6 +35,14 @@ SCRIPTS = (
     ("demo_spread", "demo_spread", ()),
     ("demo_spread_mixed_bfloat16", "demo_spread",
      ("--precision=mixed_bfloat16",)),
+    ("demo_spread_weight_decay", "demo_spread",
+     ("--train_flag=train.weight_decay=0.05", "--name=weight_decay",
+      "--workdir=runs/demo_spread_weight_decay",
+      "--baseline_workdir=runs/demo_spread")),
+    ("demo_spread_longer_stage2", "demo_spread",
+     ("--train_flag=train.semi_steps=3000", "--name=longer_stage2",
+      "--workdir=runs/demo_spread_longer_stage2",
+      "--baseline_workdir=runs/demo_spread")),
     ("precision_training", "precision_training", ()),
 )
 
@@ -106,6 +114,16 @@ export builds them once, at export, and saves them with the weights
   issue's rule, does not; `precision.py` computes from its own run the
   FLOP rate the 30 steps would need (its line "Why t=30 / t=0 is what it
   is") and whether even the float32 backbone's rate would reach it.
+* *The demo's spread across training seeds (sample sd <= 3 mIoU at t = 0,
+  issue 26).* The classes whose IoU moves most between seeds are
+  same-colour pairs of the generator, told apart only by texture (the
+  `demo_spread` sections). Two variant sections test two remedies beside
+  the demo's own runs: weight decay against over-fitting, and a 1.5x longer
+  stage 2 against an unconverged one. Neither brings it to 3: in the
+  lowest seed the same pairs stay failed under both (their per-class
+  tables). The longer stage 2 raises the mean on the selection split (the
+  interval in its section), which a change of the preset would weigh
+  against the demo's time budget.
 * *The demo's wall time (targets <= 4 min, issue 26; <= 3 min where bf16
   is the default, issue 29)*: the demo is mostly training (stage 1 and
   2000 stage-2 steps of a tiny network) and its step 4 (every t_test,
@@ -196,6 +214,12 @@ training and its step 4 (the served setting chosen on `val[:100]`, scored
 on `val[100:]`) for five training seeds on the demo's benchmark; seed 0 is
 the demo's own run and reproduces its printed numbers. The spread says how
 large a change of the demo's number must be before it means anything.
+Two variants of the demo's training test where the spread comes from,
+each beside the demo's runs of the same seeds (`--train_flag`): weight
+decay (if the spread came from over-fitting the 150 labelled images, a
+regulariser would narrow it) and a 1.5x longer stage 2 (if it came from a
+stage 2 stopped before it converged, more steps would). Their per-class
+tables show whether either changes which seeds fail the same-colour pairs.
 
 **Exactness vs. step size.** tests/test_gram.py checks direct == gram
 with identical labelmaps after 30 steps: in float32 to 1e-3 relative (tiny
