@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 
 # `<stem>.tmp` followed by the original suffixes (or nothing).
 _TEMP_NAME = re.compile(r"^[^.]+\.tmp(\.|$)")
@@ -104,6 +105,30 @@ def commit_directory(tmp_dir, path):
   _fsync_tree(tmp_dir)
   os.rename(tmp_dir, path)
   fsync_path(os.path.dirname(path) or ".")
+
+
+@contextlib.contextmanager
+def directory_write(path, replace=False):
+  """Yields a temp directory name (not yet created) that becomes `path`
+  when the block succeeds (`commit_directory`).
+
+  A temp directory left by a killed run is removed first; on an error the
+  temp directory is removed and `path` is left as it was.
+
+  Args:
+    path: the final directory.
+    replace: remove an existing `path` before the rename (callers that
+      refuse an existing folder check it before any work).
+  """
+  tmp = temp_path(os.path.normpath(path))
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    yield tmp
+    if replace and os.path.exists(path):
+      shutil.rmtree(path)
+    commit_directory(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def set_aside(path, suffix=".corrupt"):

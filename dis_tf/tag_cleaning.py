@@ -260,17 +260,10 @@ def write_weak_folder(source, out_dir, file_names, tags, class_names,
   by_name = {os.path.normpath(n): row for n, row in zip(file_names, tags)}
   if len(by_name) != len(file_names):
     raise ValueError("write_weak_folder: repeated file names.")
-  tmp_dir = atomic.temp_path(os.path.normpath(out_dir))
-  shutil.rmtree(tmp_dir, ignore_errors=True)  # Left by a killed run.
-  shutil.copytree(source, tmp_dir,
-                  ignore=shutil.ignore_patterns(web_tags.ANNOTATIONS))
-  try:
+  with atomic.directory_write(out_dir, replace=True) as tmp_dir:
+    shutil.copytree(source, tmp_dir,
+                    ignore=shutil.ignore_patterns(web_tags.ANNOTATIONS))
     _write_annotations(source, tmp_dir, by_name, class_names)
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    atomic.commit_directory(tmp_dir, out_dir)
-  finally:
-    shutil.rmtree(tmp_dir, ignore_errors=True)
   return out_dir
 
 

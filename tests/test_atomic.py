@@ -58,3 +58,25 @@ def test_remove_stale_temp_files_only_touches_its_own_names(tmp_path):
     assert (tmp_path / rel).exists(), rel
   for rel in stale:
     assert not (tmp_path / rel).exists(), rel
+
+
+def test_directory_write_commits_only_a_finished_directory(tmp_path):
+  path = str(tmp_path / "out")
+  os.makedirs(path)
+  with open(os.path.join(path, "old.txt"), "w") as f:
+    f.write("old")
+  with pytest.raises(RuntimeError):
+    with atomic.directory_write(path, replace=True) as tmp:
+      os.makedirs(tmp)
+      with open(os.path.join(tmp, "new.txt"), "w") as f:
+        f.write("half")
+      raise RuntimeError("killed mid-write")
+  # The failed write left the old folder and no temp directory.
+  assert os.listdir(path) == ["old.txt"]
+  assert os.listdir(tmp_path) == ["out"]
+  with atomic.directory_write(path, replace=True) as tmp:
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, "new.txt"), "w") as f:
+      f.write("new")
+  assert os.listdir(path) == ["new.txt"]
+  assert os.listdir(tmp_path) == ["out"]

@@ -281,9 +281,7 @@ def prepare_folder(source, output, val_fraction=0.2, skip_bad_files=False,
     problems.bad(f"{os.path.join(labelled, 'masks', masks[stem])}: mask has "
                  f"no image (expected labelled/images/{stem}.jpg or .png).")
 
-  tmp = atomic.temp_path(output)
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
+  with atomic.directory_write(output, replace=True) as tmp:
     root = os.path.join(tmp, "VOC2012")
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
       os.makedirs(os.path.join(root, sub))
@@ -364,11 +362,6 @@ def prepare_folder(source, output, val_fraction=0.2, skip_bad_files=False,
     }
     with open(os.path.join(tmp, REPORT_FILE), "w", encoding="utf-8") as f:
       json.dump(report, f, indent=2)
-    if os.path.exists(output):
-      shutil.rmtree(output)
-    atomic.commit_directory(tmp, output)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return report
 
 
