@@ -10,6 +10,7 @@ from dis_tf import quality
 from dis_tf import selection
 from dis_tf.research import diagnosis
 from dis_tf.research import quality_page as qp
+from dis_tf.research import quality_remedies as qr
 from dis_tf.research import quality_study as qs
 
 
@@ -263,3 +264,27 @@ def test_run_model_scores_a_run_and_its_phase_a_baseline(tmp_path, mini_run,
   score = served["auroc"]["score"]
   assert np.isnan(score) or 0.0 <= score <= 1.0
   assert 0.0 <= served["selective"]["score"]["1"] <= 1.0
+
+
+def _remedies_result():
+  runs = []
+  for top in (0.1, 0.2, 0.3):
+    remedies = {name: {"auroc": 0.8, "top_half": top}
+                for name in ("served",) + qr.REMEDIES}
+    runs.append({"served": {"remedies": remedies}})
+  return {"runs": runs}
+
+
+def test_the_page_carries_the_remedies_section():
+  rng = np.random.default_rng(6)
+  result = {"seeds": [0, 1, 2], "t_steps": 10,
+            "runs": [_run(rng) for _ in range(3)]}
+  for r, extra in zip(result["runs"], _remedies_result()["runs"]):
+    r["served"] = {"auroc": {"score": 0.8, "max_probability": 0.7},
+                   "selective": {k: {"0.5": 0.6, "0.8": 0.55, "1": 0.5}
+                                 for k in ("score", "max_probability")},
+                   "t_test": 0, "fitted": True, **extra["served"]}
+  page = qp.format_page(result, "cmd")
+  assert "## Two remedies for the trusted half" in page
+  assert page.index("## Two remedies") < page.index("## Targets")
+  assert "- The remedy class_iou " in page

@@ -8,6 +8,7 @@ import numpy as np
 
 from dis_tf import quality
 from dis_tf.research import reading
+from dis_tf.research import quality_remedies
 from dis_tf.research import quality_study
 from dis_tf.research import tables
 
@@ -92,7 +93,8 @@ def format_page(result, command):
       "",
   ]
   served = _served_lines(result)
-  lines += served["lines"] + [
+  remedies = quality_remedies.section(result, TARGET_TOP_HALF, TARGET_AUROC)
+  lines += served["lines"] + remedies["lines"] + [
       "## Targets",
       "",
       tables.TARGET_RULE,
@@ -123,7 +125,7 @@ def format_page(result, command):
       "(mean over seeds); a same-hue swap decodes to about the same colours, "
       + ("so what the reconstruction ranks by is the other errors."
          if recon["low"] > 0 else "so the reconstruction cannot see it."),
-  ] + served["reading"]
+  ] + served["reading"] + remedies["reading"]
   return "\n".join(lines) + "\n"
 
 

@@ -30,8 +30,10 @@ Measured on the reported split: AUROC for flagging images below its median
 IoU, and the selective-prediction curve (split mIoU of the most-trusted
 50%, 80% and 100% of images). The same for the score the library serves
 (`served_study`: `dis_tf.quality`'s four parts of the served prediction,
-fitted by `quality.fit` as `tools/evaluate.py --select_t_test` fits it).
-The page is `quality_page`'s. The library never imports this module.
+fitted by `quality.fit` as `tools/evaluate.py --select_t_test` fits it),
+and two remedies for its trusted half, measured and not served
+(`quality_remedies`). The page is `quality_page`'s. The library never
+imports this module.
 """
 
 import numpy as np
@@ -41,6 +43,7 @@ from dis_tf import metrics as dis_metrics
 from dis_tf import quality
 from dis_tf import selection
 from dis_tf.research import diagnosis
+from dis_tf.research import quality_remedies
 
 PARTS = ("reconstruction", "reconstruction_drop", "entropy",
          "max_probability", "tag_agreement")
@@ -254,13 +257,18 @@ def run_model(model_dir, t_steps, data_overrides=None):
   # The served score through the library's own code (the export computes
   # the same in its graph, tests/test_quality.py), at the run's t_test.
   t_test = int(config.latent.t_test)
-  served_fit = quality.fit(
+  s_parts, s_matrices = quality.split_parts(
       model, pipeline.eval_dataset(config, config.data.select_split), t_test,
-      c, config.data.select_split)
+      c)
+  # `quality.fit`'s fit, from the parts computed once for the remedies too.
+  served_fit = quality.fit_parts(s_parts, selection.mean_iou_of(s_matrices),
+                                 t_test, config.data.select_split)
   served_parts, served_matrices = quality.split_parts(
       model, pipeline.eval_dataset(config, config.data.eval_split), t_test, c)
   result["served"] = served_study(served_fit, served_parts, served_matrices)
   result["served"]["t_test"] = t_test
+  result["served"]["remedies"] = quality_remedies.measure(
+      s_parts, s_matrices, served_parts, served_matrices)
   result["error_relations"] = error_relations(report[2], c)
   result["splits"] = [config.data.select_split, config.data.eval_split]
   result["latent_update"] = model.latent_update
