@@ -93,7 +93,7 @@ def _result(top_half, auroc, served_top=0.02):
      ["misses the +10 target", "lowers the trusted half below the served",
       "is not resolved against 0.80"]),
     ((-0.05, 0.2, 0.15), (0.8, 0.8, 0.8),
-     ["does not resolve the +10 target",
+     ["is not resolved against the +10 target",
       "is not resolved as different from the served"]),
 ])
 def test_the_section_reading_follows_the_numbers(top_half, auroc, expected):

@@ -165,7 +165,7 @@ def section(result, target_top_half, target_auroc):
     reading.append(
         f"- The remedy {name} "
         + {"met": "reaches", "missed": "misses",
-           "not resolved": "does not resolve"}[reach]
+           "not resolved": "is not resolved against"}[reach]
         + f" the +{target_top_half:.0f} target ({top['mean']:+.1f}), "
         + reading_lib.by_interval(
             gain, "lifts the trusted half above the served score's",
