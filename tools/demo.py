@@ -47,8 +47,9 @@ the whole demo takes no longer than under float32: 138 s under bf16 and
 142 s under float32, side by side on a 2-core AMD EPYC with bf16 units
 (bench/research_loop.py, BENCHMARKS.md, 2026-12-07, at 5640b2f; issue
 26's 4 min and issue 29's 3 min are met there by the demo alone; from a
-fresh clone with the README's pip install, 170 s and 190 s the same day;
-the tiny backbone has too little convolution work for bf16 to pay). The
+fresh clone with the README's pip install, 170 s and 190 s the same day,
+and 232 s on 2026-12-08 on a host about 30% slower that day; the tiny
+backbone has too little convolution work for bf16 to pay). The
 export is in the precision trained in: re-export with
 `export/export_saved_model.py --precision=float32` for a server without
 bf16 units (docs/SERVING.md).
