@@ -75,28 +75,35 @@ def _body(spread, variant_report, variant_select):
                              _runs(demo_report, demo_select))
 
 
-def test_variant_reading_follows_the_numbers(spread):
-  narrow = [55.0, 56.0, 57.0, 55.5, 56.5]                  # sd 0.8
-  wide = [45.0, 60.0, 58.0, 50.0, 62.0]                     # sd 7.2
-  better = [45.0, 56.0, 53.0, 49.0, 55.0]                   # +1 every seed
-  level = [44.5, 55.0, 52.0, 48.0, 54.0]                    # +0.1 on average
-  worse = [40.0, 51.0, 48.0, 44.0, 50.0]                    # -4 every seed
-  text = _body(spread, narrow, better)
-  assert "target sd <= 3 for the variant: **met**" in text
-  assert "meets the spread target and is better" in text
-  assert "a candidate for the preset" in text
-  text = _body(spread, narrow, level)
-  assert "is no worse on the selection split" in text
-  assert "a candidate for the preset" in text
-  text = _body(spread, narrow, worse)
-  assert "**met**" in text and "a possible loss of mIoU" in text
-  assert "candidate" not in text
-  text = _body(spread, wide, better)
-  assert "**not met**" in text
-  assert "does not bring the spread to 3" in text
-  assert "it is better on the selection split" in text
-  text = _body(spread, wide, worse)
-  assert "it is not shown no worse on the selection split" in text
+NARROW = [55.0, 56.0, 57.0, 55.5, 56.5]                    # sd 0.8
+WIDE = [45.0, 60.0, 58.0, 50.0, 62.0]                      # sd 7.2
+BETTER = [45.0, 56.0, 53.0, 49.0, 55.0]                    # +1 every seed
+LEVEL = [44.5, 55.0, 52.0, 48.0, 54.0]                     # +0.1 on average
+WORSE = [40.0, 51.0, 48.0, 44.0, 50.0]                     # -4 every seed
+
+
+@pytest.mark.parametrize("report, select, present, absent", [
+    (NARROW, BETTER, ["target sd <= 3 for the variant: **met**",
+                      "meets the spread target and is better",
+                      "a candidate for the preset"], []),
+    (NARROW, LEVEL, ["is no worse on the selection split",
+                     "a candidate for the preset"], []),
+    (NARROW, WORSE, ["**met**", "a possible loss of mIoU"], ["candidate"]),
+    (WIDE, BETTER, ["**not met**", "does not bring the spread to 3",
+                    "it is better on the selection split"], []),
+    (WIDE, WORSE, ["it is not shown no worse on the selection split"], []),
+])
+def test_variant_reading_follows_the_numbers(spread, report, select, present,
+                                             absent):
+  text = _body(spread, report, select)
+  for phrase in present:
+    assert phrase in text, phrase
+  for phrase in absent:
+    assert phrase not in text, phrase
+
+
+def test_variant_body_names_the_lowest_seed_and_the_moving_class(spread):
+  text = _body(spread, WIDE, WORSE)
   # The demo's lowest seed (0: 48.0) moves by 45 - 48, the others by
   # (2 + 0 - 3 + 3) / 4.
   assert ("lowest seed (0) moves by -3.0 mIoU on `val[100:]` under the "
